@@ -1,0 +1,87 @@
+"""Compact node info (26 / 38 bytes) and compact peer info (6 / 18 bytes), BEP 5 and BEP 32."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Iterable
+
+from .ids import ID_LENGTH, NodeId
+
+Address = tuple[str, int]
+"""An (ip, port) pair with the IP as text, as asyncio and socket use it."""
+
+PEER4_LENGTH = 6
+PEER6_LENGTH = 18
+NODE4_LENGTH = ID_LENGTH + PEER4_LENGTH
+NODE6_LENGTH = ID_LENGTH + PEER6_LENGTH
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A DHT node as it is exchanged on the wire: its id and its UDP address."""
+
+    id: NodeId
+    ip: str
+    port: int
+
+    @property
+    def address(self) -> Address:
+        return (self.ip, self.port)
+
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self.ip
+
+    def __str__(self) -> str:
+        return f"{self.id.hex()}@{format_address(self.address)}"
+
+
+def format_address(address: Address) -> str:
+    """`ip:port`, with brackets around IPv6 addresses."""
+    ip, port = address[0], address[1]
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def pack_address(address: Address) -> bytes:
+    """Compact peer info: 4 or 16 address bytes then the port, big endian."""
+    ip, port = address[0], address[1]
+    if not 0 <= port <= 0xFFFF:
+        raise ValueError(f"port {port} out of range")
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    return socket.inet_pton(family, ip) + port.to_bytes(2, "big")
+
+
+def unpack_address(data: bytes) -> Address:
+    """Inverse of `pack_address` for 6- or 18-byte strings."""
+    if len(data) == PEER4_LENGTH:
+        return (socket.inet_ntop(socket.AF_INET, data[:4]), int.from_bytes(data[4:], "big"))
+    if len(data) == PEER6_LENGTH:
+        return (socket.inet_ntop(socket.AF_INET6, data[:16]), int.from_bytes(data[16:], "big"))
+    raise ValueError(f"compact peer info must be 6 or 18 bytes, got {len(data)}")
+
+
+def pack_nodes(nodes: Iterable[NodeInfo]) -> bytes:
+    """Concatenated compact node info; IPv4 and IPv6 nodes must not be mixed."""
+    return b"".join(bytes(node.id) + pack_address(node.address) for node in nodes)
+
+
+def unpack_nodes(data: bytes, ipv6: bool = False) -> list[NodeInfo]:
+    """Split a `nodes` (26-byte entries) or `nodes6` (38-byte entries) string."""
+    size = NODE6_LENGTH if ipv6 else NODE4_LENGTH
+    if len(data) % size:
+        key = "nodes6" if ipv6 else "nodes"
+        raise ValueError(f"{key} length {len(data)} is not a multiple of {size}")
+    return [
+        NodeInfo(NodeId(data[i:i + ID_LENGTH]), *unpack_address(data[i + ID_LENGTH:i + size]))
+        for i in range(0, len(data), size)
+    ]
+
+
+def normalize_ip(ip: str) -> str:
+    """The canonical text form of an IP address (IPv4-mapped IPv6 becomes IPv4)."""
+    address = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)

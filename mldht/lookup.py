@@ -1,0 +1,201 @@
+"""The iterative Kademlia lookup as a sans-I/O state machine.
+
+One class serves find_node, get_peers and the get_peers phase of announce. The runtime
+asks `next_queries(now)` what to send, reports each outcome with `on_reply` or
+`on_failure` (hard timeout or error), wakes up at `next_deadline()` to let soft timeouts
+open new slots, and stops when `done` is true.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .compact import Address, NodeInfo
+from .ids import ID_BITS, NodeId, distance
+
+ALPHA = 5
+SOFT_TIMEOUT = 1.0
+K = 8
+UNKNOWN_DISTANCE = 1 << ID_BITS
+"""Distance given to bootstrap addresses whose id is not known yet: queried last."""
+
+
+class CandidateState(enum.Enum):
+    NEW = "new"
+    IN_FLIGHT = "in_flight"
+    SLOW = "slow"
+    """Past the soft timeout: still awaited, but no longer holding a slot."""
+    ANSWERED = "answered"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class Candidate:
+    address: Address
+    node_id: NodeId | None
+    distance: int
+    state: CandidateState = CandidateState.NEW
+    sent_at: float = 0.0
+    token: bytes | None = None
+
+    @property
+    def info(self) -> NodeInfo:
+        assert self.node_id is not None
+        return NodeInfo(self.node_id, self.address[0], self.address[1])
+
+
+@dataclass(slots=True)
+class LookupStats:
+    queried: int = 0
+    answered: int = 0
+    failed: int = 0
+    peers: set[Address] = field(default_factory=set)
+
+
+class Lookup:
+    """State of one iterative lookup towards `target`.
+
+    `seeds` are the starting nodes (from the routing table) and `bootstrap` bare addresses
+    whose ids are unknown. The lookup keeps `alpha` queries in flight among the closest
+    unqueried candidates; a query past `soft_timeout` stops holding a slot; it ends when
+    the `k` closest non-failed candidates have all answered, or when nothing is left to ask.
+    At most `max_candidates` are tracked (the farthest unqueried ones are dropped).
+    """
+
+    def __init__(self, target: NodeId, seeds: Iterable[NodeInfo], now: float, *,
+                 bootstrap: Iterable[Address] = (), k: int = K, alpha: int = ALPHA,
+                 soft_timeout: float = SOFT_TIMEOUT, max_candidates: int = 128) -> None:
+        self.target = target
+        self.k = k
+        self.alpha = alpha
+        self.soft_timeout = soft_timeout
+        self.max_candidates = max(max_candidates, k + alpha)
+        self.started = now
+        self.stats = LookupStats()
+        self._candidates: dict[Address, Candidate] = {}
+        self._ordered: list[Candidate] = []
+        self._dirty = False
+        self.add_nodes(seeds)
+        for address in bootstrap:
+            if address not in self._candidates:
+                self._insert(Candidate(address, None, UNKNOWN_DISTANCE))
+
+    # --- candidates ---------------------------------------------------------------------
+
+    def _insert(self, candidate: Candidate) -> None:
+        self._candidates[candidate.address] = candidate
+        self._ordered.append(candidate)
+        self._dirty = True
+
+    def _sorted(self) -> list[Candidate]:
+        if self._dirty:
+            self._ordered.sort(key=lambda candidate: candidate.distance)
+            if len(self._ordered) > self.max_candidates:
+                keep = self._ordered[:self.max_candidates]
+                for dropped in self._ordered[self.max_candidates:]:
+                    if dropped.state in (CandidateState.IN_FLIGHT, CandidateState.SLOW):
+                        keep.append(dropped)  # still awaited; keep to match the reply
+                    else:
+                        del self._candidates[dropped.address]
+                self._ordered = keep
+            self._dirty = False
+        return self._ordered
+
+    def add_nodes(self, nodes: Iterable[NodeInfo]) -> None:
+        """Learn about nodes (from the routing table or a `nodes` reply)."""
+        for node in nodes:
+            if node.port == 0 or node.address in self._candidates:
+                continue
+            self._insert(Candidate(node.address, node.id, distance(node.id, self.target)))
+
+    # --- driving ------------------------------------------------------------------------
+
+    def _expire_soft(self, now: float) -> None:
+        for candidate in self._ordered:
+            if (candidate.state is CandidateState.IN_FLIGHT
+                    and now - candidate.sent_at >= self.soft_timeout):
+                candidate.state = CandidateState.SLOW
+
+    def next_queries(self, now: float) -> list[NodeInfo | Address]:
+        """The nodes to query now (each returned once); bare addresses for unknown ids."""
+        self._expire_soft(now)
+        if self.done:
+            return []
+        ordered = self._sorted()
+        slots = self.alpha - sum(1 for c in ordered if c.state is CandidateState.IN_FLIGHT)
+        chosen: list[NodeInfo | Address] = []
+        answered = 0
+        for candidate in ordered:
+            if slots <= 0 or answered >= self.k:
+                break
+            if candidate.state is CandidateState.ANSWERED:
+                answered += 1
+            elif candidate.state is CandidateState.NEW:
+                candidate.state = CandidateState.IN_FLIGHT
+                candidate.sent_at = now
+                self.stats.queried += 1
+                slots -= 1
+                chosen.append(candidate.info if candidate.node_id is not None else candidate.address)
+        return chosen
+
+    def next_deadline(self) -> float | None:
+        """When the earliest in-flight query passes its soft timeout (None: nothing pending)."""
+        times = [c.sent_at + self.soft_timeout for c in self._ordered
+                 if c.state is CandidateState.IN_FLIGHT]
+        return min(times) if times else None
+
+    def on_reply(self, address: Address, node_id: NodeId, now: float,
+                 nodes: Iterable[NodeInfo] = (), token: bytes | None = None,
+                 values: Iterable[Address] = ()) -> list[Address]:
+        """Record an answer from `address`; returns the peers in it not seen before."""
+        candidate = self._candidates.get(address)
+        if candidate is None or candidate.state in (CandidateState.ANSWERED, CandidateState.FAILED):
+            return []
+        candidate.state = CandidateState.ANSWERED
+        candidate.token = token
+        if candidate.node_id != node_id:
+            # A bootstrap address, or a node whose id differs from what a referrer said:
+            # rank it by the id it answers with.
+            candidate.node_id = node_id
+            candidate.distance = distance(node_id, self.target)
+            self._dirty = True
+        self.stats.answered += 1
+        self.add_nodes(node for node in nodes if node.id != node_id)
+        fresh = [peer for peer in values if peer not in self.stats.peers]
+        self.stats.peers.update(fresh)
+        return fresh
+
+    def on_failure(self, address: Address, now: float) -> None:
+        """The query to `address` timed out for good, or was answered with an error."""
+        candidate = self._candidates.get(address)
+        if candidate is None or candidate.state in (CandidateState.ANSWERED, CandidateState.FAILED):
+            return
+        candidate.state = CandidateState.FAILED
+        self.stats.failed += 1
+
+    @property
+    def done(self) -> bool:
+        """True when the k closest live candidates have answered and none closer is pending."""
+        answered = 0
+        for candidate in self._sorted():
+            if candidate.state is CandidateState.FAILED:
+                continue
+            if candidate.state is not CandidateState.ANSWERED:
+                return False
+            answered += 1
+            if answered >= self.k:
+                return True
+        return True
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for c in self._ordered
+                   if c.state in (CandidateState.IN_FLIGHT, CandidateState.SLOW))
+
+    def closest_answered(self, count: int | None = None, with_token: bool = False) -> list[Candidate]:
+        """The closest candidates that answered (with a token, when asked)."""
+        result = [c for c in self._sorted() if c.state is CandidateState.ANSWERED
+                  and (not with_token or c.token)]
+        return result[:count or self.k]

@@ -1,0 +1,99 @@
+"""The peers announced to this node, per infohash, with expiry and hard caps."""
+
+from __future__ import annotations
+
+import random as _random
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .compact import Address
+
+PEER_LIFETIME = 30 * 60.0
+MAX_INFOHASHES = 2000
+MAX_PEERS_PER_INFOHASH = 500
+
+
+@dataclass(slots=True)
+class StoredPeer:
+    announced: float
+    seed: bool = False
+
+
+class PeerStore:
+    """Announced peers: expire `lifetime` seconds after their last announce.
+
+    Bounded by `max_infohashes` (when full, the infohash with the fewest peers makes room)
+    and `max_peers` per infohash (when full, the peer announced longest ago makes room).
+    """
+
+    def __init__(self, max_infohashes: int = MAX_INFOHASHES, max_peers: int = MAX_PEERS_PER_INFOHASH,
+                 lifetime: float = PEER_LIFETIME) -> None:
+        self.max_infohashes = max_infohashes
+        self.max_peers = max_peers
+        self.lifetime = lifetime
+        self._swarms: dict[bytes, OrderedDict[Address, StoredPeer]] = {}
+
+    def __len__(self) -> int:
+        """How many infohashes have peers."""
+        return len(self._swarms)
+
+    def __contains__(self, info_hash: bytes) -> bool:
+        return info_hash in self._swarms
+
+    def peer_count(self) -> int:
+        return sum(len(swarm) for swarm in self._swarms.values())
+
+    def info_hashes(self) -> list[bytes]:
+        return list(self._swarms)
+
+    def announce(self, info_hash: bytes, peer: Address, now: float, seed: bool = False) -> None:
+        """Store or refresh `peer` for `info_hash`."""
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            if len(self._swarms) >= self.max_infohashes:
+                self.expire(now)
+            if len(self._swarms) >= self.max_infohashes:
+                smallest = min(self._swarms, key=lambda key: len(self._swarms[key]))
+                del self._swarms[smallest]
+            swarm = self._swarms[info_hash] = OrderedDict()
+        if peer in swarm:
+            swarm.move_to_end(peer)
+        elif len(swarm) >= self.max_peers:
+            swarm.popitem(last=False)
+        swarm[peer] = StoredPeer(now, seed)
+
+    def _live(self, info_hash: bytes, now: float) -> OrderedDict[Address, StoredPeer] | None:
+        swarm = self._swarms.get(info_hash)
+        if swarm is None:
+            return None
+        # Oldest announces come first, so expired peers are a prefix.
+        while swarm:
+            peer, stored = next(iter(swarm.items()))
+            if now - stored.announced < self.lifetime:
+                break
+            swarm.popitem(last=False)
+        if not swarm:
+            del self._swarms[info_hash]
+            return None
+        return swarm
+
+    def get(self, info_hash: bytes, now: float, limit: int, rng: _random.Random,
+            ipv6: bool | None = None) -> list[Address]:
+        """Up to `limit` live peers for `info_hash`, chosen at random.
+
+        `ipv6` True or False restricts the result to that family; None returns both.
+        """
+        swarm = self._live(info_hash, now)
+        if swarm is None or limit <= 0:
+            return []
+        peers = [peer for peer in swarm if ipv6 is None or (":" in peer[0]) == ipv6]
+        if len(peers) <= limit:
+            return peers
+        return rng.sample(peers, limit)
+
+    def expire(self, now: float) -> int:
+        """Drop every expired peer; returns how many were dropped."""
+        before = self.peer_count()
+        for info_hash in list(self._swarms):
+            self._live(info_hash, now)
+        return before - self.peer_count()

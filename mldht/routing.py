@@ -1,0 +1,302 @@
+"""The Kademlia routing table of BEP 5: k-buckets, node states and replacement caches.
+
+Sans-I/O: every method that depends on time takes `now` (seconds, any monotonic origin).
+The table never sends anything; when a full bucket holds questionable nodes it tells the
+caller which ones to ping (`InsertResult.ping`), and the caller reports the outcome with
+`on_response` or `on_timeout`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .compact import Address, NodeInfo
+from .ids import ID_BITS, NodeId, common_prefix_bits, distance
+
+K = 8
+GOOD_INTERVAL = 15 * 60.0
+"""A node is good while it answered us, or queried us after having answered once, this recently."""
+BAD_AFTER_FAILURES = 2
+"""Consecutive failed queries after which a node is bad (BEP 5: 'multiple queries in a row')."""
+
+
+class NodeState(enum.Enum):
+    GOOD = "good"
+    QUESTIONABLE = "questionable"
+    BAD = "bad"
+
+
+@dataclass(slots=True)
+class RoutingEntry:
+    """A node in the table with what we know of its liveness."""
+
+    id: NodeId
+    ip: str
+    port: int
+    added: float
+    last_response: float | None = None
+    """When it last answered one of our queries (None: never)."""
+    last_query: float | None = None
+    """When it last sent us a valid query."""
+    failures: int = 0
+    """Queries in a row it has failed to answer."""
+    ping_pending: bool = False
+
+    @property
+    def info(self) -> NodeInfo:
+        return NodeInfo(self.id, self.ip, self.port)
+
+    @property
+    def address(self) -> Address:
+        return (self.ip, self.port)
+
+    @property
+    def last_seen(self) -> float:
+        return max(self.last_response or self.added, self.last_query or self.added)
+
+    def state(self, now: float) -> NodeState:
+        if self.failures >= BAD_AFTER_FAILURES:
+            return NodeState.BAD
+        if self.last_response is not None:
+            if now - self.last_response < GOOD_INTERVAL:
+                return NodeState.GOOD
+            if self.last_query is not None and now - self.last_query < GOOD_INTERVAL:
+                return NodeState.GOOD
+        return NodeState.QUESTIONABLE
+
+
+@dataclass(slots=True)
+class Bucket:
+    """Nodes sharing a given number of leading bits with our id, plus a replacement cache."""
+
+    nodes: list[RoutingEntry] = field(default_factory=list)
+    replacements: list[RoutingEntry] = field(default_factory=list)
+    last_changed: float = 0.0
+    """When a node in it last answered or was added: buckets idle for 15 minutes are refreshed."""
+
+
+class InsertOutcome(enum.Enum):
+    ADDED = "added"
+    UPDATED = "updated"
+    REPLACEMENT = "replacement"
+    """Bucket full: kept in the replacement cache."""
+    REJECTED = "rejected"
+
+
+@dataclass(slots=True)
+class InsertResult:
+    outcome: InsertOutcome
+    reason: str = ""
+    ping: list[NodeInfo] = field(default_factory=list)
+    """Questionable nodes the caller should ping; failures make room for replacements."""
+
+
+class RoutingTable:
+    """BEP 5 routing table around `own_id`.
+
+    Bucket i (i < len-1) holds nodes sharing exactly i leading bits with `own_id`; the
+    last bucket holds everything closer, and it is the only one that ever splits.
+    At most one entry per IP address. `k` is the bucket size; `replacement_size` bounds
+    each replacement cache.
+    """
+
+    def __init__(self, own_id: NodeId, k: int = K, replacement_size: int = K) -> None:
+        self.own_id = own_id
+        self.k = k
+        self.replacement_size = replacement_size
+        self.buckets: list[Bucket] = [Bucket()]
+        self._by_ip: dict[str, RoutingEntry] = {}
+
+    # --- lookup -------------------------------------------------------------------------
+
+    def bucket_index(self, node_id: bytes) -> int:
+        return min(common_prefix_bits(self.own_id, node_id), len(self.buckets) - 1)
+
+    def get(self, address: Address) -> RoutingEntry | None:
+        entry = self._by_ip.get(address[0])
+        if entry is not None and entry.port == address[1]:
+            return entry
+        return None
+
+    def __len__(self) -> int:
+        return sum(len(bucket.nodes) for bucket in self.buckets)
+
+    def __iter__(self) -> Iterator[RoutingEntry]:
+        for bucket in self.buckets:
+            yield from bucket.nodes
+
+    def closest(self, target: bytes, count: int = K, now: float | None = None,
+                include_questionable: bool = True) -> list[NodeInfo]:
+        """The `count` closest nodes to `target` that are not bad.
+
+        Good nodes only when `include_questionable` is false (and `now` is given).
+        """
+        candidates = []
+        for entry in self:
+            if entry.failures >= BAD_AFTER_FAILURES:
+                continue
+            if not include_questionable and now is not None and entry.state(now) is not NodeState.GOOD:
+                continue
+            candidates.append(entry)
+        candidates.sort(key=lambda entry: distance(entry.id, target))
+        return [entry.info for entry in candidates[:count]]
+
+    def counts(self, now: float) -> dict[str, int]:
+        """How many nodes are in each state, and how many replacements are cached."""
+        result = {state.value: 0 for state in NodeState}
+        for entry in self:
+            result[entry.state(now).value] += 1
+        result["replacements"] = sum(len(bucket.replacements) for bucket in self.buckets)
+        return result
+
+    # --- updates ------------------------------------------------------------------------
+
+    def _split_last(self) -> None:
+        old = self.buckets[-1]
+        depth = len(self.buckets) - 1
+        new = Bucket(last_changed=old.last_changed)
+        self.buckets.append(new)
+        keep: list[RoutingEntry] = []
+        for entry in old.nodes:
+            (new.nodes if common_prefix_bits(self.own_id, entry.id) > depth else keep).append(entry)
+        old.nodes = keep
+        stay: list[RoutingEntry] = []
+        for entry in old.replacements:
+            (new.replacements if common_prefix_bits(self.own_id, entry.id) > depth else stay).append(entry)
+        old.replacements = stay
+        # Fill the room the split made from each bucket's own replacement cache.
+        for bucket in (old, new):
+            while len(bucket.nodes) < self.k:
+                replacement = self._best_replacement(bucket)
+                if replacement is None:
+                    break
+                bucket.replacements.remove(replacement)
+                bucket.nodes.append(replacement)
+                self._by_ip[replacement.ip] = replacement
+
+    def _check_address(self, node: NodeInfo) -> str | None:
+        if node.id == self.own_id:
+            return "our own id"
+        if not 0 < node.port <= 0xFFFF:
+            return "port out of range"
+        existing = self._by_ip.get(node.ip)
+        if existing is not None and existing.id != node.id:
+            return "another node id already uses this IP address"
+        return None
+
+    def heard_from(self, node: NodeInfo, now: float, responded: bool) -> InsertResult:
+        """Record that `node` answered our query (`responded`) or sent us a valid query.
+
+        Only nodes heard from directly enter the table: never call this for nodes merely
+        listed in someone's `nodes` reply, nor for read-only (BEP 43) senders.
+        """
+        reason = self._check_address(node)
+        if reason:
+            return InsertResult(InsertOutcome.REJECTED, reason)
+        existing = self._by_ip.get(node.ip)
+        if existing is not None:
+            existing.port = node.port  # same id, same IP: a NAT may have remapped the port
+            if responded:
+                existing.last_response = now
+                existing.failures = 0
+                existing.ping_pending = False
+                self.buckets[self.bucket_index(node.id)].last_changed = now
+            else:
+                existing.last_query = now
+            return InsertResult(InsertOutcome.UPDATED)
+
+        entry = RoutingEntry(node.id, node.ip, node.port, added=now,
+                             last_response=now if responded else None,
+                             last_query=None if responded else now)
+        while True:
+            index = self.bucket_index(node.id)
+            bucket = self.buckets[index]
+            if len(bucket.nodes) < self.k:
+                bucket.nodes.append(entry)
+                self._by_ip[node.ip] = entry
+                bucket.last_changed = now
+                return InsertResult(InsertOutcome.ADDED)
+            if index == len(self.buckets) - 1 and len(self.buckets) < ID_BITS:
+                self._split_last()
+                continue
+            break
+
+        for position, old in enumerate(bucket.nodes):
+            if old.state(now) is NodeState.BAD:
+                del self._by_ip[old.ip]
+                bucket.nodes[position] = entry
+                self._by_ip[node.ip] = entry
+                bucket.last_changed = now
+                return InsertResult(InsertOutcome.ADDED, "replaced a bad node")
+
+        self._add_replacement(bucket, entry)
+        to_ping = sorted((old for old in bucket.nodes
+                          if not old.ping_pending and old.state(now) is NodeState.QUESTIONABLE),
+                         key=lambda old: old.last_seen)[:1]
+        for old in to_ping:
+            old.ping_pending = True
+        return InsertResult(InsertOutcome.REPLACEMENT, "bucket full",
+                            ping=[old.info for old in to_ping])
+
+    def _add_replacement(self, bucket: Bucket, entry: RoutingEntry) -> None:
+        bucket.replacements = [old for old in bucket.replacements
+                               if old.ip != entry.ip and old.id != entry.id]
+        bucket.replacements.append(entry)
+        # Prefer nodes that answered us; among equals, drop the oldest.
+        while len(bucket.replacements) > self.replacement_size:
+            victim = min(bucket.replacements,
+                         key=lambda old: (old.last_response is not None, old.last_seen))
+            bucket.replacements.remove(victim)
+
+    def on_timeout(self, address: Address, now: float) -> bool:
+        """A query to `address` went unanswered. Returns True when the node was evicted."""
+        entry = self.get(address)
+        if entry is None:
+            return False
+        entry.failures += 1
+        entry.ping_pending = False
+        if entry.failures < BAD_AFTER_FAILURES:
+            return False
+        bucket = self.buckets[self.bucket_index(entry.id)]
+        replacement = self._best_replacement(bucket)
+        if replacement is None:
+            return False  # keep the bad node until something better turns up
+        bucket.nodes.remove(entry)
+        del self._by_ip[entry.ip]
+        bucket.replacements.remove(replacement)
+        bucket.nodes.append(replacement)
+        self._by_ip[replacement.ip] = replacement
+        bucket.last_changed = now
+        return True
+
+    def _best_replacement(self, bucket: Bucket) -> RoutingEntry | None:
+        usable = [entry for entry in bucket.replacements if entry.ip not in self._by_ip]
+        if not usable:
+            return None
+        return max(usable, key=lambda entry: (entry.last_response is not None, entry.last_seen))
+
+    def remove(self, address: Address) -> None:
+        entry = self.get(address)
+        if entry is not None:
+            bucket = self.buckets[self.bucket_index(entry.id)]
+            bucket.nodes.remove(entry)
+            del self._by_ip[entry.ip]
+
+    def questionable(self, now: float, limit: int) -> list[NodeInfo]:
+        """Questionable nodes not yet being pinged, least recently seen first."""
+        entries = [entry for entry in self
+                   if not entry.ping_pending and entry.state(now) is NodeState.QUESTIONABLE]
+        entries.sort(key=lambda entry: entry.last_seen)
+        for entry in entries[:limit]:
+            entry.ping_pending = True
+        return [entry.info for entry in entries[:limit]]
+
+    def stale_buckets(self, now: float, idle: float = GOOD_INTERVAL) -> list[int]:
+        """Indices of buckets unchanged for `idle` seconds (they need a refresh lookup)."""
+        return [index for index, bucket in enumerate(self.buckets) if now - bucket.last_changed >= idle]
+
+    def touch_bucket(self, index: int, now: float) -> None:
+        """Mark bucket `index` refreshed (a lookup into its range was started)."""
+        self.buckets[index].last_changed = now

@@ -1,0 +1,93 @@
+"""Answers incoming KRPC queries (sans-I/O): a query in, a reply or an error out."""
+
+from __future__ import annotations
+
+import random as _random
+
+from .compact import Address, NodeInfo
+from .ids import InfoHash, NodeId
+from .krpc import (
+    METHOD_UNKNOWN, PROTOCOL_ERROR, WANT_IPV4, WANT_IPV6, AnnouncePeer, Error, FindNode, GetPeers,
+    Ping, Query, Response, UnknownQuery, encode_message,
+)
+from .peerstore import PeerStore
+from .routing import K, RoutingTable
+from .tokens import TokenManager
+
+MAX_REPLY_BYTES = 1400
+"""Replies stay under this size so they fit one unfragmented datagram on common paths."""
+MAX_PEERS_PER_REPLY = 100
+
+
+class QueryHandler:
+    """Builds the reply to each query from the routing table, the tokens and the peer store."""
+
+    def __init__(self, own_id: NodeId, table: RoutingTable, tokens: TokenManager,
+                 peers: PeerStore, rng: _random.Random, version: bytes | None = None) -> None:
+        self.own_id = own_id
+        self.table = table
+        self.tokens = tokens
+        self.peers = peers
+        self.rng = rng
+        self.version = version
+
+    def _response(self, query: Query, source: Address, **fields) -> Response:
+        return Response(transaction_id=query.transaction_id, version=self.version,
+                        sender_id=self.own_id, requester=source, **fields)
+
+    def _error(self, query: Query, code: int, message: str) -> Error:
+        return Error(transaction_id=query.transaction_id, version=self.version, code=code,
+                     message=message)
+
+    def _nodes_fields(self, target: bytes, want: tuple[bytes, ...], source: Address) -> dict:
+        if not want or not ({WANT_IPV4, WANT_IPV6} & set(want)):
+            want = (WANT_IPV6,) if ":" in source[0] else (WANT_IPV4,)
+        closest = self.table.closest(target, count=len(self.table))
+        fields: dict[str, list[NodeInfo]] = {}
+        if WANT_IPV4 in want:
+            fields["nodes"] = [node for node in closest if not node.is_ipv6][:K]
+        if WANT_IPV6 in want:
+            fields["nodes6"] = [node for node in closest if node.is_ipv6][:K]
+        return fields
+
+    def handle(self, query: Query, source: Address, now: float) -> Response | Error:
+        """The reply to `query`, received from `source` at time `now`."""
+        if isinstance(query, Ping):
+            return self._response(query, source)
+        if isinstance(query, FindNode):
+            return self._response(query, source, **self._nodes_fields(query.target, query.want, source))
+        if isinstance(query, GetPeers):
+            return self._get_peers(query, query.info_hash, query.want, source, now)
+        if isinstance(query, AnnouncePeer):
+            return self._announce(query, source, now)
+        if isinstance(query, UnknownQuery):
+            if query.info_hash is not None:
+                return self._get_peers(query, query.info_hash, (), source, now)
+            if query.target is not None:
+                return self._response(query, source, **self._nodes_fields(query.target, (), source))
+            name = query.name.decode("ascii", "replace")
+            return self._error(query, METHOD_UNKNOWN, f"Method Unknown: {name}")
+        return self._error(query, METHOD_UNKNOWN, "Method Unknown")
+
+    def _get_peers(self, query: Query, info_hash: InfoHash, want: tuple[bytes, ...],
+                   source: Address, now: float) -> Response:
+        token = self.tokens.issue(source[0], info_hash, now)
+        reply = self._response(query, source, token=token,
+                               **self._nodes_fields(info_hash, want, source))
+        if info_hash in self.peers:
+            ipv6 = ":" in source[0]
+            per_peer = len(b"18:") + 18 if ipv6 else len(b"6:") + 6
+            room = MAX_REPLY_BYTES - len(encode_message(reply)) - len(b"6:valuesle")
+            limit = min(MAX_PEERS_PER_REPLY, room // per_peer)
+            values = self.peers.get(info_hash, now, limit, self.rng, ipv6=ipv6)
+            if values:
+                reply.values = values
+        return reply
+
+    def _announce(self, query: AnnouncePeer, source: Address, now: float) -> Response | Error:
+        if not self.tokens.is_valid(query.token, source[0], query.info_hash, now):
+            return self._error(query, PROTOCOL_ERROR, "bad token: not issued to this IP "
+                               "for this infohash, or expired")
+        port = source[1] if query.implied_port or query.port is None else query.port
+        self.peers.announce(query.info_hash, (source[0], port), now)
+        return self._response(query, source)
