@@ -85,3 +85,36 @@ def normalize_ip(ip: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+def parse_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """Parse `host:port`, `[v6]:port` or (with `default_port`) a bare host.
+
+    The host may be a name; it is not resolved here.
+    """
+    from .errors import InvalidInput
+
+    text = text.strip()
+    host, port_text = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise InvalidInput(f"{text!r}: unclosed '[' in IPv6 address")
+        host, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise InvalidInput(f"{text!r}: expected ':PORT' after ']'")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif text.count(":") > 1:
+        raise InvalidInput(f"{text!r}: put IPv6 addresses in brackets, as [ADDRESS]:PORT")
+    if not host:
+        raise InvalidInput(f"{text!r}: missing host")
+    if port_text is None:
+        if default_port is None:
+            raise InvalidInput(f"{text!r}: expected HOST:PORT")
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) <= 0xFFFF:
+        raise InvalidInput(f"{text!r}: port must be a number from 1 to 65535")
+    return host, int(port_text)

@@ -1,0 +1,47 @@
+"""Tunable parameters of a node, with defaults close to libtorrent's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_BOOTSTRAP: tuple[str, ...] = (
+    # Routers found answering in 2026; router.bittorrent.com and router.utorrent.com have
+    # been dead since 2024 and are deliberately absent.
+    "dht.libtorrent.org:25401",
+    "dht.transmissionbt.com:6881",
+    "router.bt.ouinet.work:6881",
+    "[router.silotis.us]:6881",  # IPv6 router (its name resolves to an IPv6 address)
+)
+"""Routers contacted when no `bootstrap` list is given. Their addresses never enter the table."""
+
+CLIENT_VERSION = b"ML\x00\x01"
+"""Our `v` key: two letters for the client (ML = mldht) and two version bytes."""
+
+
+@dataclass(slots=True)
+class NodeConfig:
+    """Everything a node can be tuned with; times are in seconds."""
+
+    k: int = 8
+    """Bucket size and the number of closest nodes a lookup settles on."""
+    alpha: int = 5
+    """Queries in flight per lookup."""
+    soft_timeout: float = 1.0
+    """After this, a lookup query stops holding its slot and another node is asked."""
+    query_timeout: float = 4.0
+    """Hard timeout of one query: the node has failed to answer."""
+    max_pending: int = 4096
+    """Bound on outstanding transactions; more queries wait for a slot."""
+    max_infohashes: int = 2000
+    max_peers_per_infohash: int = 500
+    peer_lifetime: float = 30 * 60.0
+    token_rotation: float = 5 * 60.0
+    bucket_refresh: float = 15 * 60.0
+    """Buckets unchanged for this long get a refresh lookup."""
+    maintenance_interval: float = 5.0
+    """How often the maintenance task wakes up."""
+    save_interval: float = 5 * 60.0
+    """How often the state file is rewritten (it is also written at shutdown)."""
+    max_saved_nodes: int = 200
+    bootstrap_timeout: float = 15.0
+    version: bytes | None = CLIENT_VERSION

@@ -1,0 +1,605 @@
+"""The asyncio runtime: one UDP endpoint around the sans-I/O core, and the public node API.
+
+    async with DHTNode(bootstrap=["127.0.0.1:6881"]) as node:
+        await node.bootstrap()
+        lookup = node.get_peers(info_hash)
+        async for peer in lookup:
+            print(peer)
+        print(lookup.summary)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random as _random
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable, Iterable, Sequence
+
+from .compact import Address, NodeInfo, format_address, normalize_ip, parse_host_port
+from .config import DEFAULT_BOOTSTRAP, NodeConfig
+from .errors import KrpcDecodeError, MldhtError, QueryTimeout, RemoteError, TransportClosed
+from .ids import InfoHash, NodeId, random_id_in_bucket
+from .krpc import (
+    PROTOCOL_ERROR, AnnouncePeer, Error, FindNode, GetPeers, Ping, Query, Response,
+    decode_message, encode_message,
+)
+from .lookup import Lookup
+from .peerstore import PeerStore
+from .routing import RoutingTable
+from .server import QueryHandler
+from .state import load_state, save_state
+from .tokens import TokenManager
+
+log = logging.getLogger(__name__)
+
+TRANSACTION_ID_LENGTH = 4
+
+
+@dataclass(slots=True)
+class NodeStats:
+    """Counters of what the node has sent and received since it started."""
+
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    queries_received: dict[str, int] = field(default_factory=dict)
+    queries_sent: int = 0
+    responses_received: int = 0
+    errors_received: int = 0
+    errors_sent: int = 0
+    malformed_received: int = 0
+    unmatched_received: int = 0
+    """Responses and errors with no pending transaction (late, spoofed or duplicated)."""
+    timeouts: int = 0
+    send_failures: int = 0
+    receive_path_failures: int = 0
+    """Internal errors caught in the receive path (should stay 0)."""
+
+
+@dataclass(slots=True)
+class LookupSummary:
+    """What a lookup did: returned by `PeerLookup.summary`, `find_node_lookup` and `announce`."""
+
+    target: NodeId
+    elapsed: float
+    time_to_first_peer: float | None
+    queried: int
+    answered: int
+    timed_out: int
+    peers: int
+    """Distinct peers found (get_peers only)."""
+    closest: list[NodeInfo]
+    """The closest nodes that answered, nearest first."""
+
+
+@dataclass(slots=True)
+class AnnounceResult:
+    """Outcome of `DHTNode.announce`."""
+
+    summary: LookupSummary
+    announced_to: list[NodeInfo]
+    """Nodes that accepted the announce."""
+    failed: int
+    """Nodes that returned a token but did not accept the announce (error or timeout)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future
+    query: Query
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, node: "DHTNode") -> None:
+        self.node = node
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        self.node._datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable...) carry no usable address on a UDP socket.
+        log.debug("socket error: %s", exc)
+
+
+class DHTNode:
+    """A Mainline DHT node on one UDP socket.
+
+    `bind` is `(ip, port)` or `"ip:port"` (port 0: any free port). `bootstrap` lists
+    `host:port` strings or `(host, port)` pairs to join through; None means the public
+    routers of `DEFAULT_BOOTSTRAP`, and an explicit list replaces them entirely.
+    `state_file` keeps the node id and good nodes across runs. A `read_only` node (BEP 43)
+    puts `ro`=1 in its queries and answers no queries: right for one-shot lookups.
+    `clock` and `rng` can be injected for tests.
+    """
+
+    def __init__(self, bind: Address | str = ("0.0.0.0", 0), *,
+                 bootstrap: Sequence[str | Address] | None = None,
+                 node_id: NodeId | bytes | None = None, state_file: str | None = None,
+                 read_only: bool = False, config: NodeConfig | None = None,
+                 rng: _random.Random | None = None) -> None:
+        self.config = config or NodeConfig()
+        self._bind = parse_host_port(bind) if isinstance(bind, str) else (bind[0], bind[1])
+        self._use_default_routers = bootstrap is None
+        self._bootstrap_spec = list(DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap)
+        self.state_file = state_file
+        self.read_only = read_only
+        self._rng = rng or _random.SystemRandom()
+        self._saved_nodes: list[NodeInfo] = []
+        if node_id is None and state_file:
+            saved = load_state(state_file, self.config.max_saved_nodes)
+            node_id = saved.node_id
+            self._saved_nodes = saved.nodes
+        self.node_id = NodeId(node_id) if node_id is not None else NodeId.random(self._rng)
+        self.stats = NodeStats()
+        self.routing_table = RoutingTable(self.node_id, k=self.config.k)
+        self.peer_store = PeerStore(self.config.max_infohashes, self.config.max_peers_per_infohash,
+                                    self.config.peer_lifetime)
+        self._tokens = TokenManager(self._now(), self._rng, self.config.token_rotation)
+        self._handler = QueryHandler(self.node_id, self.routing_table, self._tokens,
+                                     self.peer_store, self._rng, self.config.version)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._pending: dict[tuple[bytes, Address], _Pending] = {}
+        self._slots = asyncio.Semaphore(self.config.max_pending)
+        self._router_addresses: set[Address] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._maintenance: asyncio.Task | None = None
+        self._closed = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    @staticmethod
+    def _now() -> float:
+        return time.monotonic()
+
+    async def start(self) -> None:
+        """Open the UDP socket and start maintenance. Does not bootstrap (see `bootstrap`)."""
+        if self._transport is not None:
+            return
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET
+        self._transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=self._bind, family=family)
+        self._maintenance = asyncio.create_task(self._maintain(), name="mldht-maintenance")
+        log.info("node %s listening on %s%s", self.node_id.hex(), format_address(self.address),
+                 " (read-only)" if self.read_only else "")
+
+    async def close(self) -> None:
+        """Save state, cancel every task and pending query, and close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.state_file and self._transport is not None:
+            self.save()
+        tasks = [*self._tasks, *([self._maintenance] if self._maintenance else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(TransportClosed("node closed"))
+        self._pending.clear()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    async def __aenter__(self) -> "DHTNode":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    @property
+    def address(self) -> Address:
+        """The local (ip, port) the socket is bound to."""
+        if self._transport is None:
+            raise TransportClosed("node not started")
+        sockname = self._transport.get_extra_info("sockname")
+        return (sockname[0], sockname[1])
+
+    def save(self) -> None:
+        """Write the node id and its good nodes to `state_file` (atomically)."""
+        if not self.state_file:
+            return
+        now = self._now()
+        nodes = self.routing_table.closest(self.node_id, self.config.max_saved_nodes, now=now,
+                                           include_questionable=False)
+        try:
+            save_state(self.state_file, self.node_id, nodes)
+        except OSError as exc:
+            log.warning("could not save state to %s: %s", self.state_file, exc)
+
+    def _spawn(self, coroutine, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, MldhtError):
+                log.warning("background task %s failed: %r", task.get_name(), exc)
+
+    # --- sending and receiving ----------------------------------------------------------
+
+    def _send(self, message, address: Address) -> None:
+        if self._transport is None:
+            raise TransportClosed("node not started")
+        data = encode_message(message)
+        try:
+            self._transport.sendto(data, address)
+        except (OSError, ValueError) as exc:
+            self.stats.send_failures += 1
+            log.debug("send to %s failed: %s", format_address(address), exc)
+            return
+        self.stats.datagrams_sent += 1
+        self.stats.bytes_sent += len(data)
+
+    def _datagram_received(self, data: bytes, addr: tuple) -> None:
+        source: Address = (normalize_ip(addr[0]), addr[1])
+        self.stats.datagrams_received += 1
+        self.stats.bytes_received += len(data)
+        try:
+            self._dispatch(data, source)
+        except Exception:  # nothing from the wire may break the receive path
+            self.stats.receive_path_failures += 1
+            log.exception("error handling datagram from %s", format_address(source))
+
+    def _dispatch(self, data: bytes, source: Address) -> None:
+        now = self._now()
+        try:
+            message = decode_message(data)
+        except KrpcDecodeError as exc:
+            self.stats.malformed_received += 1
+            if exc.transaction_id is not None and exc.is_query and not self.read_only:
+                self.stats.errors_sent += 1
+                self._send(Error(transaction_id=exc.transaction_id, version=self.config.version,
+                                 code=PROTOCOL_ERROR, message=str(exc)), source)
+            elif exc.transaction_id is not None:
+                pending = self._pending.get((exc.transaction_id, source))
+                if pending is not None and not pending.future.done():
+                    pending.future.set_exception(
+                        RemoteError(PROTOCOL_ERROR, f"malformed reply: {exc}"))
+            return
+        if isinstance(message, Query):
+            self._on_query(message, source, now)
+            return
+        pending = self._pending.get((message.transaction_id, source))
+        if pending is None or pending.future.done():
+            self.stats.unmatched_received += 1
+            return
+        if isinstance(message, Response):
+            self.stats.responses_received += 1
+            if source not in self._router_addresses:
+                self._heard_from(NodeInfo(message.sender_id, *source), now, responded=True)
+            pending.future.set_result(message)
+        else:
+            self.stats.errors_received += 1
+            pending.future.set_exception(RemoteError(message.code, message.message))
+
+    def _on_query(self, query: Query, source: Address, now: float) -> None:
+        method = query.name.decode("ascii", "replace") if hasattr(query, "name") else query.method.decode()
+        counts = self.stats.queries_received
+        if method in counts or len(counts) < 64:  # bounded: unknown method names are many
+            counts[method] = counts.get(method, 0) + 1
+        if self.read_only:
+            return  # BEP 43: read-only nodes do not answer
+        reply = self._handler.handle(query, source, now)
+        if isinstance(reply, Error):
+            self.stats.errors_sent += 1
+        self._send(reply, source)
+        if not query.read_only:
+            self._heard_from(NodeInfo(query.sender_id, *source), now, responded=False)
+
+    def _heard_from(self, node: NodeInfo, now: float, responded: bool) -> None:
+        result = self.routing_table.heard_from(node, now, responded)
+        for questionable in result.ping:
+            self._spawn(self._verify(questionable), "mldht-verify")
+
+    async def _verify(self, node: NodeInfo) -> None:
+        with contextlib.suppress(MldhtError):
+            await self.ping(node.address)
+
+    def _new_transaction_id(self, address: Address) -> bytes:
+        while True:
+            tid = self._rng.getrandbits(8 * TRANSACTION_ID_LENGTH).to_bytes(TRANSACTION_ID_LENGTH, "big")
+            if (tid, address) not in self._pending:
+                return tid
+
+    # --- queries ------------------------------------------------------------------------
+
+    async def query(self, address: Address, query: Query, timeout: float | None = None) -> Response:
+        """Send `query` to `address` and wait for its response.
+
+        The transaction id is chosen here. Raises `QueryTimeout`, or `RemoteError` when the
+        node answers with a KRPC error.
+        """
+        if self._transport is None:
+            raise TransportClosed("node not started")
+        timeout = self.config.query_timeout if timeout is None else timeout
+        address = (normalize_ip(address[0]), address[1])
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._slots:
+                    key = (self._new_transaction_id(address), address)
+                    query.transaction_id = key[0]
+                    query.read_only = self.read_only
+                    query.version = self.config.version
+                    future = asyncio.get_running_loop().create_future()
+                    self._pending[key] = _Pending(future, query)
+                    try:
+                        self.stats.queries_sent += 1
+                        self._send(query, address)
+                        return await future
+                    finally:
+                        self._pending.pop(key, None)
+        except TimeoutError:
+            self.stats.timeouts += 1
+            self.routing_table.on_timeout(address, self._now())
+            raise QueryTimeout(f"{format_address(address)} did not answer "
+                               f"{query.method.decode() or 'query'} within {timeout:g} s") from None
+
+    async def ping(self, address: Address | str, timeout: float | None = None) -> NodeId:
+        """Ping a node; returns its id."""
+        address = await self._resolve_one(address)
+        response = await self.query(address, Ping(transaction_id=b"", sender_id=self.node_id),
+                                    timeout)
+        return response.sender_id
+
+    # --- lookups ------------------------------------------------------------------------
+
+    async def _drive(self, lookup: Lookup, make_query: Callable[[], Query],
+                     on_response: Callable[[Address, Response, list[Address]], None] | None,
+                     deadline: float) -> None:
+        """Run `lookup` to completion (or `deadline`), `make_query()` giving each query."""
+        wake = asyncio.Event()
+        running: set[asyncio.Task] = set()
+
+        async def ask(target: NodeInfo | Address) -> None:
+            address = target.address if isinstance(target, NodeInfo) else target
+            try:
+                response = await self.query(address, make_query())
+            except (MldhtError, OSError):
+                lookup.on_failure(address, self._now())
+            else:
+                fresh = lookup.on_reply(address, response.sender_id, self._now(),
+                                        response.nodes or [], response.token,
+                                        response.values or [])
+                if on_response is not None:
+                    on_response(address, response, fresh)
+            finally:
+                wake.set()
+
+        try:
+            while not lookup.done:
+                now = self._now()
+                if now >= deadline:
+                    break
+                for target in lookup.next_queries(now):
+                    task = asyncio.create_task(ask(target))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if lookup.done or not running:
+                    break
+                next_soft = lookup.next_deadline()
+                wait = deadline - now if next_soft is None else min(deadline, next_soft) - now
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(wait, 0.01)):
+                        await wake.wait()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    def _summary(self, lookup: Lookup, first_peer: float | None) -> LookupSummary:
+        return LookupSummary(
+            target=lookup.target, elapsed=self._now() - lookup.started,
+            time_to_first_peer=None if first_peer is None else first_peer - lookup.started,
+            queried=lookup.stats.queried, answered=lookup.stats.answered,
+            timed_out=lookup.stats.failed, peers=len(lookup.stats.peers),
+            closest=[candidate.info for candidate in lookup.closest_answered()])
+
+    async def _new_lookup(self, target: NodeId) -> Lookup:
+        seeds = self.routing_table.closest(target, count=self.config.k * 4)
+        bootstrap: list[Address] = []
+        if len(seeds) < self.config.k:
+            bootstrap = await self._bootstrap_addresses()
+        return Lookup(target, seeds, self._now(), bootstrap=bootstrap, k=self.config.k,
+                      alpha=self.config.alpha, soft_timeout=self.config.soft_timeout)
+
+    async def find_node_lookup(self, target: NodeId | bytes, timeout: float = 30.0) -> LookupSummary:
+        """Iterative find_node towards `target`; the summary lists the closest nodes found."""
+        target = NodeId(target)
+        lookup = await self._new_lookup(target)
+        await self._drive(lookup, lambda: FindNode(transaction_id=b"", sender_id=self.node_id,
+                                                   target=target),
+                          None, self._now() + timeout)
+        return self._summary(lookup, None)
+
+    async def find_node(self, target: NodeId | bytes, timeout: float = 30.0) -> list[NodeInfo]:
+        """The k closest live nodes to `target`, by iterative lookup."""
+        return (await self.find_node_lookup(target, timeout)).closest
+
+    def get_peers(self, info_hash: InfoHash | bytes, timeout: float = 30.0) -> "PeerLookup":
+        """Start a get_peers lookup; iterate the result with `async for` to get peers as they arrive."""
+        return PeerLookup(self, InfoHash(info_hash), timeout)
+
+    async def _get_peers_lookup(self, info_hash: InfoHash, timeout: float,
+                                on_peers: Callable[[list[Address]], None]) -> tuple[Lookup, float | None]:
+        lookup = await self._new_lookup(info_hash)
+        first_peer: list[float] = []
+
+        def on_response(address: Address, response: Response, fresh: list[Address]) -> None:
+            if fresh:
+                if not first_peer:
+                    first_peer.append(self._now())
+                on_peers(fresh)
+
+        await self._drive(lookup, lambda: GetPeers(transaction_id=b"", sender_id=self.node_id,
+                                                   info_hash=info_hash),
+                          on_response, self._now() + timeout)
+        return lookup, (first_peer[0] if first_peer else None)
+
+    async def announce(self, info_hash: InfoHash | bytes, port: int | None = None, *,
+                       implied_port: bool = False, timeout: float = 30.0) -> AnnounceResult:
+        """Find the k closest nodes to `info_hash` and announce `port` (or the implied UDP port)."""
+        if port is None and not implied_port:
+            raise ValueError("give a port, or implied_port=True")
+        info_hash = InfoHash(info_hash)
+        deadline = self._now() + timeout
+        lookup, first_peer = await self._get_peers_lookup(info_hash, timeout, lambda peers: None)
+        summary = self._summary(lookup, first_peer)
+        targets = lookup.closest_answered(self.config.k, with_token=True)
+
+        async def announce_to(candidate) -> bool:
+            query = AnnouncePeer(transaction_id=b"", sender_id=self.node_id, info_hash=info_hash,
+                                 token=candidate.token, port=port if port is not None else 1,
+                                 implied_port=implied_port)
+            try:
+                await self.query(candidate.address,
+                                 query, timeout=max(0.1, min(self.config.query_timeout,
+                                                             deadline - self._now())))
+                return True
+            except (MldhtError, OSError):
+                return False
+
+        results = await asyncio.gather(*(announce_to(candidate) for candidate in targets))
+        accepted = [candidate.info for candidate, ok in zip(targets, results) if ok]
+        return AnnounceResult(summary=summary, announced_to=accepted,
+                              failed=len(results) - len(accepted))
+
+    # --- bootstrap and maintenance ------------------------------------------------------
+
+    async def _resolve_one(self, spec: str | Address) -> Address:
+        host, port = parse_host_port(spec) if isinstance(spec, str) else spec
+        addresses = await self._resolve(host, port)
+        if not addresses:
+            raise MldhtError(f"could not resolve {host}")
+        return addresses[0]
+
+    async def _resolve(self, host: str, port: int) -> list[Address]:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET
+        try:
+            async with asyncio.timeout(5.0):
+                infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+        except (OSError, TimeoutError) as exc:
+            log.warning("cannot resolve %s: %s", host, exc)
+            return []
+        return list(dict.fromkeys((normalize_ip(info[4][0]), info[4][1]) for info in infos))
+
+    async def _bootstrap_addresses(self) -> list[Address]:
+        addresses: list[Address] = []
+        for spec in self._bootstrap_spec:
+            try:
+                host, port = parse_host_port(spec) if isinstance(spec, str) else spec
+            except ValueError as exc:
+                log.warning("ignoring bootstrap entry %r: %s", spec, exc)
+                continue
+            resolved = await self._resolve(host, port)
+            if self._use_default_routers:
+                self._router_addresses.update(resolved)
+            addresses.extend(resolved)
+        return addresses
+
+    async def bootstrap(self, timeout: float | None = None) -> int:
+        """Join the DHT: re-verify saved nodes, ask the bootstrap nodes, look up our own id
+        and refresh the buckets. Returns the number of nodes in the routing table."""
+        timeout = self.config.bootstrap_timeout if timeout is None else timeout
+        deadline = self._now() + timeout
+        if self._saved_nodes:
+            saved, self._saved_nodes = self._saved_nodes, []
+            await asyncio.gather(*(self._verify(node) for node in saved))
+        remaining = max(deadline - self._now(), 0.1)
+        await self.find_node_lookup(self.node_id, timeout=remaining)
+        refreshes = []
+        for index in range(len(self.routing_table.buckets) - 1):
+            if len(self.routing_table.buckets[index].nodes) < self.config.k:
+                target = random_id_in_bucket(self.node_id, index, self._rng)
+                refreshes.append(self.find_node_lookup(target, timeout=max(deadline - self._now(), 0.1)))
+        for batch_start in range(0, len(refreshes), 4):  # a few at a time: be gentle
+            await asyncio.gather(*refreshes[batch_start:batch_start + 4])
+        log.info("bootstrapped: %d nodes in the routing table", len(self.routing_table))
+        return len(self.routing_table)
+
+    async def _maintain(self) -> None:
+        """Periodic upkeep: peer expiry, bucket refresh, pings of questionable nodes, saving."""
+        config = self.config
+        last_save = last_expiry = self._now()
+        while True:
+            await asyncio.sleep(config.maintenance_interval)
+            now = self._now()
+            try:
+                if now - last_expiry >= 60.0:
+                    self.peer_store.expire(now)
+                    last_expiry = now
+                if self.read_only and not len(self.routing_table):
+                    continue
+                for node in self.routing_table.questionable(now, limit=8):
+                    self._spawn(self._verify(node), "mldht-verify")
+                stale = self.routing_table.stale_buckets(now, config.bucket_refresh)
+                if stale and len(self.routing_table):
+                    index = stale[0]
+                    self.routing_table.touch_bucket(index, now)
+                    target = random_id_in_bucket(self.node_id, index, self._rng)
+                    self._spawn(self.find_node_lookup(target), "mldht-refresh")
+                if self.state_file and now - last_save >= config.save_interval:
+                    self.save()
+                    last_save = now
+            except Exception:
+                log.exception("maintenance step failed")
+
+
+class PeerLookup:
+    """A running get_peers lookup: an async iterator of `(ip, port)` peers as they arrive.
+
+    After iteration ends, `summary` holds the `LookupSummary`. Leaving the loop early
+    (break) and calling `aclose()` stops the lookup.
+    """
+
+    def __init__(self, node: DHTNode, info_hash: InfoHash, timeout: float) -> None:
+        self.node = node
+        self.info_hash = info_hash
+        self.timeout = timeout
+        self.summary: LookupSummary | None = None
+        self._queue: asyncio.Queue[Address | None] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+
+    def __aiter__(self) -> AsyncIterator[Address]:
+        return self
+
+    async def _run(self) -> None:
+        try:
+            lookup, first_peer = await self.node._get_peers_lookup(
+                self.info_hash, self.timeout, lambda peers: [self._queue.put_nowait(p) for p in peers])
+            self.summary = self.node._summary(lookup, first_peer)
+        finally:
+            self._queue.put_nowait(None)
+
+    async def __anext__(self) -> Address:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="mldht-get-peers")
+        peer = await self._queue.get()
+        if peer is None:
+            await self._task  # re-raise a failure of the lookup
+            raise StopAsyncIteration
+        return peer
+
+    async def aclose(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def collect(self) -> list[Address]:
+        """Run the lookup to the end and return every peer found."""
+        return [peer async for peer in self]
