@@ -87,10 +87,12 @@ def normalize_ip(ip: str) -> str:
     return str(address)
 
 
-def parse_host_port(text: str, default_port: int | None = None) -> tuple[str, int]:
+def parse_host_port(text: str, default_port: int | None = None,
+                    allow_any_port: bool = False) -> tuple[str, int]:
     """Parse `host:port`, `[v6]:port` or (with `default_port`) a bare host.
 
-    The host may be a name; it is not resolved here.
+    The host may be a name; it is not resolved here. `allow_any_port` accepts port 0
+    (for local addresses to bind: any free port).
     """
     from .errors import InvalidInput
 
@@ -115,6 +117,7 @@ def parse_host_port(text: str, default_port: int | None = None) -> tuple[str, in
         if default_port is None:
             raise InvalidInput(f"{text!r}: expected HOST:PORT")
         return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) <= 0xFFFF:
-        raise InvalidInput(f"{text!r}: port must be a number from 1 to 65535")
+    lowest = 0 if allow_any_port else 1
+    if not port_text.isdigit() or not lowest <= int(port_text) <= 0xFFFF:
+        raise InvalidInput(f"{text!r}: port must be a number from {lowest} to 65535")
     return host, int(port_text)

@@ -123,7 +123,7 @@ class DHTNode:
                  read_only: bool = False, config: NodeConfig | None = None,
                  rng: _random.Random | None = None) -> None:
         self.config = config or NodeConfig()
-        self._bind = parse_host_port(bind) if isinstance(bind, str) else (bind[0], bind[1])
+        self._bind = parse_host_port(bind, allow_any_port=True) if isinstance(bind, str) else (bind[0], bind[1])
         self._use_default_routers = bootstrap is None
         self._bootstrap_spec = list(DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap)
         self.state_file = state_file

@@ -128,14 +128,20 @@ class RoutingTable:
             yield from bucket.nodes
 
     def closest(self, target: bytes, count: int = K, now: float | None = None,
-                include_questionable: bool = True) -> list[NodeInfo]:
+                include_questionable: bool = True, verified_only: bool = False,
+                exclude: Address | None = None) -> list[NodeInfo]:
         """The `count` closest nodes to `target` that are not bad.
 
-        Good nodes only when `include_questionable` is false (and `now` is given).
+        Good nodes only when `include_questionable` is false (and `now` is given); only
+        nodes that have answered us at least once when `verified_only`; never `exclude`.
         """
         candidates = []
         for entry in self:
             if entry.failures >= BAD_AFTER_FAILURES:
+                continue
+            if verified_only and entry.last_response is None:
+                continue
+            if exclude is not None and entry.address == exclude:
                 continue
             if not include_questionable and now is not None and entry.state(now) is not NodeState.GOOD:
                 continue

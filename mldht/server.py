@@ -42,7 +42,9 @@ class QueryHandler:
     def _nodes_fields(self, target: bytes, want: tuple[bytes, ...], source: Address) -> dict:
         if not want or not ({WANT_IPV4, WANT_IPV6} & set(want)):
             want = (WANT_IPV6,) if ":" in source[0] else (WANT_IPV4,)
-        closest = self.table.closest(target, count=len(self.table))
+        # Only nodes that answered us: others may be unreachable (NAT) or spoofed sources.
+        closest = self.table.closest(target, count=len(self.table), verified_only=True,
+                                     exclude=source)
         fields: dict[str, list[NodeInfo]] = {}
         if WANT_IPV4 in want:
             fields["nodes"] = [node for node in closest if not node.is_ipv6][:K]
