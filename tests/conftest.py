@@ -1,0 +1,39 @@
+"""Shared fixtures, and the loopback-only network guard applied to every test."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import netguard  # noqa: E402
+
+netguard.install()
+
+GUARD_DIR = Path(__file__).parent / "guard"
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(tmp_path_factory):
+    """Fail any test whose code (or whose child processes) tried to reach a non-loopback address."""
+    log = tmp_path_factory.mktemp("netguard") / "violations.log"
+    netguard.child_log_path = str(log)
+    netguard.violations.clear()
+    yield netguard.violations
+    found = list(netguard.violations)
+    if log.exists():
+        found += log.read_text().splitlines()
+    netguard.violations.clear()
+    if found:
+        pytest.fail("non-loopback network use: " + "; ".join(sorted(set(found))), pytrace=False)
+
+
+def guarded_env() -> dict[str, str]:
+    """Environment for child processes: the guard is loaded through sitecustomize."""
+    env = dict(os.environ)
+    env["MLDHT_NETGUARD_LOG"] = netguard.child_log_path
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GUARD_DIR), env.get("PYTHONPATH")]))
+    return env
