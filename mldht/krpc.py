@@ -325,7 +325,9 @@ def decode_message(data: bytes) -> Query | Response | Error:
     if not isinstance(transaction_id, bytes) or len(transaction_id) > MAX_TRANSACTION_ID_LENGTH:
         raise KrpcDecodeError("missing or invalid transaction id 't'")
     kind = message.get(b"y")
-    is_query = kind == b"q"
+    # Anything carrying a transaction id that is not a reply is answered as a bad query
+    # (203), as libtorrent does for a missing or unknown 'y'.
+    is_query = kind not in (b"r", b"e")
     try:
         version = message.get(b"v")
         if version is not None and not isinstance(version, bytes):

@@ -37,6 +37,8 @@ from .tokens import TokenManager
 log = logging.getLogger(__name__)
 
 TRANSACTION_ID_LENGTH = 4
+MAX_VERIFY_PINGS = 64
+"""Bound on concurrent pings that verify nodes which queried us."""
 
 
 @dataclass(slots=True)
@@ -146,6 +148,8 @@ class DHTNode:
         self._pending: dict[tuple[bytes, Address], _Pending] = {}
         self._slots = asyncio.Semaphore(self.config.max_pending)
         self._router_addresses: set[Address] = set()
+        self._verifying: set[Address] = set()
+        self._last_bootstrap = self._now()
         self._tasks: set[asyncio.Task] = set()
         self._maintenance: asyncio.Task | None = None
         self._closed = False
@@ -297,6 +301,11 @@ class DHTNode:
         self._send(reply, source)
         if not query.read_only:
             self._heard_from(NodeInfo(query.sender_id, *source), now, responded=False)
+            entry = self.routing_table.get(source)
+            if (entry is not None and entry.last_response is None
+                    and len(self._verifying) < MAX_VERIFY_PINGS and source not in self._verifying):
+                # A querier is not trusted until it answers us (as libtorrent does): ping it.
+                self._spawn(self._verify(NodeInfo(query.sender_id, *source)), "mldht-verify")
 
     def _heard_from(self, node: NodeInfo, now: float, responded: bool) -> None:
         result = self.routing_table.heard_from(node, now, responded)
@@ -304,8 +313,13 @@ class DHTNode:
             self._spawn(self._verify(questionable), "mldht-verify")
 
     async def _verify(self, node: NodeInfo) -> None:
-        with contextlib.suppress(MldhtError):
+        self._verifying.add(node.address)
+        try:
             await self.ping(node.address)
+        except MldhtError:
+            pass
+        finally:
+            self._verifying.discard(node.address)
 
     def _new_transaction_id(self, address: Address) -> bytes:
         while True:
@@ -361,6 +375,7 @@ class DHTNode:
         """Run `lookup` to completion (or `deadline`), `make_query()` giving each query."""
         wake = asyncio.Event()
         running: set[asyncio.Task] = set()
+        own_address = self.address
 
         async def ask(target: NodeInfo | Address) -> None:
             address = target.address if isinstance(target, NodeInfo) else target
@@ -369,8 +384,10 @@ class DHTNode:
             except (MldhtError, OSError):
                 lookup.on_failure(address, self._now())
             else:
-                fresh = lookup.on_reply(address, response.sender_id, self._now(),
-                                        response.nodes or [], response.token,
+                nodes = [node for node in response.nodes or []
+                         if node.id != self.node_id and node.address != own_address]
+                fresh = lookup.on_reply(address, response.sender_id, self._now(), nodes,
+                                        response.token,
                                         response.values or [])
                 if on_response is not None:
                     on_response(address, response, fresh)
@@ -519,8 +536,16 @@ class DHTNode:
         if self._saved_nodes:
             saved, self._saved_nodes = self._saved_nodes, []
             await asyncio.gather(*(self._verify(node) for node in saved))
-        remaining = max(deadline - self._now(), 0.1)
-        await self.find_node_lookup(self.node_id, timeout=remaining)
+        # A router that has just met us may know few verified nodes yet: when the table
+        # stays under k, ask again shortly (twice at most, to keep tiny networks fast).
+        for retry_delay in (0.5, 1.0, None):
+            await self.find_node_lookup(self.node_id, timeout=max(deadline - self._now(), 0.1))
+            if retry_delay is None or len(self.routing_table) >= self.config.k:
+                break
+            if deadline - self._now() <= retry_delay:
+                break
+            await asyncio.sleep(retry_delay)
+        self._last_bootstrap = self._now()
         refreshes = []
         for index in range(len(self.routing_table.buckets) - 1):
             if len(self.routing_table.buckets[index].nodes) < self.config.k:
@@ -535,6 +560,7 @@ class DHTNode:
         """Periodic upkeep: peer expiry, bucket refresh, pings of questionable nodes, saving."""
         config = self.config
         last_save = last_expiry = self._now()
+        sparse_backoff = 30.0
         while True:
             await asyncio.sleep(config.maintenance_interval)
             now = self._now()
@@ -546,6 +572,12 @@ class DHTNode:
                     continue
                 for node in self.routing_table.questionable(now, limit=8):
                     self._spawn(self._verify(node), "mldht-verify")
+                if (len(self.routing_table) < config.k and not self.read_only
+                        and now - self._last_bootstrap >= sparse_backoff):
+                    # Too few nodes to be useful: join again, backing off up to the refresh period.
+                    self._last_bootstrap = now
+                    sparse_backoff = min(sparse_backoff * 2, config.bucket_refresh)
+                    self._spawn(self.find_node_lookup(self.node_id), "mldht-rejoin")
                 stale = self.routing_table.stale_buckets(now, config.bucket_refresh)
                 if stale and len(self.routing_table):
                     index = stale[0]
@@ -587,7 +619,7 @@ class PeerLookup:
 
     async def __anext__(self) -> Address:
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="mldht-get-peers")
+            self._task = self.node._spawn(self._run(), "mldht-get-peers")
         peer = await self._queue.get()
         if peer is None:
             await self._task  # re-raise a failure of the lookup
