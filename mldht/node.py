@@ -622,7 +622,11 @@ class PeerLookup:
             self._task = self.node._spawn(self._run(), "mldht-get-peers")
         peer = await self._queue.get()
         if peer is None:
-            await self._task  # re-raise a failure of the lookup
+            await asyncio.wait([self._task])
+            if self._task.cancelled():
+                raise TransportClosed("the lookup was stopped (node closed)")
+            if self._task.exception() is not None:
+                raise self._task.exception()
             raise StopAsyncIteration
         return peer
 
