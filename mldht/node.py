@@ -376,6 +376,7 @@ class DHTNode:
         wake = asyncio.Event()
         running: set[asyncio.Task] = set()
         own_address = self.address
+        ipv6 = ":" in own_address[0]
 
         async def ask(target: NodeInfo | Address) -> None:
             address = target.address if isinstance(target, NodeInfo) else target
@@ -384,7 +385,8 @@ class DHTNode:
             except (MldhtError, OSError):
                 lookup.on_failure(address, self._now())
             else:
-                nodes = [node for node in response.nodes or []
+                listed = response.nodes6 if ipv6 else response.nodes
+                nodes = [node for node in listed or []
                          if node.id != self.node_id and node.address != own_address]
                 fresh = lookup.on_reply(address, response.sender_id, self._now(), nodes,
                                         response.token,
