@@ -30,6 +30,19 @@ WANT_IPV6 = b"n6"
 _codec = bencodepy.Bencode(encoding=None, encoding_fallback=None, dict_ordered=False)
 
 
+class _StrictDecoder(bencodepy.BencodeDecoder):
+    """bencode.py parses a dictionary key's length with int(), so a negative length
+    ("d1:ai1e-6:") moves it backwards and it loops forever: accept only plain digits."""
+
+    def decode_string(self, x, f, kind="value", **kwargs):
+        if not x[f:x.index(b":", f)].isdigit():
+            raise ValueError("invalid string length")
+        return super().decode_string(x, f, kind, **kwargs)
+
+
+_decoder = _StrictDecoder(encoding=None, encoding_fallback=None, dict_ordered=False)
+
+
 @dataclass(slots=True, kw_only=True)
 class Message:
     """Fields common to every KRPC message."""
@@ -117,7 +130,12 @@ class UnknownQuery(Query):
     raw_arguments: dict[bytes, Any] = field(default_factory=dict)
 
     def arguments(self) -> dict[bytes, Any]:
-        return {**self.raw_arguments, b"id": bytes(self.sender_id)}
+        args = {**self.raw_arguments, b"id": bytes(self.sender_id)}
+        if self.target is not None:
+            args[b"target"] = bytes(self.target)
+        if self.info_hash is not None:
+            args[b"info_hash"] = bytes(self.info_hash)
+        return args
 
 
 @dataclass(slots=True, kw_only=True)
@@ -316,7 +334,7 @@ def _decode_error(message: dict, transaction_id: bytes, version: bytes | None) -
 def decode_message(data: bytes) -> Query | Response | Error:
     """Decode and validate one datagram; raise `KrpcDecodeError` on anything malformed."""
     try:
-        message = _codec.decode(data)
+        message = _decoder.decode(data)
     except Exception as exc:  # bencodepy raises several types, RecursionError included
         raise KrpcDecodeError(f"not valid bencode: {exc}") from None
     if not isinstance(message, dict):
@@ -325,9 +343,9 @@ def decode_message(data: bytes) -> Query | Response | Error:
     if not isinstance(transaction_id, bytes) or len(transaction_id) > MAX_TRANSACTION_ID_LENGTH:
         raise KrpcDecodeError("missing or invalid transaction id 't'")
     kind = message.get(b"y")
-    # Anything carrying a transaction id that is not a reply is answered as a bad query
-    # (203), as libtorrent does for a missing or unknown 'y'.
-    is_query = kind not in (b"r", b"e")
+    # Only a declared query earns a 203: answering a missing or unknown 'y' would make us an
+    # amplifier for spoofed sources (libtorrent drops those too).
+    is_query = kind == b"q"
     try:
         version = message.get(b"v")
         if version is not None and not isinstance(version, bytes):

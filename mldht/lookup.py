@@ -114,8 +114,10 @@ class Lookup:
 
     def _expire_soft(self, now: float) -> None:
         for candidate in self._ordered:
+            # Same expression as next_deadline(): `now - sent_at >= soft_timeout` can be
+            # false (float rounding) at the very deadline it reported.
             if (candidate.state is CandidateState.IN_FLIGHT
-                    and now - candidate.sent_at >= self.soft_timeout):
+                    and now >= candidate.sent_at + self.soft_timeout):
                 candidate.state = CandidateState.SLOW
 
     def next_queries(self, now: float) -> list[NodeInfo | Address]:
@@ -163,8 +165,11 @@ class Lookup:
             self._dirty = True
         self.stats.answered += 1
         self.add_nodes(node for node in nodes if node.id != node_id)
-        fresh = [peer for peer in values if peer not in self.stats.peers]
-        self.stats.peers.update(fresh)
+        fresh = []
+        for peer in values:
+            if peer not in self.stats.peers:  # also drops repeats within this reply
+                self.stats.peers.add(peer)
+                fresh.append(peer)
         return fresh
 
     def on_failure(self, address: Address, now: float) -> None:

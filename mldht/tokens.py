@@ -30,15 +30,18 @@ class TokenManager:
         return self._rng.getrandbits(128).to_bytes(16, "big")
 
     def _advance(self, now: float) -> None:
-        elapsed = now - self._rotated_at
-        if elapsed < self.rotation:
+        # Rotations follow a fixed schedule (every `rotation` seconds from the start), not the
+        # time of the call that notices them: otherwise a late call would delay the next
+        # rotation and let tokens live up to three periods instead of two.
+        periods = int((now - self._rotated_at) // self.rotation)
+        if periods < 1:
             return
-        if elapsed >= 2 * self.rotation:
+        if periods >= 2:
             self._previous = self._new_secret()  # both secrets have aged out
         else:
             self._previous = self._current
         self._current = self._new_secret()
-        self._rotated_at = now
+        self._rotated_at += periods * self.rotation
 
     @staticmethod
     def _token(secret: bytes, ip: str, info_hash: bytes) -> bytes:

@@ -1,0 +1,256 @@
+"""The `mldht` command line against thirty in-process nodes on 127.0.0.10 ... 127.0.0.39.
+
+Each command runs as a child process (under the network guard) while the event loop keeps
+the in-process network answering. Every invocation binds a 127.0.0.x address and gets an
+explicit loopback --bootstrap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import socket
+
+import pytest
+import pytest_asyncio
+
+from dhtnet import DhtNetwork, free_udp_port, run_cli, start_network
+from mldht import InfoHash, NodeId
+
+pytestmark = [pytest.mark.network, pytest.mark.asyncio(loop_scope="module")]
+
+SUMMARY = re.compile(r"(\d+) distinct peers in [\d.]+ s \((?:no peer|first after [\d.]+ s)\); "
+                     r"nodes queried (\d+), answered (\d+), timed out (\d+)$")
+NODE_LINE = re.compile(r"([0-9a-f]{40}) (127\.0\.0\.\d+):(\d+)$")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def net():
+    network = await start_network()
+    try:
+        yield network
+    finally:
+        await network.close()
+
+
+@pytest.fixture
+def silent_port():
+    """A loopback UDP address that is bound (so no ICMP error comes back) but never answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.205", 0))
+    try:
+        yield f"127.0.0.205:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+def new_info_hash(seed: int) -> InfoHash:
+    return InfoHash(random.Random(seed).getrandbits(160).to_bytes(20, "big"))
+
+
+async def announced(net: DhtNetwork, seed: int, port: int, by: int = 3) -> InfoHash:
+    info_hash = new_info_hash(seed)
+    result = await net.nodes[by].announce(info_hash, port, timeout=10)
+    assert result.announced_to
+    return info_hash
+
+
+# --- get-peers ---------------------------------------------------------------------------
+
+
+async def test_get_peers_finds_a_peer_announced_by_the_library(net: DhtNetwork):
+    info_hash = await announced(net, 100, 7001)
+    result = await run_cli("get-peers", info_hash.hex(), "--bootstrap", net.bootstrap_spec,
+                           "--bind", "127.0.0.200:0", "--timeout", "10")
+    print(f"\nmldht get-peers took {result.elapsed:.2f} s (wall clock, process start to exit)")
+    assert result.returncode == 0, result
+    assert result.stdout.splitlines() == ["127.0.0.13:7001"], result
+    summary_lines = [line for line in result.stderr.splitlines() if SUMMARY.search(line)]
+    assert len(summary_lines) == 1, result.stderr
+    peers, queried, answered, timed_out = map(int, SUMMARY.search(summary_lines[0]).groups())
+    assert peers == 1 and answered > 0 and queried >= answered
+    assert timed_out == 0
+    assert result.elapsed < 20
+
+
+async def test_get_peers_json(net: DhtNetwork):
+    info_hash = await announced(net, 101, 7002)
+    result = await run_cli("get-peers", info_hash.hex(), "--json", "--bootstrap", net.bootstrap_spec,
+                           "--bind", "127.0.0.200:0", "--timeout", "10")
+    assert result.returncode == 0, result
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0] == {"type": "peer", "ip": "127.0.0.13", "port": 7002}
+    assert len(lines) == 2
+    summary = lines[-1]
+    assert summary["type"] == "summary"
+    assert summary["target"] == info_hash.hex()
+    assert summary["peers"] == 1
+    assert summary["answered"] > 0 and summary["queried"] >= summary["answered"]
+    assert summary["timed_out"] == 0
+    assert summary["time_to_first_peer"] is not None
+    assert 0 <= summary["time_to_first_peer"] <= summary["elapsed"]
+
+
+async def test_get_peers_without_peers_exits_1(net: DhtNetwork):
+    result = await run_cli("get-peers", new_info_hash(102).hex(), "--bootstrap", net.bootstrap_spec,
+                           "--bind", "127.0.0.200:0", "--timeout", "10")
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    match = SUMMARY.search(result.stderr.strip().splitlines()[-1])
+    assert match and match.group(1) == "0" and int(match.group(3)) > 0, result.stderr
+
+
+async def test_get_peers_with_a_magnet_link(net: DhtNetwork):
+    info_hash = await announced(net, 103, 7003)
+    magnet = f"magnet:?xt=urn:btih:{info_hash.hex().upper()}&dn=some+name&tr=udp%3A%2F%2F127.0.0.1%3A1"
+    result = await run_cli("get-peers", magnet, "--bootstrap", net.bootstrap_spec,
+                           "--bind", "127.0.0.200:0", "--timeout", "10")
+    assert result.returncode == 0, result
+    assert result.stdout.splitlines() == ["127.0.0.13:7003"]
+
+
+@pytest.mark.parametrize("infohash", ["xyz", "0" * 39, "0" * 41, "g" * 40, "magnet:?dn=no+hash"])
+async def test_bad_infohash_exits_2_with_one_line(net: DhtNetwork, infohash):
+    result = await run_cli("get-peers", infohash, "--bootstrap", net.bootstrap_spec,
+                           "--bind", "127.0.0.200:0", "--timeout", "5")
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("mldht: error:"), result.stderr
+
+
+@pytest.mark.parametrize("bootstrap", ["127.0.0.10", "127.0.0.10:", "127.0.0.10:port",
+                                       "127.0.0.10:70000", "127.0.0.10:0", "::1:6881"])
+async def test_bad_bootstrap_exits_2(net: DhtNetwork, bootstrap):
+    result = await run_cli("get-peers", new_info_hash(104).hex(), "--bootstrap", bootstrap,
+                           "--bind", "127.0.0.200:0", "--timeout", "5")
+    assert result.returncode == 2, result
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "error" in result.stderr
+
+
+# --- announce ----------------------------------------------------------------------------
+
+
+async def test_announce_with_port(net: DhtNetwork):
+    info_hash = new_info_hash(105)
+    result = await run_cli("announce", info_hash.hex(), "--port", "5555",
+                           "--bootstrap", net.bootstrap_spec, "--bind", "127.0.0.201:0",
+                           "--timeout", "10")
+    assert result.returncode == 0, result
+    accepted = [line for line in result.stdout.splitlines() if line.startswith("announced to ")]
+    assert len(accepted) == 8, result.stdout
+    peers = await net.nodes[8].get_peers(info_hash, timeout=10).collect()
+    assert peers == [("127.0.0.201", 5555)], peers
+
+
+async def test_announce_with_implied_port(net: DhtNetwork):
+    info_hash = new_info_hash(106)
+    port = free_udp_port("127.0.0.202")
+    result = await run_cli("announce", info_hash.hex(), "--implied-port",
+                           "--bootstrap", net.bootstrap_spec, "--bind", f"127.0.0.202:{port}",
+                           "--timeout", "10", "--json")
+    assert result.returncode == 0, result
+    report = json.loads(result.stdout)
+    assert len(report["announced_to"]) == 8 and report["failed"] == 0, report
+    peers = await net.nodes[9].get_peers(info_hash, timeout=10).collect()
+    assert peers == [("127.0.0.202", port)], peers
+
+
+async def test_announce_bad_port_exits_2(net: DhtNetwork):
+    result = await run_cli("announce", new_info_hash(107).hex(), "--port", "70000",
+                           "--bootstrap", net.bootstrap_spec, "--bind", "127.0.0.201:0")
+    assert result.returncode == 2, result
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+# --- ping --------------------------------------------------------------------------------
+
+
+async def test_ping_prints_the_node_id(net: DhtNetwork):
+    result = await run_cli("ping", net.bootstrap_spec, "--bind", "127.0.0.203:0", "--timeout", "5")
+    assert result.returncode == 0, result
+    fields = result.stdout.split()
+    assert fields[0] == net.first.node_id.hex()
+    assert fields[1] == net.bootstrap_spec
+
+    result = await run_cli("ping", net.bootstrap_spec, "--bind", "127.0.0.203:0", "--json")
+    assert result.returncode == 0, result
+    assert json.loads(result.stdout)["id"] == net.first.node_id.hex()
+
+
+async def test_ping_of_a_silent_port_exits_1(silent_port):
+    result = await run_cli("ping", silent_port, "--bind", "127.0.0.203:0", "--timeout", "1",
+                           timeout=15)
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    assert result.stderr.strip(), "no message on stderr"
+    assert result.elapsed < 10
+
+
+# --- find-node ---------------------------------------------------------------------------
+
+
+async def test_find_node_prints_the_closest_nodes(net: DhtNetwork):
+    target = NodeId(random.Random(108).getrandbits(160).to_bytes(20, "big"))
+    result = await run_cli("find-node", target.hex(), "--bootstrap", net.bootstrap_spec,
+                           "--bind", "127.0.0.204:0", "--timeout", "10")
+    assert result.returncode == 0, result
+    lines = result.stdout.splitlines()
+    matches = [NODE_LINE.match(line) for line in lines]
+    assert all(matches), lines
+    addresses = {node.node_id.hex(): node.address for node in net.nodes}
+    for match in matches:
+        assert addresses[match.group(1)] == (match.group(2), int(match.group(3)))
+    # A read-only lookup from outside the network: the true 8 closest of all 30, nearest first.
+    assert [match.group(1) for match in matches] == [i.hex() for i in net.true_closest(target, 8)]
+
+
+async def test_find_node_bad_id_exits_2(net: DhtNetwork):
+    result = await run_cli("find-node", "abc", "--bootstrap", net.bootstrap_spec,
+                           "--bind", "127.0.0.204:0")
+    assert result.returncode == 2, result
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+# --- several bootstrap nodes -------------------------------------------------------------
+
+
+async def test_comma_separated_bootstrap_list(net: DhtNetwork, silent_port):
+    # The first entry never answers: the second must be used.
+    info_hash = await announced(net, 109, 7004, by=5)
+    result = await run_cli("get-peers", info_hash.hex(),
+                           "--bootstrap", f"{silent_port}, {net.bootstrap_spec}",
+                           "--bind", "127.0.0.200:0", "--timeout", "10")
+    assert result.returncode == 0, result
+    assert result.stdout.splitlines() == ["127.0.0.15:7004"]
+
+
+async def test_repeated_bootstrap_flags(net: DhtNetwork, silent_port):
+    info_hash = await announced(net, 110, 7005, by=6)
+    other = net.nodes[21].address
+    result = await run_cli("get-peers", info_hash.hex(), "--bootstrap", silent_port,
+                           "--bootstrap", f"{other[0]}:{other[1]}",
+                           "--bind", "127.0.0.200:0", "--timeout", "10")
+    assert result.returncode == 0, result
+    assert result.stdout.splitlines() == ["127.0.0.16:7005"]
+
+
+async def test_only_silent_bootstrap_finds_nothing(silent_port):
+    result = await run_cli("get-peers", new_info_hash(111).hex(), "--bootstrap", silent_port,
+                           "--bind", "127.0.0.200:0", "--timeout", "3", timeout=20)
+    assert result.returncode == 1, result
+    assert result.elapsed < 15
+
+
+async def test_command_line_nodes_stay_out_of_routing_tables(net: DhtNetwork):
+    """The one-shot commands run read-only nodes (BEP 43): nobody may route to them."""
+    result = await run_cli("find-node", NodeId(bytes(20)).hex(), "--bootstrap", net.bootstrap_spec,
+                           "--bind", "127.0.0.206:0", "--timeout", "10")
+    assert result.returncode == 0, result
+    network_ips = {node.address[0] for node in net.nodes}
+    for node in net.nodes:
+        strangers = [entry.ip for entry in node.routing_table if entry.ip not in network_ips]
+        assert strangers == [], (node.address, strangers)

@@ -1,0 +1,501 @@
+"""Tests of mldht.routing: k-buckets, node states, replacement caches (sans-I/O, injected clock)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from mldht.compact import NodeInfo
+from mldht.ids import ID_BITS, NodeId, common_prefix_bits, distance, random_id_in_bucket
+from mldht.routing import (
+    BAD_AFTER_FAILURES, GOOD_INTERVAL, K, InsertOutcome, NodeState, RoutingEntry, RoutingTable,
+)
+
+SETTINGS = settings(max_examples=150, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+OWN = NodeId(bytes(20))
+
+
+def far_id(n: int) -> NodeId:
+    """Distinct ids sharing 0 prefix bits with OWN (first bit set)."""
+    return NodeId(b"\x80" + n.to_bytes(19, "big"))
+
+
+def node(node_id: bytes, n: int, port: int = 6881) -> NodeInfo:
+    return NodeInfo(NodeId(node_id), f"10.0.{n // 256}.{n % 256}", port)
+
+
+def check_invariants(table: RoutingTable) -> None:
+    last = len(table.buckets) - 1
+    assert 1 <= len(table.buckets) <= ID_BITS
+    seen_ips: dict[str, RoutingEntry] = {}
+    total = 0
+    for index, bucket in enumerate(table.buckets):
+        assert len(bucket.nodes) <= table.k
+        assert len(bucket.replacements) <= table.replacement_size
+        for entry in bucket.nodes + bucket.replacements:
+            shared = common_prefix_bits(table.own_id, entry.id)
+            if index < last:
+                assert shared == index
+            else:
+                assert shared >= last
+            assert entry.id != table.own_id
+            assert 0 < entry.port <= 0xFFFF
+        for entry in bucket.nodes:
+            assert entry.ip not in seen_ips, "two entries for one IP"
+            seen_ips[entry.ip] = entry
+            assert table.bucket_index(entry.id) == index
+            total += 1
+        # The replacement cache holds each IP and each id at most once.
+        assert len({entry.ip for entry in bucket.replacements}) == len(bucket.replacements)
+        assert len({entry.id for entry in bucket.replacements}) == len(bucket.replacements)
+    assert len(table) == total == len(list(table))
+    assert table._by_ip.keys() == seen_ips.keys()
+    for ip, entry in seen_ips.items():
+        assert table._by_ip[ip] is entry
+        assert table.get(entry.address) is entry
+
+
+# --- property tests ---------------------------------------------------------------------------
+
+def _hear(port_strategy):
+    return st.tuples(
+        st.just("hear"),
+        st.integers(min_value=0, max_value=12) | st.integers(min_value=0, max_value=ID_BITS),  # prefix
+        st.integers(min_value=0, max_value=2**32),                                             # id seed
+        st.integers(min_value=0, max_value=8) | st.integers(min_value=0, max_value=65535),      # IP
+        port_strategy,
+        st.booleans(),                                                                          # responded
+    )
+
+
+OPERATION_KINDS = {
+    "hear": _hear(st.integers(min_value=1, max_value=0xFFFF)),
+    "hear_bad_port": _hear(st.sampled_from([0, -1, 65536])),
+    "timeout": st.tuples(st.just("timeout"), st.integers(min_value=0, max_value=1000)),
+    "advance": st.tuples(st.just("advance"), st.floats(min_value=0, max_value=2 * GOOD_INTERVAL)),
+    "remove": st.tuples(st.just("remove"), st.integers(min_value=0, max_value=1000)),
+    "questionable": st.tuples(st.just("questionable"), st.integers(min_value=0, max_value=4)),
+}
+# Mostly insertions, so that tables get big and deep.
+KIND_WEIGHTS = ["hear"] * 12 + ["timeout"] * 3 + ["advance"] * 2 + [
+    "hear_bad_port", "remove", "questionable"]
+operations = st.lists(st.sampled_from(KIND_WEIGHTS).flatmap(OPERATION_KINDS.__getitem__),
+                      min_size=20, max_size=200)
+
+
+def _entries(table):
+    return sorted(table, key=lambda entry: entry.ip)
+
+
+@given(st.binary(min_size=20, max_size=20), st.sampled_from([1, 2, 8]), st.sampled_from([1, 3, 8]),
+       operations)
+@SETTINGS
+def test_invariants_under_random_operations(own_bytes, k, replacement_size, ops):
+    own = NodeId(own_bytes)
+    table = RoutingTable(own, k=k, replacement_size=replacement_size)
+    now = 0.0
+    for op in ops:
+        previous_buckets = list(table.buckets)
+        size_before = len(table)
+        if op[0] == "hear":
+            _, prefix, seed, ip, port, responded = op
+            node_id = random_id_in_bucket(own, prefix, random.Random(seed))
+            info = NodeInfo(node_id, f"10.0.{ip // 256}.{ip % 256}", port)
+            owner_before = table._by_ip.get(info.ip)
+            result = table.heard_from(info, now, responded)
+            if node_id == own:
+                assert result.outcome is InsertOutcome.REJECTED
+            if not 0 < port <= 0xFFFF:
+                assert result.outcome is InsertOutcome.REJECTED
+            if owner_before is not None and owner_before.id != node_id:
+                assert result.outcome is InsertOutcome.REJECTED
+                assert table._by_ip[info.ip] is owner_before
+            if result.outcome in (InsertOutcome.ADDED, InsertOutcome.UPDATED):
+                entry = table.get(info.address)
+                assert entry is not None and entry.id == node_id
+                if responded:
+                    assert entry.last_response == now and entry.failures == 0
+                    assert entry.state(now) is NodeState.GOOD
+            if result.outcome is InsertOutcome.ADDED:
+                assert owner_before is None
+                assert len(table) == size_before + (0 if result.reason else 1)
+            elif result.outcome is InsertOutcome.REPLACEMENT:
+                assert table.get(info.address) is None
+                bucket = table.buckets[table.bucket_index(node_id)]
+                assert len(bucket.nodes) == table.k
+                assert len(table) == size_before
+                for pinged in result.ping:
+                    entry = table.get(pinged.address)
+                    assert entry is not None and entry.ping_pending
+                    assert entry.state(now) is NodeState.QUESTIONABLE
+            else:
+                assert len(table) == size_before
+            if result.outcome is not InsertOutcome.REPLACEMENT:
+                assert result.ping == []
+        elif op[0] == "timeout":
+            entries = _entries(table)
+            if entries:
+                target = entries[op[1] % len(entries)]
+                evicted = table.on_timeout(target.address, now)
+                assert len(table) == size_before
+                if evicted:
+                    assert table.get(target.address) is None
+                    assert target.failures >= BAD_AFTER_FAILURES
+                else:
+                    assert table.get(target.address) is target
+            else:
+                assert table.on_timeout(("10.0.0.1", 1), now) is False
+        elif op[0] == "advance":
+            now += op[1]
+        elif op[0] == "remove":
+            entries = _entries(table)
+            if entries:
+                target = entries[op[1] % len(entries)]
+                table.remove(target.address)
+                assert table.get(target.address) is None
+                assert len(table) == size_before - 1
+        else:
+            for info in table.questionable(now, op[1]):
+                entry = table.get(info.address)
+                assert entry.ping_pending and entry.state(now) is NodeState.QUESTIONABLE
+        # Buckets are never removed or re-ordered: only the last one ever splits, by appending.
+        assert len(table.buckets) >= len(previous_buckets)
+        assert all(a is b for a, b in zip(previous_buckets, table.buckets))
+        check_invariants(table)
+    event(f"buckets: {min(len(table.buckets), 10)}{'+' if len(table.buckets) >= 10 else ''}")
+    event(f"nodes: {min(len(table) // 20 * 20, 60)}+")
+
+
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=ID_BITS - 1),
+                          st.integers(min_value=0, max_value=2**32)), max_size=150))
+@SETTINGS
+def test_closest_is_sorted_by_xor_distance(inserts):
+    table = RoutingTable(OWN)
+    for n, (prefix, seed) in enumerate(inserts):
+        table.heard_from(node(random_id_in_bucket(OWN, prefix, random.Random(seed)), n), 0.0, True)
+    check_invariants(table)
+    target = NodeId.random(random.Random(len(inserts)))
+    closest = table.closest(target, count=8)
+    everything = sorted(table, key=lambda entry: distance(entry.id, target))
+    assert [info.id for info in closest] == [entry.id for entry in everything[:8]]
+
+
+def test_splits_only_the_own_bucket():
+    table = RoutingTable(OWN, k=2)
+    rng = random.Random(3)
+    # Far nodes fill bucket 0 and never split it once it is not the last one.
+    for n in range(10):
+        table.heard_from(node(random_id_in_bucket(OWN, 0, rng), n), 0.0, True)
+    assert len(table.buckets) == 2
+    assert len(table.buckets[0].nodes) == 2 and len(table.buckets[1].nodes) == 0
+    # Nodes very close to us make the table grow deep.
+    for n in range(10, 14):
+        table.heard_from(node(random_id_in_bucket(OWN, 30, rng), n), 0.0, True)
+    assert len(table.buckets) == 32
+    assert len(table.buckets[30].nodes) == 2
+    check_invariants(table)
+
+
+def test_deepest_split_goes_down_to_160_buckets():
+    table = RoutingTable(OWN, k=1)
+    neighbour = bytes(19) + b"\x01"  # shares 159 bits with OWN: the only such id
+    assert table.heard_from(node(neighbour, 1), 0.0, True).outcome is InsertOutcome.ADDED
+    assert len(table.buckets) == 1
+    result = table.heard_from(node(bytes(19) + b"\x02", 2), 0.0, True)  # shares 158 bits
+    assert result.outcome is InsertOutcome.ADDED
+    assert len(table.buckets) == ID_BITS
+    assert [len(bucket.nodes) for bucket in table.buckets[-2:]] == [1, 1]
+    check_invariants(table)
+    same_bucket = table.heard_from(node(bytes(19) + b"\x03", 3), 0.0, True)
+    assert same_bucket.outcome is InsertOutcome.REPLACEMENT
+    assert len(table.buckets) == ID_BITS
+    check_invariants(table)
+
+
+# --- node states ------------------------------------------------------------------------------
+
+
+def test_node_states_with_injected_clock():
+    table = RoutingTable(OWN)
+    responder = node(far_id(1), 1)
+    querier = node(far_id(2), 2)
+    assert table.heard_from(responder, 100.0, responded=True).outcome is InsertOutcome.ADDED
+    assert table.heard_from(querier, 100.0, responded=False).outcome is InsertOutcome.ADDED
+    r = table.get(responder.address)
+    q = table.get(querier.address)
+    assert r.state(100.0) is NodeState.GOOD
+    assert r.state(100.0 + GOOD_INTERVAL - 0.001) is NodeState.GOOD
+    assert r.state(100.0 + GOOD_INTERVAL) is NodeState.QUESTIONABLE
+    # Never answered us: questionable even though it just queried us.
+    assert q.state(100.0) is NodeState.QUESTIONABLE
+    # Having answered once, a recent query keeps it good.
+    table.heard_from(responder, 2000.0, responded=False)
+    assert r.state(2000.0) is NodeState.GOOD
+    assert r.state(2000.0 + GOOD_INTERVAL - 1) is NodeState.GOOD
+    assert r.state(2000.0 + GOOD_INTERVAL) is NodeState.QUESTIONABLE
+    table.heard_from(querier, 3000.0, responded=False)
+    assert q.state(3000.0) is NodeState.QUESTIONABLE
+    table.heard_from(querier, 3000.0, responded=True)
+    assert q.state(3000.0) is NodeState.GOOD
+    assert table.counts(3000.0) == {"good": 1, "questionable": 1, "bad": 0, "replacements": 0}
+
+
+def test_bad_after_two_failures_and_answer_resets():
+    assert GOOD_INTERVAL == 15 * 60 and BAD_AFTER_FAILURES == 2
+    table = RoutingTable(OWN)
+    info = node(far_id(1), 1)
+    table.heard_from(info, 0.0, True)
+    entry = table.get(info.address)
+    assert table.on_timeout(info.address, 1.0) is False
+    assert entry.state(1.0) is NodeState.GOOD  # one failure is not enough
+    assert table.on_timeout(info.address, 2.0) is False  # bad, but nothing to replace it with
+    assert entry.state(2.0) is NodeState.BAD
+    assert table.get(info.address) is entry
+    assert table.closest(far_id(1)) == []  # bad nodes are never handed out
+    assert table.counts(2.0)["bad"] == 1
+    table.heard_from(info, 3.0, True)
+    assert entry.failures == 0 and entry.state(3.0) is NodeState.GOOD
+    assert table.closest(far_id(1)) == [info]
+
+
+def test_timeout_for_unknown_address_or_wrong_port():
+    table = RoutingTable(OWN)
+    info = node(far_id(1), 1, port=1000)
+    table.heard_from(info, 0.0, True)
+    assert table.on_timeout(("10.9.9.9", 1000), 0.0) is False
+    assert table.on_timeout((info.ip, 1001), 0.0) is False
+    assert table.get(info.address).failures == 0
+
+
+# --- full buckets and the replacement cache ----------------------------------------------------
+
+
+def _full_far_bucket(now: float, responded: bool = True) -> tuple[RoutingTable, list[NodeInfo]]:
+    """A table whose bucket 0 (not the last one) holds K far nodes."""
+    table = RoutingTable(OWN)
+    infos = [node(far_id(n), n) for n in range(K)]
+    for offset, info in enumerate(infos):
+        assert table.heard_from(info, now + offset, responded).outcome is InsertOutcome.ADDED
+    # Make bucket 0 a non-last bucket by splitting once.
+    close = node(random_id_in_bucket(OWN, 5, random.Random(0)), 200)
+    table.heard_from(close, now, True)
+    assert len(table.buckets) >= 2
+    assert len(table.buckets[0].nodes) == K
+    return table, infos
+
+
+def test_bucket_of_good_nodes_puts_newcomer_in_replacement_cache():
+    table, infos = _full_far_bucket(0.0)
+    newcomer = node(far_id(100), 100)
+    result = table.heard_from(newcomer, 10.0, True)
+    assert result.outcome is InsertOutcome.REPLACEMENT
+    assert result.ping == []  # every node is good: nothing to ping
+    assert table.get(newcomer.address) is None
+    assert [entry.id for entry in table.buckets[0].replacements] == [newcomer.id]
+    assert {entry.id for entry in table.buckets[0].nodes} == {info.id for info in infos}
+    check_invariants(table)
+
+
+def test_full_bucket_with_questionable_nodes_asks_for_pings_then_replaces():
+    table, infos = _full_far_bucket(0.0)
+    later = 1000.0  # 15 minutes after: every node of bucket 0 is questionable
+    newcomer = node(far_id(100), 100)
+    result = table.heard_from(newcomer, later, True)
+    assert result.outcome is InsertOutcome.REPLACEMENT
+    # The least recently seen questionable node is to be pinged (added at t=0).
+    assert result.ping == [infos[0]]
+    assert table.get(infos[0].address).ping_pending
+    assert table.buckets[0].replacements[0].id == newcomer.id
+
+    # A second newcomer asks for another ping (the first one is pending).
+    second = node(far_id(101), 101)
+    result2 = table.heard_from(second, later + 1, False)
+    assert result2.outcome is InsertOutcome.REPLACEMENT
+    assert result2.ping == [infos[1]]
+
+    # The pinged node fails twice: it is replaced by the best replacement (one that answered).
+    assert table.on_timeout(infos[0].address, later + 5) is False
+    assert table.get(infos[0].address) is not None
+    assert table.on_timeout(infos[0].address, later + 10) is True
+    assert table.get(infos[0].address) is None
+    promoted = table.get(newcomer.address)
+    assert promoted is not None and promoted.id == newcomer.id
+    assert promoted in table.buckets[0].nodes
+    assert all(entry.id != newcomer.id for entry in table.buckets[0].replacements)
+    assert len(table.buckets[0].nodes) == K
+    assert table.buckets[0].last_changed == later + 10
+
+    # The other pinged node answers: it stays and is good again.
+    table.heard_from(infos[1], later + 11, True)
+    entry = table.get(infos[1].address)
+    assert not entry.ping_pending and entry.state(later + 11) is NodeState.GOOD
+    check_invariants(table)
+
+
+def test_bad_node_is_replaced_directly_by_a_newcomer():
+    table, infos = _full_far_bucket(0.0)
+    for _ in range(BAD_AFTER_FAILURES):
+        table.on_timeout(infos[3].address, 5.0)
+    assert table.get(infos[3].address).state(5.0) is NodeState.BAD
+    newcomer = node(far_id(100), 100)
+    result = table.heard_from(newcomer, 6.0, False)
+    assert result.outcome is InsertOutcome.ADDED
+    assert table.get(infos[3].address) is None
+    assert table.get(newcomer.address) is not None
+    check_invariants(table)
+
+
+def test_replacement_cache_is_bounded_and_prefers_responders():
+    table = RoutingTable(OWN, k=K, replacement_size=3)
+    for n in range(K):
+        table.heard_from(node(far_id(n), n), 0.0, True)
+    table.heard_from(node(random_id_in_bucket(OWN, 5, random.Random(0)), 200), 0.0, True)
+    table.heard_from(node(far_id(100), 100), 1.0, True)    # answered us
+    for n in range(101, 106):
+        table.heard_from(node(far_id(n), n), 1.0 + n, False)  # only queried us
+    replacements = table.buckets[0].replacements
+    assert len(replacements) == 3
+    ids = {entry.id for entry in replacements}
+    assert far_id(100) in ids             # kept though oldest: it answered
+    assert ids == {far_id(100), far_id(104), far_id(105)}
+    check_invariants(table)
+
+
+def test_replacement_cache_deduplicates():
+    table, _ = _full_far_bucket(0.0)
+    again = node(far_id(100), 100)
+    table.heard_from(again, 1.0, False)
+    table.heard_from(again, 2.0, True)
+    assert len(table.buckets[0].replacements) == 1
+    assert table.buckets[0].replacements[0].last_response == 2.0
+
+
+# --- addresses --------------------------------------------------------------------------------
+
+
+def test_same_id_new_port_updates():
+    table = RoutingTable(OWN)
+    first = node(far_id(1), 1, port=1000)
+    assert table.heard_from(first, 0.0, True).outcome is InsertOutcome.ADDED
+    moved = node(far_id(1), 1, port=2000)
+    result = table.heard_from(moved, 5.0, False)
+    assert result.outcome is InsertOutcome.UPDATED
+    assert table.get(first.address) is None
+    entry = table.get(moved.address)
+    assert entry.port == 2000 and entry.last_query == 5.0 and entry.last_response == 0.0
+    assert len(table) == 1
+    assert table.closest(far_id(1)) == [moved]
+
+
+def test_different_id_same_ip_is_rejected():
+    table = RoutingTable(OWN)
+    first = node(far_id(1), 1, port=1000)
+    table.heard_from(first, 0.0, True)
+    for port in (1000, 1001):
+        impostor = NodeInfo(far_id(2), first.ip, port)
+        result = table.heard_from(impostor, 1.0, True)
+        assert result.outcome is InsertOutcome.REJECTED
+        assert "IP" in result.reason
+    assert len(table) == 1
+    assert table.get(first.address).id == far_id(1)
+
+
+def test_own_id_and_bad_ports_are_rejected():
+    table = RoutingTable(OWN)
+    assert table.heard_from(NodeInfo(OWN, "10.0.0.1", 1), 0.0, True).outcome is InsertOutcome.REJECTED
+    for port in (0, -1, 65536):
+        result = table.heard_from(NodeInfo(far_id(1), "10.0.0.1", port), 0.0, True)
+        assert result.outcome is InsertOutcome.REJECTED
+    assert len(table) == 0
+
+
+def test_remove():
+    table = RoutingTable(OWN)
+    info = node(far_id(1), 1)
+    table.heard_from(info, 0.0, True)
+    table.remove((info.ip, info.port + 1))  # wrong port: nothing happens
+    assert len(table) == 1
+    table.remove(info.address)
+    assert len(table) == 0 and table.get(info.address) is None
+    # The IP is free again for another id.
+    assert table.heard_from(NodeInfo(far_id(2), info.ip, 1), 1.0, True).outcome is InsertOutcome.ADDED
+
+
+def test_closest_filters():
+    table = RoutingTable(OWN)
+    answered = [node(far_id(n), n) for n in range(3)]
+    queried = [node(far_id(n), n) for n in range(3, 6)]
+    for info in answered:
+        table.heard_from(info, 0.0, True)
+    for info in queried:
+        table.heard_from(info, 0.0, False)
+    target = far_id(0)
+    assert table.closest(target, count=2) == answered[:2]
+    assert len(table.closest(target, count=100)) == 6
+    assert table.closest(target, count=100, verified_only=True) == answered
+    assert table.closest(target, count=100, exclude=answered[0].address)[0] == answered[1]
+    assert table.closest(target, count=100, now=0.0, include_questionable=False) == answered
+    assert table.closest(target, count=100, now=GOOD_INTERVAL, include_questionable=False) == []
+
+
+def test_questionable_returns_least_recently_seen_once():
+    table = RoutingTable(OWN)
+    infos = [node(far_id(n), n) for n in range(4)]
+    for offset, info in enumerate(infos):
+        table.heard_from(info, float(offset), True)
+    assert table.questionable(10.0, 10) == []  # all good
+    later = GOOD_INTERVAL + 10
+    assert table.questionable(later, 2) == infos[:2]
+    assert table.questionable(later, 10) == infos[2:]  # the first two are pending
+    assert table.questionable(later, 10) == []
+    table.on_timeout(infos[0].address, later)  # clears pending
+    assert table.questionable(later, 10) == [infos[0]]
+
+
+# --- refresh ----------------------------------------------------------------------------------
+
+
+def test_stale_buckets_after_15_minutes():
+    table = RoutingTable(OWN)
+    start = 5000.0
+    info = node(far_id(1), 1)
+    table.heard_from(info, start, True)
+    assert table.stale_buckets(start) == []
+    assert table.stale_buckets(start + GOOD_INTERVAL - 1) == []
+    assert table.stale_buckets(start + GOOD_INTERVAL) == [0]
+    # A query from a known node does not refresh the bucket; an answer does.
+    table.heard_from(info, start + 100, False)
+    assert table.stale_buckets(start + GOOD_INTERVAL) == [0]
+    table.heard_from(info, start + 100, True)
+    assert table.stale_buckets(start + GOOD_INTERVAL) == []
+    assert table.stale_buckets(start + 100 + GOOD_INTERVAL) == [0]
+    table.touch_bucket(0, start + 2000)
+    assert table.stale_buckets(start + 2000 + GOOD_INTERVAL - 1) == []
+    assert table.stale_buckets(start + 2000, idle=0.0) == [0]
+
+
+def test_stale_buckets_per_bucket():
+    table, _ = _full_far_bucket(0.0)
+    count = len(table.buckets)
+    assert table.stale_buckets(GOOD_INTERVAL + K) == list(range(count))
+    table.touch_bucket(0, GOOD_INTERVAL)
+    assert table.stale_buckets(GOOD_INTERVAL + K) == list(range(1, count))
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_many_random_nodes_fill_the_table_sensibly(k):
+    rng = random.Random(k)
+    own = NodeId.random(rng)
+    table = RoutingTable(own, k=k)
+    for n in range(2000):
+        table.heard_from(NodeInfo(NodeId.random(rng), f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", 1),
+                         0.0, rng.random() < 0.5)
+    check_invariants(table)
+    # With 2000 uniformly random ids, the far buckets are all full.
+    assert all(len(bucket.nodes) == k for bucket in table.buckets[:5])
+    assert len(table.buckets) > 5
