@@ -46,12 +46,10 @@ def free_udp_port(ip: str) -> int:
 class DhtNetwork:
     """`nodes[0]` is the bootstrap node; every other node joined through it."""
 
-    def __init__(self, nodes: list[DHTNode], first_round: list[int], joined: list[int]) -> None:
+    def __init__(self, nodes: list[DHTNode], joined: list[int]) -> None:
         self.nodes = nodes
-        self.first_round = first_round
-        """What the first `bootstrap()` returned for nodes[1:], in order."""
         self.joined = joined
-        """What the second `bootstrap()` returned for nodes[1:], in order."""
+        """What the single `bootstrap()` returned for nodes[1:], in order."""
 
     @property
     def first(self) -> DHTNode:
@@ -78,12 +76,9 @@ class DhtNetwork:
 async def start_network(count: int = NETWORK_SIZE, first_index: int = 10) -> DhtNetwork:
     """Start `count` nodes on 127.0.0.first_index... and join them through the first one.
 
-    Every node but the first runs `bootstrap()`, all concurrently. A brand-new network can
-    come out of that as a star: the bootstrap node only hands out nodes that have answered
-    one of *its* queries (BEP 5 good nodes), and during the first round it has hardly
-    queried anybody. So the bootstrap node then pings every other node (which makes them
-    good in its table) and everybody bootstraps once more, concurrently again. After that
-    the network is fully meshed whatever the timing of the node's own background pings.
+    Every node but the first runs `bootstrap()` once, all concurrently, as real clients
+    joining through one router would: the runtime itself must turn that into a meshed network
+    (it pings the nodes that query it and retries a bootstrap that left its table sparse).
     """
     assert first_index + count - 1 <= 254
     nodes: list[DHTNode] = []
@@ -97,15 +92,12 @@ async def start_network(count: int = NETWORK_SIZE, first_index: int = 10) -> Dht
             nodes.append(node)
             await node.start()
         async with asyncio.timeout(3 * BOOTSTRAP_TIMEOUT + 10):
-            first_round = await asyncio.gather(*(node.bootstrap(timeout=BOOTSTRAP_TIMEOUT)
-                                                 for node in nodes[1:]))
-            await asyncio.gather(*(first.ping(node.address) for node in nodes[1:]))
             joined = await asyncio.gather(*(node.bootstrap(timeout=BOOTSTRAP_TIMEOUT)
                                             for node in nodes[1:]))
     except BaseException:
         await asyncio.gather(*(node.close() for node in nodes), return_exceptions=True)
         raise
-    network = DhtNetwork(nodes, list(first_round), list(joined))
+    network = DhtNetwork(nodes, list(joined))
     if netguard.violations:  # set up before the per-test guard fixture starts recording
         await network.close()
         raise AssertionError("non-loopback network use while starting the network: "

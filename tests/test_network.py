@@ -40,9 +40,8 @@ def random_id(rng: random.Random) -> bytes:
 
 async def test_every_node_joined(net: DhtNetwork):
     assert len(net.nodes) == NETWORK_SIZE
-    # bootstrap() returns the size of the routing table: never empty, from the first round on.
-    assert all(count > 0 for count in net.first_round), net.first_round
-    assert all(count > 0 for count in net.joined), net.joined
+    # One concurrent bootstrap through one node must already give every node a useful table.
+    assert all(count >= K for count in net.joined), net.joined
     sizes = [len(node.routing_table) for node in net.nodes]
     assert all(size > 0 for size in sizes), sizes
     # 29 others with random ids: the bootstrap node holds most of them (8 per bucket at most).
