@@ -153,8 +153,8 @@ class Lookup:
                  values: Iterable[Address] = ()) -> list[Address]:
         """Record an answer from `address`; returns the peers in it not seen before."""
         candidate = self._candidates.get(address)
-        if candidate is None or candidate.state in (CandidateState.ANSWERED, CandidateState.FAILED):
-            return []
+        if candidate is None or candidate.state not in (CandidateState.IN_FLIGHT, CandidateState.SLOW):
+            return []  # never asked, or already settled
         candidate.state = CandidateState.ANSWERED
         candidate.token = token
         if candidate.node_id != node_id:
@@ -203,4 +203,4 @@ class Lookup:
         """The closest candidates that answered (with a token, when asked)."""
         result = [c for c in self._sorted() if c.state is CandidateState.ANSWERED
                   and (not with_token or c.token)]
-        return result[:count or self.k]
+        return result[:self.k if count is None else count]

@@ -190,6 +190,10 @@ class RoutingTable:
         existing = self._by_ip.get(node.ip)
         if existing is not None and existing.id != node.id:
             return "another node id already uses this IP address"
+        if existing is None:
+            bucket = self.buckets[self.bucket_index(node.id)]
+            if any(entry.id == node.id for entry in bucket.nodes):
+                return "this node id is already in the table at another IP address"
         return None
 
     def heard_from(self, node: NodeInfo, now: float, responded: bool) -> InsertResult:

@@ -19,9 +19,9 @@ from mldht.krpc import (
     encode_message,
 )
 
-SETTINGS = settings(max_examples=150, deadline=None,
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
-FUZZ_SETTINGS = settings(max_examples=300, deadline=None,
+FUZZ_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
                          suppress_health_check=[HealthCheck.too_slow])
 
 KNOWN_METHODS = {b"ping", b"find_node", b"get_peers", b"announce_peer"}

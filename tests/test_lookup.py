@@ -173,7 +173,7 @@ NETWORK = Network(seed=11)
 
 @given(st.integers(min_value=0, max_value=2**32), st.integers(min_value=1, max_value=8),
        st.integers(min_value=1, max_value=12))
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 def test_finds_closest_for_any_target_alpha_and_k(seed, alpha, k):
     network = NETWORK
     target = NodeId.random(random.Random(seed))
@@ -434,3 +434,15 @@ def test_closest_answered_with_token_filter():
     assert [c.info for c in lookup.closest_answered(with_token=True)] == seeds[1:]
     assert [c.token for c in lookup.closest_answered(2, with_token=True)] == [b"x", b"y"]
     assert len(lookup.closest_answered(1)) == 1
+
+
+def test_reply_from_a_candidate_never_queried_is_ignored():
+    target = NodeId(bytes(20))
+    seeds = [NodeInfo(NodeId(bytes([i]) + bytes(19)), f"127.0.0.{i}", 6881) for i in range(1, 4)]
+    lookup = Lookup(target, seeds, 0.0, k=2, alpha=1)
+    asked = lookup.next_queries(0.0)
+    assert len(asked) == 1
+    never_asked = next(seed for seed in seeds if seed != asked[0])
+    assert lookup.on_reply(never_asked.address, never_asked.id, 0.1, values=[("127.0.0.9", 1)]) == []
+    assert lookup.stats.answered == 0
+    assert lookup.closest_answered(0) == []

@@ -14,7 +14,7 @@ from mldht.routing import (
     BAD_AFTER_FAILURES, GOOD_INTERVAL, K, InsertOutcome, NodeState, RoutingEntry, RoutingTable,
 )
 
-SETTINGS = settings(max_examples=150, deadline=None,
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 OWN = NodeId(bytes(20))
@@ -499,3 +499,13 @@ def test_many_random_nodes_fill_the_table_sensibly(k):
     # With 2000 uniformly random ids, the far buckets are all full.
     assert all(len(bucket.nodes) == k for bucket in table.buckets[:5])
     assert len(table.buckets) > 5
+
+
+def test_same_id_at_a_second_ip_is_rejected():
+    own = NodeId(bytes(20))
+    table = RoutingTable(own)
+    other = NodeId(b"\x80" + bytes(19))
+    assert table.heard_from(NodeInfo(other, "127.0.0.2", 6881), 0.0, True).outcome is InsertOutcome.ADDED
+    result = table.heard_from(NodeInfo(other, "127.0.0.3", 6881), 0.0, True)
+    assert result.outcome is InsertOutcome.REJECTED
+    assert [entry.ip for entry in table] == ["127.0.0.2"]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from mldht.tokens import ROTATION_INTERVAL, TOKEN_LENGTH, TokenManager
 
-SETTINGS = settings(max_examples=200, deadline=None)
+SETTINGS = settings(max_examples=200, deadline=None, derandomize=True)
 
 IP = "192.0.2.7"
 OTHER_IP = "192.0.2.8"
