@@ -141,8 +141,8 @@ async def _get_peers(args) -> int:
         _print(json.dumps({"type": "summary", **_summary_dict(summary)}))
     else:
         first = ("no peer" if summary.time_to_first_peer is None
-                 else f"first after {summary.time_to_first_peer:.2f} s")
-        _print(f"{summary.peers} distinct peers in {summary.elapsed:.2f} s ({first}); nodes "
+                 else f"first after {summary.time_to_first_peer:.3f} s")
+        _print(f"{summary.peers} distinct peers in {summary.elapsed:.3f} s ({first}); nodes "
                f"queried {summary.queried}, answered {summary.answered}, "
                f"timed out {summary.timed_out}", sys.stderr)
     return EXIT_FOUND if summary.peers else EXIT_NOT_FOUND
@@ -163,7 +163,7 @@ async def _announce(args) -> int:
         for accepted in result.announced_to:
             _print(f"announced to {format_address(accepted.address)} ({accepted.id.hex()})")
         _print(f"announced to {len(result.announced_to)} of the closest nodes "
-               f"({result.failed} failed) in {result.summary.elapsed:.2f} s", sys.stderr)
+               f"({result.failed} failed) in {result.summary.elapsed:.3f} s", sys.stderr)
     return EXIT_FOUND if result.announced_to else EXIT_NOT_FOUND
 
 
