@@ -243,7 +243,7 @@ def _decode_query(message: dict, transaction_id: bytes, version: bytes | None) -
         raise _Invalid("missing or non-dictionary arguments 'a'")
     sender_id = NodeId(_get_id(args, b"id", "a"))
     read_only = _get_flag(message, b"ro", "")
-    common = dict(transaction_id=transaction_id, version=version, sender_id=sender_id,
+    common: dict[str, Any] = dict(transaction_id=transaction_id, version=version, sender_id=sender_id,
                   read_only=read_only)
     if method == Ping.method:
         return Ping(**common)
@@ -253,7 +253,7 @@ def _decode_query(message: dict, transaction_id: bytes, version: bytes | None) -
         return GetPeers(info_hash=InfoHash(_get_id(args, b"info_hash", "a")), want=_get_want(args),
                         **common)
     if method == AnnouncePeer.method:
-        info_hash = InfoHash(_get_id(args, b"info_hash", "a"))
+        announced = InfoHash(_get_id(args, b"info_hash", "a"))
         token = args.get(b"token")
         if not isinstance(token, bytes) or not token:
             raise _Invalid("missing or empty 'a.token'")
@@ -265,7 +265,7 @@ def _decode_query(message: dict, transaction_id: bytes, version: bytes | None) -
             if not implied_port:
                 raise _Invalid("'a.port' must be an integer from 1 to 65535")
             port = None  # ignored anyway: the UDP source port is used
-        return AnnouncePeer(info_hash=info_hash, token=token, port=port, implied_port=implied_port,
+        return AnnouncePeer(info_hash=announced, token=token, port=port, implied_port=implied_port,
                             **common)
     target = _get_optional_id(args, b"target", "a")
     info_hash = _get_optional_id(args, b"info_hash", "a")

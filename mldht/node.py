@@ -514,7 +514,7 @@ class DHTNode:
         except (OSError, TimeoutError) as exc:
             log.warning("cannot resolve %s: %s", host, exc)
             return []
-        return list(dict.fromkeys((normalize_ip(info[4][0]), info[4][1]) for info in infos))
+        return list(dict.fromkeys((normalize_ip(str(info[4][0])), int(info[4][1])) for info in infos))
 
     async def _bootstrap_addresses(self) -> list[Address]:
         addresses: list[Address] = []
@@ -614,10 +614,14 @@ class PeerLookup:
     async def _run(self) -> None:
         try:
             lookup, first_peer = await self.node._get_peers_lookup(
-                self.info_hash, self.timeout, lambda peers: [self._queue.put_nowait(p) for p in peers])
+                self.info_hash, self.timeout, self._deliver)
             self.summary = self.node._summary(lookup, first_peer)
         finally:
             self._queue.put_nowait(None)
+
+    def _deliver(self, peers: list[Address]) -> None:
+        for peer in peers:
+            self._queue.put_nowait(peer)
 
     async def __anext__(self) -> Address:
         if self._task is None:
@@ -627,8 +631,9 @@ class PeerLookup:
             await asyncio.wait([self._task])
             if self._task.cancelled():
                 raise TransportClosed("the lookup was stopped (node closed)")
-            if self._task.exception() is not None:
-                raise self._task.exception()
+            failure = self._task.exception()
+            if failure is not None:
+                raise failure
             raise StopAsyncIteration
         return peer
 
