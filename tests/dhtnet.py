@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 import bencodepy
+import pytest_asyncio
 
 import netguard
 from mldht import DHTNode, NodeConfig, NodeId
@@ -231,3 +232,13 @@ async def run_cli(*args: str, timeout: float = 30.0) -> CliResult:
         raise AssertionError(f"mldht {' '.join(args)} still running after {timeout} s") from None
     return CliResult(process.returncode, stdout.decode(), stderr.decode(),
                      time.monotonic() - started)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def net():
+    """The 30-node network, shared by the tests of one module (import it into the module)."""
+    network = await start_network()
+    try:
+        yield network
+    finally:
+        await network.close()

@@ -14,9 +14,8 @@ import re
 import socket
 
 import pytest
-import pytest_asyncio
 
-from dhtnet import DhtNetwork, free_udp_port, run_cli, start_network
+from dhtnet import DhtNetwork, free_udp_port, net, run_cli  # noqa: F401 (net: fixture)
 from mldht import InfoHash, NodeId
 
 pytestmark = [pytest.mark.network, pytest.mark.asyncio(loop_scope="module")]
@@ -26,13 +25,6 @@ SUMMARY = re.compile(r"(\d+) distinct peers in [\d.]+ s \((?:no peer|first after
 NODE_LINE = re.compile(r"([0-9a-f]{40}) (127\.0\.0\.\d+):(\d+)$")
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def net():
-    network = await start_network()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 @pytest.fixture

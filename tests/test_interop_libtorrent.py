@@ -91,6 +91,14 @@ def libtorrent_entry(mixed: Mixed):
     raise AssertionError("libtorrent is not in the entry node's routing table")
 
 
+async def libtorrent_announce(mixed: Mixed, info_hash: InfoHash, port: int) -> None:
+    """Announce through libtorrent and wait (bounded) until an mldht node has stored it."""
+    mixed.session.dht_announce(lt.sha1_hash(bytes(info_hash)), port, 0)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(info_hash in n.peer_store for n in mixed.nodes):
+        await asyncio.sleep(0.1)
+
+
 async def test_libtorrent_keeps_the_mldht_entry_node_in_its_table(mixed: Mixed):
     # dht_live_nodes wants the id of libtorrent's own DHT node: mldht learnt it on the wire.
     mixed.session.dht_live_nodes(lt.sha1_hash(bytes(libtorrent_entry(mixed).id)))
@@ -106,10 +114,7 @@ async def test_mldht_verified_libtorrent(mixed: Mixed):
 
 async def test_peer_announced_by_libtorrent_is_found_by_mldht(mixed: Mixed):
     info_hash = InfoHash(b"\x11" * 20)
-    mixed.session.dht_announce(lt.sha1_hash(bytes(info_hash)), 6999, 0)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(info_hash in n.peer_store for n in mixed.nodes):
-        await asyncio.sleep(0.1)
+    await libtorrent_announce(mixed, info_hash, 6999)
     seeker = mixed.nodes[2]
     peers = await seeker.get_peers(info_hash, timeout=10).collect()
     assert (LIBTORRENT_IP, 6999) in peers
@@ -117,10 +122,7 @@ async def test_peer_announced_by_libtorrent_is_found_by_mldht(mixed: Mixed):
 
 async def test_peer_announced_by_libtorrent_is_found_by_the_cli(mixed: Mixed):
     info_hash = InfoHash(b"\x22" * 20)
-    mixed.session.dht_announce(lt.sha1_hash(bytes(info_hash)), 7001, 0)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any(info_hash in n.peer_store for n in mixed.nodes):
-        await asyncio.sleep(0.1)
+    await libtorrent_announce(mixed, info_hash, 7001)
     entry = "%s:%d" % mixed.nodes[1].address
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mldht.cli", "get-peers", info_hash.hex(), "--bootstrap", entry,

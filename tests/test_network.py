@@ -8,11 +8,10 @@ import json
 import random
 
 import pytest
-import pytest_asyncio
 
 from dhtnet import (
-    NETWORK_SIZE, AsyncRawSocket, DhtNetwork, decode, encode, network_config, start_network,
-)
+    NETWORK_SIZE, AsyncRawSocket, DhtNetwork, decode, encode, net, network_config,
+)  # noqa: F401 (net: fixture)
 from mldht import DHTNode, InfoHash, NodeId
 from mldht.ids import common_prefix_bits
 
@@ -22,13 +21,6 @@ K = 8
 TEST_TIMEOUT = 20.0
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def net():
-    network = await start_network()
-    try:
-        yield network
-    finally:
-        await network.close()
 
 
 def random_id(rng: random.Random) -> bytes:
