@@ -90,12 +90,6 @@ class AnnounceResult:
     """Nodes that returned a token but did not accept the announce (error or timeout)."""
 
 
-@dataclass(slots=True)
-class _Pending:
-    future: asyncio.Future
-    query: Query
-
-
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, node: "DHTNode") -> None:
         self.node = node
@@ -145,7 +139,7 @@ class DHTNode:
         self._handler = QueryHandler(self.node_id, self.routing_table, self._tokens,
                                      self.peer_store, self._rng, self.config.version)
         self._transport: asyncio.DatagramTransport | None = None
-        self._pending: dict[tuple[bytes, Address], _Pending] = {}
+        self._pending: dict[tuple[bytes, Address], asyncio.Future] = {}
         self._slots = asyncio.Semaphore(self.config.max_pending)
         self._router_addresses: set[Address] = set()
         self._verifying: set[Address] = set()
@@ -183,9 +177,9 @@ class DHTNode:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for pending in self._pending.values():
-            if not pending.future.done():
-                pending.future.set_exception(TransportClosed("node closed"))
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(TransportClosed("node closed"))
         self._pending.clear()
         if self._transport is not None:
             self._transport.close()
@@ -268,25 +262,25 @@ class DHTNode:
                                  code=PROTOCOL_ERROR, message=str(exc)), source)
             elif exc.transaction_id is not None:
                 pending = self._pending.get((exc.transaction_id, source))
-                if pending is not None and not pending.future.done():
-                    pending.future.set_exception(
+                if pending is not None and not pending.done():
+                    pending.set_exception(
                         RemoteError(PROTOCOL_ERROR, f"malformed reply: {exc}"))
             return
         if isinstance(message, Query):
             self._on_query(message, source, now)
             return
         pending = self._pending.get((message.transaction_id, source))
-        if pending is None or pending.future.done():
+        if pending is None or pending.done():
             self.stats.unmatched_received += 1
             return
         if isinstance(message, Response):
             self.stats.responses_received += 1
             if source not in self._router_addresses:
                 self._heard_from(NodeInfo(message.sender_id, *source), now, responded=True)
-            pending.future.set_result(message)
+            pending.set_result(message)
         else:
             self.stats.errors_received += 1
-            pending.future.set_exception(RemoteError(message.code, message.message))
+            pending.set_exception(RemoteError(message.code, message.message))
 
     def _on_query(self, query: Query, source: Address, now: float) -> None:
         method = query.name.decode("ascii", "replace") if hasattr(query, "name") else query.method.decode()
@@ -347,7 +341,7 @@ class DHTNode:
                     query.read_only = self.read_only
                     query.version = self.config.version
                     future = asyncio.get_running_loop().create_future()
-                    self._pending[key] = _Pending(future, query)
+                    self._pending[key] = future
                     try:
                         self.stats.queries_sent += 1
                         self._send(query, address)
