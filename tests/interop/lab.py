@@ -1,0 +1,278 @@
+"""An isolated network lab for interop scenarios: a private network namespace in which real
+DHT implementations and mldht nodes run side by side.
+
+A scenario script calls `enter_namespace()` first. Outside a namespace it re-executes itself
+under `unshare -n` (as root) or `unshare -rn` (as a user, with a user namespace), so that the
+only interface is a private loopback. Inside, `lo` is brought up and the whole benchmark range
+198.18.0.0/15 is routed as local, so every node can have its own address (libtorrent keeps one
+routing entry per IP and in practice one per /24; Transmission drops 127/8 as martian) and no
+packet can leave the machine whatever a reference implementation tries to contact.
+
+`Lab` starts and tracks the processes of a scenario (each logged to its own file) and can
+record every UDP datagram on the loopback with tcpdump.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LAB_ENV = "MLDHT_LAB_NETNS"
+LAB_NETWORK = "198.18.0.0/15"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lab_ip(index: int) -> str:
+    """The lab address of host `index` (1-based): 198.18.index.1, one /24 per host."""
+    if not 1 <= index <= 500:
+        raise ValueError(f"lab host index out of range: {index}")
+    second, third = divmod(index, 250)
+    return f"198.{18 + second}.{third}.1"
+
+
+def in_lab_namespace() -> bool:
+    return os.environ.get(LAB_ENV) == "1"
+
+
+def unshare_command() -> list[str]:
+    """The command prefix that runs a program in a fresh, empty network namespace."""
+    if shutil.which("unshare") is None:
+        raise RuntimeError("unshare (util-linux) is needed to run interop scenarios")
+    return ["unshare", "-n"] if os.geteuid() == 0 else ["unshare", "-rn"]
+
+
+def enter_namespace() -> None:
+    """Make sure this process runs inside a private network namespace set up as the lab.
+
+    Re-executes the current program under unshare when needed (never returns in that case).
+    Refuses to go on if any interface other than loopback is visible, so that nothing a
+    scenario starts can reach another host.
+    """
+    if not in_lab_namespace():
+        env = dict(os.environ, **{LAB_ENV: "1"})
+        argv = [*unshare_command(), sys.executable, *sys.argv]
+        os.execvpe(argv[0], argv, env)
+    interfaces = sorted(name for _, name in socket.if_nameindex())
+    if interfaces != ["lo"]:
+        raise RuntimeError(f"not an isolated namespace: interfaces {interfaces}")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    routes = subprocess.run(["ip", "route", "show", "table", "local"], check=True,
+                            capture_output=True, text=True).stdout
+    if LAB_NETWORK not in routes:
+        subprocess.run(["ip", "route", "add", "local", LAB_NETWORK, "dev", "lo"], check=True)
+
+
+def free_udp_port(ip: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((ip, 0))
+        return sock.getsockname()[1]
+
+
+def free_tcp_port(ip: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((ip, 0))
+        return sock.getsockname()[1]
+
+
+class Lab:
+    """The processes and files of one scenario run. Use as an async context manager."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._capture: subprocess.Popen | None = None
+
+    async def __aenter__(self) -> "Lab":
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
+
+    def path(self, name: str) -> Path:
+        return self.workdir / name
+
+    def spawn(self, name: str, argv: list[str], *, stdin=None, stdout=None,
+              cwd: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+        """Start a process, its output logged to `<name>.log` unless `stdout` is given."""
+        if name in self.processes:
+            raise ValueError(f"process name already used: {name}")
+        log = open(self.path(f"{name}.log"), "wb")
+        process = subprocess.Popen(argv, stdin=stdin, stdout=stdout or log,
+                                   stderr=log, cwd=cwd, env=env, start_new_session=True)
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def log(self, name: str) -> str:
+        path = self.path(f"{name}.log")
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    async def stop(self, name: str, timeout: float = 10.0,
+                   sig: int = signal.SIGTERM) -> int | None:
+        """Stop one process (by its PID) gracefully, then kill it after `timeout` seconds."""
+        process = self.processes.get(name)
+        if process is None or process.poll() is not None:
+            return None if process is None else process.returncode
+        process.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        return process.returncode
+
+    def start_capture(self, path: Path, bpf: str = "udp") -> None:
+        """Record every datagram on the lab loopback to a pcap file (tcpdump, unbuffered)."""
+        if shutil.which("tcpdump") is None:
+            raise RuntimeError("tcpdump is needed to capture packets")
+        self._capture = self.spawn("tcpdump", ["tcpdump", "-i", "lo", "-U", "-n", "-s", "0",
+                                               "-w", str(path), bpf])
+        deadline = time.monotonic() + 5
+        while "listening on" not in self.log("tcpdump") and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    async def stop_capture(self) -> None:
+        if self._capture is not None:
+            await asyncio.sleep(0.2)  # let the last datagrams reach the file
+            await self.stop("tcpdump", sig=signal.SIGINT)
+            self._capture = None
+
+    async def close(self) -> None:
+        await self.stop_capture()
+        await asyncio.gather(*(self.stop(name) for name in list(self.processes)))
+
+
+def run_scenario_main(scenarios: dict, argv: list[str] | None = None) -> None:
+    """Command-line entry of a scenario script: `script NAME [--workdir DIR] [--capture DIR]`.
+
+    Runs the named coroutine function `scenarios[NAME](lab, capture_dir)` inside the lab
+    namespace and prints its report (a JSON object) as the last line of standard output.
+    """
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenario", choices=sorted(scenarios))
+    parser.add_argument("--workdir", help="where logs and state go (default: a temporary dir)")
+    parser.add_argument("--capture", help="directory to write pcap captures to")
+    args = parser.parse_args(argv)
+    enter_namespace()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix=f"mldht-lab-{args.scenario}-"))
+
+    async def main() -> dict:
+        async with Lab(workdir) as lab:
+            capture = Path(args.capture).resolve() if args.capture else None
+            return await scenarios[args.scenario](lab, capture)
+
+    started = time.monotonic()
+    report = asyncio.run(main())
+    report.setdefault("scenario", args.scenario)
+    report["wall_seconds"] = round(time.monotonic() - started, 2)
+    report["workdir"] = str(workdir)
+    print(json.dumps(report, sort_keys=True), flush=True)
+
+
+def run_scenario(script: str, scenario: str, capture: Path | None = None) -> subprocess.Popen:
+    """Start a scenario script in its own namespace (for tests): returns the process; read its
+    report with `scenario_report`."""
+    argv = [sys.executable, str(Path(__file__).with_name(script)), scenario]
+    if capture is not None:
+        argv += ["--capture", str(capture)]
+    env = {key: value for key, value in os.environ.items() if key != LAB_ENV}
+    env.pop("PYTHONPATH", None)  # the pytest network guard must not load in the lab
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            cwd=REPO, text=True)
+
+
+def scenario_report(process: subprocess.Popen, timeout: float) -> dict:
+    """Wait for a scenario process and return its JSON report (raise with its output if none)."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"scenario timed out after {timeout} s\n{stdout}\n{stderr[-4000:]}")
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if process.returncode != 0 or not lines:
+        raise AssertionError(f"scenario failed (exit {process.returncode})\n"
+                             f"{stdout[-4000:]}\n{stderr[-6000:]}")
+    return json.loads(lines[-1])
+
+
+# --- mldht and BitTorrent helpers used by every scenario ------------------------------------
+
+
+async def start_mldht(ip: str, port: int = 0, bootstrap: list[str] | None = None,
+                      query_timeout: float = 2.0):
+    """A started mldht node on `ip` (no default routers: only `bootstrap`, if given)."""
+    from mldht import DHTNode, NodeConfig
+
+    node = DHTNode((ip, port), bootstrap=list(bootstrap or []),
+                   config=NodeConfig(query_timeout=query_timeout))
+    await node.start()
+    return node
+
+
+def address_spec(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+async def run_mldht_cli(*args: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    """Run the `mldht` command line (the installed entry point's module) in the lab."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mldht", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(timeout):
+            stdout, stderr = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        stdout, stderr = await process.communicate()
+    return process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+class HandshakeListener:
+    """A TCP listener standing in for a BitTorrent peer: it records who connects and the info
+    hash of their handshake (BEP 3: 19 'BitTorrent protocol' + 8 reserved + 20 info hash +
+    20 peer id), then closes the connection."""
+
+    def __init__(self) -> None:
+        self.handshakes: list[tuple[tuple[str, int], bytes]] = []
+        self.connected = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, ip: str, port: int = 0) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._on_connection, ip, port)
+        return self._server.sockets[0].getsockname()[:2]
+
+    async def _on_connection(self, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")[:2]
+        try:
+            async with asyncio.timeout(10):
+                header = await reader.readexactly(68)
+            if header[:20] == b"\x13BitTorrent protocol":
+                self.handshakes.append((peer, header[28:48]))
+                self.connected.set()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def info_hashes(self) -> set[bytes]:
+        return {info_hash for _, info_hash in self.handshakes}
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
