@@ -95,6 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state", metavar="FILE", help="keep the node id and good nodes here")
     serve.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
                        help="log counters every S seconds (default 60)")
+    replay = commands.add_parser(
+        "replay", help="check a packet capture of KRPC traffic and replay its queries to a node")
+    replay.add_argument("capture", help="pcap or pcapng file (tcpdump -w, tshark -w)")
+    replay.add_argument("--target", metavar="HOST:PORT",
+                        help="node to replay the queries to (default: a fresh mldht node on "
+                             "127.0.0.1 started for the purpose)")
+    replay.add_argument("--bind", metavar="IP:PORT", help="local UDP address to send from")
+    replay.add_argument("--rate", type=float, default=100.0, metavar="Q",
+                        help="queries per second at most (default 100; libtorrent bans an IP "
+                             "that sends more than 50 in 10 s unless relaxed)")
+    replay.add_argument("--limit", type=int, default=10_000, metavar="N",
+                        help="replay at most N queries (default 10000)")
+    replay.add_argument("--timeout", type=float, default=2.0, metavar="S",
+                        help="seconds to wait for each reply (default 2)")
+    replay.add_argument("--json", action="store_true", help="one JSON object with every finding")
     return parser
 
 
@@ -226,8 +241,74 @@ async def _serve(args) -> int:
     return 0
 
 
+async def _replay(args) -> int:
+    # Imported here: the pcap parser is only needed by this command.
+    from .capture import read_datagrams
+    from .replay import analyze, describe, exchange_label, replay
+
+    if args.rate <= 0 or args.limit < 0 or args.timeout <= 0:
+        raise InvalidInput("--rate and --timeout must be positive and --limit not negative")
+    analysis = analyze(read_datagrams(args.capture))
+    own_node = None
+    if args.target:
+        target = parse_host_port(args.target)
+    else:
+        own_node = DHTNode(("127.0.0.1", 0), bootstrap=[])
+        await own_node.start()
+        target = own_node.address
+    try:
+        bind = parse_host_port(args.bind, allow_any_port=True) if args.bind else None
+        results = await replay(analysis.exchanges, target, bind=bind, timeout=args.timeout,
+                               rate=args.rate, limit=args.limit)
+    finally:
+        if own_node is not None:
+            await own_node.close()
+    problems = [r for r in results if r.problem]
+    differences = [r for r in results if r.difference]
+    if args.json:
+        _print(json.dumps({
+            "datagrams": len(analysis.messages), "messages": analysis.counts(),
+            "queries": analysis.methods(), "clients": dict(analysis.clients),
+            "unpaired_replies": analysis.unpaired_replies,
+            "undecodable": [{"index": m.index, "from": format_address(m.datagram.source),
+                             "problem": m.problem} for m in analysis.undecodable],
+            "capture_reply_problems": [{"exchange": exchange_label(e), "problem": p}
+                                       for e, p in analysis.reply_problems],
+            "encoding_problems": [{"index": m.index, "problem": p}
+                                  for m, p in analysis.encoding_problems],
+            "target": format_address(target), "replayed": len(results),
+            "answered": sum(r.reply is not None for r in results),
+            "problems": [{"exchange": exchange_label(r.exchange), "problem": r.problem,
+                          "reply": describe(r.reply)} for r in problems],
+            "differences": [{"exchange": exchange_label(r.exchange), "difference": r.difference}
+                            for r in differences],
+        }))
+    else:
+        clients = ", ".join(f"{name!r} {count}" for name, count in analysis.clients.most_common())
+        _print(f"capture: {len(analysis.messages)} UDP datagrams: {analysis.counts()}; "
+               f"clients (v) {clients or 'none'}")
+        _print(f"queries: {analysis.methods()}; replies not matching a query: "
+               f"{analysis.unpaired_replies}")
+        for captured in analysis.undecodable:
+            _print(f"undecodable #{captured.index} from {format_address(captured.datagram.source)}: "
+                   f"{captured.problem}")
+        for exchange, problem in analysis.reply_problems:
+            _print(f"captured reply problem: {exchange_label(exchange)}: {problem}")
+        for captured, problem in analysis.encoding_problems:
+            _print(f"encoding problem #{captured.index}: {problem}")
+        who = "a fresh mldht node" if own_node is not None else "the target"
+        _print(f"replayed {len(results)} queries to {format_address(target)} ({who}): "
+               f"{sum(r.reply is not None for r in results)} answered, {len(problems)} problems, "
+               f"{len(differences)} differences from the capture")
+        for result in problems:
+            _print(f"problem: {exchange_label(result.exchange)}: {result.problem}")
+        for result in differences:
+            _print(f"difference: {exchange_label(result.exchange)}: {result.difference}")
+    return EXIT_NOT_FOUND if problems else EXIT_FOUND
+
+
 COMMANDS = {"get-peers": _get_peers, "announce": _announce, "ping": _ping,
-            "find-node": _find_node, "serve": _serve}
+            "find-node": _find_node, "serve": _serve, "replay": _replay}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

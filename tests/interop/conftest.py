@@ -1,0 +1,68 @@
+"""Interop scenarios run as separate processes, each in its own network namespace.
+
+Every scenario that a collected test asks for (with `@pytest.mark.lab("name")`) is started
+at once when the first of them is needed, so the slow ones (Transmission waits about a minute
+before it announces) overlap; each test then waits for its own scenario's JSON report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import lab
+
+SCENARIOS: dict[str, tuple[str, str, float]] = {
+    # name: (script, scenario, timeout in seconds)
+    "libtorrent": ("scenario_libtorrent.py", "all", 180),
+}
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "lab(name): the test reads the report of a lab scenario")
+
+
+class LabRuns:
+    def __init__(self, needed: list[str], captures: Path) -> None:
+        self.captures = captures
+        self.processes = {name: lab.run_scenario(SCENARIOS[name][0], SCENARIOS[name][1],
+                                                 capture=captures / name)
+                          for name in needed}
+        self.reports: dict[str, dict] = {}
+        self.failures: dict[str, str] = {}
+
+    def report(self, name: str) -> dict:
+        if name not in self.reports and name not in self.failures:
+            try:
+                self.reports[name] = lab.scenario_report(self.processes[name], SCENARIOS[name][2])
+            except AssertionError as exc:
+                self.failures[name] = str(exc)
+        if name in self.failures:
+            pytest.fail(f"lab scenario {name!r} failed:\n{self.failures[name]}", pytrace=False)
+        return self.reports[name]
+
+    def capture(self, name: str, file_name: str) -> Path:
+        self.report(name)
+        return self.captures / name / file_name
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+
+@pytest.fixture(scope="session")
+def lab_runs(request, tmp_path_factory):
+    needed = sorted({mark.args[0] for item in request.session.items
+                     for mark in item.iter_markers("lab")})
+    runs = LabRuns(needed, tmp_path_factory.mktemp("lab-captures"))
+    yield runs
+    runs.close()
+
+
+@pytest.fixture
+def lab_report(request, lab_runs) -> dict:
+    """The report of the scenario named by the test's `lab` mark."""
+    return lab_runs.report(request.node.get_closest_marker("lab").args[0])

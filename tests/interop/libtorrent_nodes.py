@@ -1,0 +1,102 @@
+"""libtorrent-rasterbar DHT nodes (PyPI `libtorrent`) for the interop lab.
+
+Each node is a session with only the DHT running, on its own lab address (libtorrent keeps
+one routing entry per IP and in practice one per /24). Its alerts are pumped in the
+background so that lookups, table dumps and bans can be waited for with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import libtorrent as lt
+
+ALERTS = (lt.alert.category_t.dht_notification | lt.alert.category_t.status_notification
+          | lt.alert.category_t.dht_operation_notification
+          | lt.alert.category_t.dht_log_notification)
+
+
+class LibtorrentNode:
+    def __init__(self, ip: str, port: int, *, relaxed: bool = False) -> None:
+        settings = {
+            "enable_dht": True,
+            "dht_bootstrap_nodes": "",  # never the public routers
+            "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+            "listen_interfaces": f"{ip}:{port}",
+            "dht_enforce_node_id": False,  # BEP 42 ids for the lab's addresses are not derived
+            "alert_mask": ALERTS,
+        }
+        if relaxed:  # for many nodes on one host: keep the DoS blocker out of the way
+            settings.update(dht_block_ratelimit=100_000, dht_upload_rate_limit=1_000_000)
+        self.ip = ip
+        self.port = port
+        self.session = lt.session(settings)
+        self.peers: dict[str, set[tuple[str, int]]] = {}
+        self.peer_times: dict[str, float] = {}
+        self.live_nodes: list[dict] | None = None
+        self.log_lines: list[str] = []
+        self.started = time.monotonic()
+        self._pump = asyncio.get_running_loop().create_task(self._pump_alerts())
+
+    async def _pump_alerts(self) -> None:
+        while True:
+            for alert in self.session.pop_alerts():
+                if isinstance(alert, lt.dht_get_peers_reply_alert):
+                    key = str(alert.info_hash)
+                    found = {(str(ip), port) for ip, port in alert.peers()}
+                    if found and key not in self.peer_times:
+                        self.peer_times[key] = time.monotonic()
+                    self.peers.setdefault(key, set()).update(found)
+                elif isinstance(alert, lt.dht_live_nodes_alert):
+                    self.live_nodes = alert.nodes
+                elif isinstance(alert, lt.dht_log_alert):
+                    if len(self.log_lines) < 20_000:
+                        self.log_lines.append(alert.log_message())
+            await asyncio.sleep(0.05)
+
+    def add_node(self, address: tuple[str, int]) -> None:
+        self.session.add_dht_node(address)
+
+    def announce(self, info_hash: bytes, port: int) -> None:
+        self.session.dht_announce(lt.sha1_hash(info_hash), port, 0)
+
+    async def lookup(self, info_hash: bytes, timeout: float, expect=None) -> tuple[set, float | None]:
+        """Run dht_get_peers until `expect` (a peer) is found or `timeout`; (peers, seconds)."""
+        key = info_hash.hex()
+        started = time.monotonic()
+        self.session.dht_get_peers(lt.sha1_hash(info_hash))
+        deadline = started + timeout
+        next_retry = started + 5.0
+        while time.monotonic() < deadline:
+            found = self.peers.get(key, set())
+            if found and (expect is None or expect in found):
+                return found, round(time.monotonic() - started, 3)
+            if time.monotonic() > next_retry:  # a lookup that ended early is started again
+                self.session.dht_get_peers(lt.sha1_hash(info_hash))
+                next_retry = time.monotonic() + 5.0
+            await asyncio.sleep(0.05)
+        return self.peers.get(key, set()), None
+
+    async def table(self, own_id: bytes, timeout: float = 10.0) -> list[tuple[str, int]]:
+        """Endpoints of libtorrent's live routing-table nodes (needs its own DHT node id,
+        which only its wire messages tell: session_state's nids has no Python binding)."""
+        self.live_nodes = None
+        self.session.dht_live_nodes(lt.sha1_hash(own_id))
+        deadline = time.monotonic() + timeout
+        while self.live_nodes is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return [(str(n["endpoint"][0]), n["endpoint"][1]) for n in self.live_nodes or []]
+
+    def bans(self) -> list[str]:
+        """libtorrent's DoS blocker log lines (`BANNING PEER ...`)."""
+        return [line for line in self.log_lines if "BANNING" in line.upper()]
+
+    async def close(self) -> None:
+        self._pump.cancel()
+        try:
+            await self._pump
+        except asyncio.CancelledError:
+            pass
+        self.session.pause()
+        del self.session
