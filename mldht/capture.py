@@ -56,7 +56,7 @@ def _ip_packet(link_type: int, frame: bytes):
         version = frame[0] >> 4 if frame else 0
         packet = dpkt.ip.IP(frame) if version == 4 else dpkt.ip6.IP6(frame) if version == 6 else None
     else:
-        raise InvalidInput(f"unsupported link-layer type {link_type} in capture")
+        raise AssertionError(link_type)  # _frames admits only the types above
     return packet if isinstance(packet, (dpkt.ip.IP, dpkt.ip6.IP6)) else None
 
 
@@ -74,28 +74,32 @@ def _datagram(link_type: int, timestamp: float, frame: bytes) -> Datagram | None
     else:
         family = socket.AF_INET6
     udp = packet.data
-    if not isinstance(udp, dpkt.udp.UDP):
-        return None
+    if not isinstance(udp, dpkt.udp.UDP) or len(udp.data) != udp.ulen - 8:
+        return None  # not UDP, or cut short by the snap length or the end of the file
     source = (socket.inet_ntop(family, packet.src), udp.sport)
     destination = (socket.inet_ntop(family, packet.dst), udp.dport)
     return Datagram(timestamp, source, destination, bytes(udp.data))
 
 
+SUPPORTED_LINK_TYPES = {LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LOOP,
+                        LINKTYPE_LINUX_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_LINUX_SLL2}
+
+
 def _frames(stream: BinaryIO) -> Iterator[tuple[int, float, bytes]]:
     magic = stream.read(4)
     stream.seek(0)
+    reader: dpkt.pcap.Reader | dpkt.pcapng.Reader
     if magic in PCAP_MAGICS:
         reader = dpkt.pcap.Reader(stream)
-        link_type = reader.datalink()
-        for timestamp, frame in reader:
-            yield link_type, timestamp, frame
     elif magic == PCAPNG_MAGIC:
-        reader = dpkt.pcapng.Reader(stream)
-        link_type = reader.datalink()  # dpkt reads the first interface's link type
-        for timestamp, frame in reader:
-            yield link_type, timestamp, frame
+        reader = dpkt.pcapng.Reader(stream)  # dpkt takes the first interface's link type
     else:
         raise InvalidInput("not a pcap or pcapng capture (unknown magic number)")
+    link_type = reader.datalink()
+    if link_type not in SUPPORTED_LINK_TYPES:
+        raise InvalidInput(f"unsupported link-layer type {link_type} in capture")
+    for timestamp, frame in reader:
+        yield link_type, timestamp, frame
 
 
 def read_datagrams(path: str | Path) -> Iterator[Datagram]:

@@ -135,7 +135,7 @@ class Lab:
         """Record every datagram on the lab loopback to a pcap file (tcpdump, unbuffered)."""
         if shutil.which("tcpdump") is None:
             raise RuntimeError("tcpdump is needed to capture packets")
-        self._capture = self.spawn("tcpdump", ["tcpdump", "-i", "lo", "-U", "-n", "-s", "0",
+        self._capture = self.spawn("tcpdump", ["tcpdump", "-i", "lo", "-U", "-n", "-s", "0", "-Z", "root",
                                                "-w", str(path), bpf])
         deadline = time.monotonic() + 5
         while "listening on" not in self.log("tcpdump") and time.monotonic() < deadline:
