@@ -79,6 +79,30 @@ def unpack_nodes(data: bytes, ipv6: bool = False) -> list[NodeInfo]:
     ]
 
 
+def is_contactable(address: Address, referrer: Address) -> bool:
+    """Whether a node address that `referrer` told us about may be queried.
+
+    Never port 0, unspecified, multicast, link-local or reserved addresses (broadcast included); loopback only when
+    the referrer is itself on loopback (a local test network). Otherwise any remote node
+    could aim our queries at services on this host, which Transmission guards against too.
+    """
+    ip, port = address
+    if not 0 < port <= 0xFFFF:
+        return False
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if parsed.is_unspecified or parsed.is_multicast or parsed.is_reserved or parsed.is_link_local:
+        return False
+    if parsed.is_loopback:
+        try:
+            return ipaddress.ip_address(referrer[0]).is_loopback
+        except ValueError:
+            return False
+    return True
+
+
 def normalize_ip(ip: str) -> str:
     """The canonical text form of an IP address (IPv4-mapped IPv6 becomes IPv4)."""
     address = ipaddress.ip_address(ip.split("%", 1)[0])

@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Iterable, Sequence
 
-from .compact import Address, NodeInfo, format_address, normalize_ip, parse_host_port
+from .compact import (
+    Address, NodeInfo, format_address, is_contactable, normalize_ip, parse_host_port,
+)
 from .config import DEFAULT_BOOTSTRAP, NodeConfig
 from .errors import KrpcDecodeError, MldhtError, QueryTimeout, RemoteError, TransportClosed
 from .ids import InfoHash, NodeId, random_id_in_bucket
@@ -381,7 +383,8 @@ class DHTNode:
             else:
                 listed = response.nodes6 if ipv6 else response.nodes
                 nodes = [node for node in listed or []
-                         if node.id != self.node_id and node.address != own_address]
+                         if node.id != self.node_id and node.address != own_address
+                         and is_contactable(node.address, address)]
                 fresh = lookup.on_reply(address, response.sender_id, self._now(), nodes,
                                         response.token,
                                         response.values or [])
@@ -473,9 +476,12 @@ class DHTNode:
         summary = self._summary(lookup, first_peer)
         targets = lookup.closest_answered(self.config.k, with_token=True)
 
+        # With implied_port, `port` still carries our UDP port: aria2 ignores implied_port.
+        announced_port = port if port is not None else self.address[1]
+
         async def announce_to(candidate) -> bool:
             query = AnnouncePeer(transaction_id=b"", sender_id=self.node_id, info_hash=info_hash,
-                                 token=candidate.token, port=port if port is not None else 1,
+                                 token=candidate.token, port=announced_port,
                                  implied_port=implied_port)
             try:
                 await self.query(candidate.address,

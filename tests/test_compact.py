@@ -152,3 +152,18 @@ def test_normalize_ip(text, expected):
 def test_normalize_ip_rejects_garbage():
     with pytest.raises(ValueError):
         normalize_ip("not an address")
+
+
+def test_is_contactable_refuses_martians_from_remote_referrers():
+    from mldht.compact import is_contactable
+
+    remote, local = ("198.51.100.7", 6881), ("127.0.0.5", 6881)
+    assert is_contactable(("203.0.113.9", 6881), remote)
+    assert is_contactable(("10.1.2.3", 6881), remote)  # private networks are real DHTs too
+    assert not is_contactable(("127.0.0.1", 6881), remote)
+    assert is_contactable(("127.0.0.1", 6881), local)  # a loopback test network
+    assert not is_contactable(("::1", 6881), ("2001:db8::1", 6881))
+    for martian in ("0.0.0.0", "224.0.0.1", "255.255.255.255", "240.0.0.1", "169.254.1.1",
+                    "::", "ff02::1", "fe80::1", "not-an-ip"):
+        assert not is_contactable((martian, 6881), remote), martian
+    assert not is_contactable(("203.0.113.9", 0), remote)

@@ -70,6 +70,23 @@ def enter_namespace() -> None:
         subprocess.run(["ip", "route", "add", "local", LAB_NETWORK, "dev", "lo"], check=True)
 
 
+_STARTED = time.monotonic()
+
+
+def progress(message: str) -> None:
+    """A timestamped line on stderr: where a scenario is, for whoever reads its output."""
+    print(f"[{time.monotonic() - _STARTED:7.2f}] {message}", file=sys.stderr, flush=True)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: be killed when the scenario process dies, however it dies,
+    so that no reference implementation outlives its lab."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def free_udp_port(ip: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((ip, 0))
@@ -107,7 +124,8 @@ class Lab:
             raise ValueError(f"process name already used: {name}")
         log = open(self.path(f"{name}.log"), "wb")
         process = subprocess.Popen(argv, stdin=stdin, stdout=stdout or log,
-                                   stderr=log, cwd=cwd, env=env, start_new_session=True)
+                                   stderr=log, cwd=cwd, env=env, start_new_session=True,
+                                   preexec_fn=_die_with_parent)
         log.close()
         self.processes[name] = process
         return process
@@ -227,7 +245,7 @@ def address_spec(address: tuple[str, int]) -> str:
     return f"{address[0]}:{address[1]}"
 
 
-async def run_mldht_cli(*args: str, timeout: float = 60.0) -> tuple[int, str, str]:
+async def run_mldht_cli(*args: str, timeout: float = 60.0) -> tuple[int | None, str, str]:
     """Run the `mldht` command line (the installed entry point's module) in the lab."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mldht", *args,

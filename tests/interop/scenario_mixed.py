@@ -1,0 +1,243 @@
+"""Scenario 4: one DHT of four implementations, run inside the lab namespace.
+
+    python tests/interop/scenario_mixed.py all [--capture DIR]
+
+7 mldht nodes (one of them beside a BitTorrent listener), 5 libtorrent sessions (default DHT settings: rate limits and DoS blocker on),
+5 WebTorrent bittorrent-dht nodes, 2 aria2 and 2 Transmission daemons: 21 nodes. They join
+through different entry points (mldht, libtorrent and WebTorrent nodes), so the network is
+mixed rather than a star around mldht. Then every implementation looks up a peer announced by
+another implementation:
+
+- libtorrent announces H_lt: found by WebTorrent and by mldht;
+- WebTorrent announces H_wt: found by libtorrent and by mldht;
+- mldht announces a BitTorrent listener for H_ml: found by libtorrent and WebTorrent, and
+  aria2 and Transmission, fetching the magnet of H_ml, connect to that listener;
+- aria2 and Transmission announce themselves for H_ml: found by mldht.
+
+At the end the report tells whether any reference node dropped or banned an mldht node:
+libtorrent's DoS blocker log, and whether mldht nodes are still in every libtorrent,
+WebTorrent and aria2 routing table (Transmission saves its table only once it has 40 good
+nodes, more than this network has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import lab  # noqa: E402
+from aria2 import Aria2  # noqa: E402
+from libtorrent_nodes import LibtorrentNode  # noqa: E402
+from transmission import TransmissionDaemon  # noqa: E402
+from webtorrent import WebTorrentNodes  # noqa: E402
+
+from mldht import InfoHash  # noqa: E402
+
+MLDHT = 6
+LIBTORRENT = 5
+WEBTORRENT = 5
+PORT = 6881
+
+
+def spec(address) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+async def until(predicate, timeout: float, step: float = 0.2) -> float | None:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return round(time.monotonic() - started, 2)
+        await asyncio.sleep(step)
+    return None
+
+
+async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
+    report: dict = {"nodes": {}}
+    if capture is not None:
+        capture.mkdir(parents=True, exist_ok=True)
+        the_lab.start_capture(capture / "mixed.pcap")
+    started = time.monotonic()
+    mldht = [await lab.start_mldht(lab.lab_ip(1), PORT)]
+    entry = mldht[0].address
+    mldht += [await lab.start_mldht(lab.lab_ip(1 + i), PORT, bootstrap=[spec(entry)])
+              for i in range(1, MLDHT)]
+    libtorrent: list[LibtorrentNode] = []
+    webtorrent = WebTorrentNodes(the_lab)
+    aria: list[Aria2] = []
+    transmission: list[TransmissionDaemon] = []
+    listener = lab.HandshakeListener()
+    h_lt, h_wt, h_ml = (InfoHash(os.urandom(20)) for _ in range(3))
+    report["info_hashes"] = {"lt": h_lt.hex(), "wt": h_wt.hex(), "ml": h_ml.hex()}
+    try:
+        # --- joining: mldht through M0; libtorrent through M0 and M1; WebTorrent through a
+        # libtorrent node and an mldht node; aria2 through libtorrent and WebTorrent;
+        # Transmission through mldht.
+        await asyncio.gather(*(node.bootstrap(timeout=5) for node in mldht[1:]))
+        for i in range(LIBTORRENT):
+            node = LibtorrentNode(lab.lab_ip(11 + i), PORT)
+            node.add_node(mldht[i % 2].address)
+            libtorrent.append(node)
+        await asyncio.sleep(3.0)
+        await webtorrent.start()
+        for i in range(WEBTORRENT):
+            await webtorrent.start_dht(f"w{i}", lab.lab_ip(21 + i), PORT, bootstrap=[
+                f"{lab.lab_ip(11 + i % LIBTORRENT)}:{PORT}", spec(mldht[2 + i % 4].address)])
+        for node in mldht:  # mldht nodes refresh so that they learn the newcomers
+            await node.bootstrap(timeout=5)
+        report["joined_seconds"] = round(time.monotonic() - started, 2)
+        lab.progress("joined: mldht, libtorrent, WebTorrent")
+
+        # --- announces
+        peer_ip, peer_port = await listener.start(lab.lab_ip(40))
+        for attempt in range(6):  # dht_announce is one-shot: repeat until a node stored it
+            libtorrent[0].announce(bytes(h_lt), 7001)
+            stored = await until(lambda: any(h_lt in n.peer_store for n in mldht), 5)
+            if stored is not None:
+                break
+        report["libtorrent_announce_attempts"] = attempt + 1
+        await webtorrent.announce("w0", h_wt.hex(), 7002)
+        # BEP 5 announces the sender's IP: the announcing mldht node shares the listener's IP.
+        peer_node = await lab.start_mldht(peer_ip, PORT, bootstrap=[spec(entry)])
+        mldht.append(peer_node)
+        await peer_node.bootstrap(timeout=5)
+        peer_result = await peer_node.announce(h_ml, peer_port, timeout=10)
+        report["listener"] = f"{peer_ip}:{peer_port}"
+        report["listener_announce_accepted_by"] = len(peer_result.announced_to)
+
+        lab.progress("announced")
+        for i in range(2):
+            entry_point = (lab.lab_ip(13), PORT) if i == 0 else (lab.lab_ip(22), PORT)
+            client = Aria2(the_lab, lab.lab_ip(31 + i), bytes(h_ml), entry_point,
+                           name=f"aria2-{i}")
+            await client.start()
+            aria.append(client)
+        for i in range(2):
+            daemon = TransmissionDaemon(the_lab, lab.lab_ip(35 + i), 51413, 9091,
+                                        name=f"transmission-{i}",
+                                        bootstrap=[mldht[4 + i].address])
+            await daemon.start()
+            await daemon.add_magnet(bytes(h_ml))
+            transmission.append(daemon)
+
+        lab.progress("aria2 and Transmission started")
+        # --- lookups by every implementation
+        lookups: dict[str, dict] = {}
+
+        async def mldht_lookup(label: str, node, info_hash: InfoHash, expect: str) -> None:
+            deadline = time.monotonic() + 60
+            while True:
+                lookup = node.get_peers(info_hash, timeout=10)
+                peers = {spec(p) for p in await lookup.collect()}
+                found = expect in peers or expect in {p.split(":")[0] for p in peers}
+                if found or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(2)
+            lookups[label] = {"found": found, "seconds": round(lookup.summary.elapsed, 3),
+                              "queried": lookup.summary.queried, "peers": sorted(peers)}
+            lab.progress(f"{label}: {lookups[label]}")
+
+        async def lt_lookup(label: str, node: LibtorrentNode, info_hash: InfoHash, expect) -> None:
+            found, seconds = await node.lookup(bytes(info_hash), 60, expect=expect)
+            lookups[label] = {"found": expect in found, "seconds": seconds}
+            lab.progress(f"{label}: {lookups[label]}")
+
+        async def wt_lookup(label: str, name: str, info_hash: InfoHash, expect: str) -> None:
+            deadline = time.monotonic() + 60
+            while True:
+                result = await webtorrent.lookup(name, info_hash.hex(), timeout=10)
+                peers = {f"{p['host']}:{p['port']}" for p in result["peers"]}
+                if expect in peers or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(2)
+            first = result.get("firstPeerMs")
+            lookups[label] = {"found": expect in peers,
+                              "seconds": None if first is None else round(first / 1000, 3),
+                              "visited": result.get("visited")}
+            lab.progress(f"{label}: {lookups[label]}")
+
+        lt_peer = f"{lab.lab_ip(11)}:7001"
+        wt_peer = f"{lab.lab_ip(21)}:7002"
+        ml_peer = f"{peer_ip}:{peer_port}"
+        await asyncio.gather(
+            mldht_lookup("mldht finds libtorrent's peer", mldht[5], h_lt, lt_peer),
+            mldht_lookup("mldht finds WebTorrent's peer", mldht[4], h_wt, wt_peer),
+            wt_lookup("WebTorrent finds libtorrent's peer", "w3", h_lt, lt_peer),
+            wt_lookup("WebTorrent finds mldht's peer", "w4", h_ml, ml_peer),
+            lt_lookup("libtorrent finds WebTorrent's peer", libtorrent[3], h_wt,
+                      (lab.lab_ip(21), 7002)),
+            lt_lookup("libtorrent finds mldht's peer", libtorrent[4], h_ml, (peer_ip, peer_port)),
+        )
+
+        # aria2 and Transmission: they connect to the listener mldht announced for H_ml.
+        def connected_from(ip: str) -> bool:
+            return any(address[0] == ip and info_hash == bytes(h_ml)
+                       for address, info_hash in listener.handshakes)
+
+        async def connects(label: str, ip: str, since_start, timeout: float) -> None:
+            seconds = await until(lambda: connected_from(ip), timeout)
+            lookups[label] = {"found": seconds is not None,
+                              "seconds": round(since_start(), 2) if seconds is not None else None}
+            lab.progress(f"{label}: {lookups[label]}")
+
+        await asyncio.gather(
+            *(connects(f"{c.name} connects to mldht's peer", c.ip, c.elapsed, 60) for c in aria),
+            *(connects(f"{d.name} connects to mldht's peer", d.ip, d.since_start, 120)
+              for d in transmission))
+        lab.progress(f"handshakes: {sorted({a[0] for a, _ in listener.handshakes})}")
+        # ... and announce themselves for H_ml, which mldht finds.
+        for client in aria:  # aria2 announces the TCP port it really listens on
+            await mldht_lookup(f"mldht finds {client.name}'s peer", mldht[1], h_ml, client.ip)
+        for daemon in transmission:
+            await mldht_lookup(f"mldht finds {daemon.name}'s peer", mldht[2], h_ml, daemon.ip)
+        report["lookups"] = lookups
+
+        lab.progress("lookups done")
+        # --- was mldht dropped or banned?
+        mldht_addresses = {spec(node.address) for node in mldht}
+        tables = {}
+        for node in libtorrent:
+            # libtorrent moves to a BEP 42 id once it learns its external IP: ask it now.
+            own = await mldht[0].ping((node.ip, PORT), timeout=3)
+            table = {spec(a) for a in await node.table(bytes(own))}
+            tables[f"libtorrent {node.ip}"] = {"size": len(table),
+                                               "mldht": len(table & mldht_addresses)}
+        for i in range(WEBTORRENT):
+            table = {f"{n['host']}:{n['port']}" for n in await webtorrent.table(f"w{i}")}
+            tables[f"webtorrent w{i}"] = {"size": len(table), "mldht": len(table & mldht_addresses)}
+        for client in aria:  # aria2 writes its table (good nodes only) when it stops
+            await client.stop()
+            saved = {spec(n.address) for n in client.routing_table().nodes}
+            tables[f"aria2 {client.ip}"] = {"size": len(saved),
+                                            "mldht": len(saved & mldht_addresses)}
+        report["tables"] = tables
+        report["libtorrent_bans"] = [line for node in libtorrent for line in node.bans()]
+        report["mldht_tables"] = [len(node.routing_table) for node in mldht]
+        report["mldht_queries_received"] = [sum(node.stats.queries_received.values())
+                                            for node in mldht]
+        report["nodes"] = {"mldht": len(mldht), "libtorrent": len(libtorrent),
+                           "webtorrent": WEBTORRENT, "aria2": len(aria),
+                           "transmission": len(transmission)}
+        report["total_seconds"] = round(time.monotonic() - started, 1)
+    finally:
+        for client in aria:
+            await client.stop()
+        for daemon in transmission:
+            await daemon.stop()
+        await webtorrent.close()
+        for node in libtorrent:
+            await node.close()
+        await listener.close()
+        for node in mldht:
+            await node.close()
+    return report
+
+
+if __name__ == "__main__":
+    lab.run_scenario_main({"all": scenario_all})
