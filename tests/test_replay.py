@@ -25,12 +25,11 @@ from mldht.replay import (
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CAPTURES = sorted(FIXTURES.glob("*.pcap"))
-EXPECTED_CLIENTS = {"libtorrent.pcap": "LT", "webtorrent.pcap": "WebTorrent",
-                    "aria2.pcap": "A2", "transmission.pcap": "TR"}
+IMPLEMENTATIONS = {"libtorrent.pcap", "webtorrent.pcap", "aria2.pcap", "transmission.pcap"}
 
 
-def test_fixtures_exist():
-    assert CAPTURES, f"no captures in {FIXTURES}"
+def test_every_implementation_has_a_capture():
+    assert IMPLEMENTATIONS <= {path.name for path in CAPTURES}, CAPTURES
 
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
