@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -12,8 +11,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import netguard  # noqa: E402
 
 netguard.install()
-
-GUARD_DIR = Path(__file__).parent / "guard"
 
 
 @pytest.fixture(autouse=True)
@@ -30,10 +27,3 @@ def loopback_only(tmp_path_factory):
     if found:
         pytest.fail("non-loopback network use: " + "; ".join(sorted(set(found))), pytrace=False)
 
-
-def guarded_env() -> dict[str, str]:
-    """Environment for child processes: the guard is loaded through sitecustomize."""
-    env = dict(os.environ)
-    env["MLDHT_NETGUARD_LOG"] = netguard.child_log_path
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(GUARD_DIR), env.get("PYTHONPATH")]))
-    return env

@@ -217,7 +217,7 @@ class CliResult:
 async def run_cli(*args: str, timeout: float = 30.0) -> CliResult:
     """Run `python -m mldht.cli ARGS` under the network guard, without blocking the event
     loop (the in-process network keeps answering). Killed if it runs past `timeout`."""
-    from conftest import guarded_env
+    from netguard import guarded_env
 
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(

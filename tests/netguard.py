@@ -83,3 +83,14 @@ def install() -> None:
     socket.socket.connect = connect
     socket.socket.connect_ex = connect_ex
     socket.getaddrinfo = getaddrinfo
+
+
+GUARD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard")
+
+
+def guarded_env() -> dict[str, str]:
+    """Environment for child processes: the guard is loaded through sitecustomize."""
+    env = dict(os.environ)
+    env["MLDHT_NETGUARD_LOG"] = child_log_path
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [GUARD_DIR, env.get("PYTHONPATH")]))
+    return env

@@ -17,7 +17,7 @@ import libtorrent as lt  # installed by the test extra: a missing libtorrent mus
 import pytest
 import pytest_asyncio
 
-from conftest import guarded_env
+from netguard import guarded_env
 from mldht import DHTNode, InfoHash, NodeConfig
 
 pytestmark = [pytest.mark.network, pytest.mark.asyncio(loop_scope="module")]

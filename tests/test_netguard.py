@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import netguard
-from conftest import guarded_env
+from netguard import guarded_env
 
 
 def test_guard_refuses_non_loopback_datagram(loopback_only):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import guarded_env
+from netguard import guarded_env
 from mldht import DHTNode, InfoHash, NodeId
 from mldht.capture import Datagram, read_datagrams
 from mldht.krpc import AnnouncePeer, Error, FindNode, GetPeers, Ping, Response

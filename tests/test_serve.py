@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dhtnet import RawKrpcClient, decode, encode, free_udp_port
-from conftest import guarded_env
+from netguard import guarded_env
 
 SERVER_IP = "127.0.0.50"
 BOOTSTRAP_IP = "127.0.0.51"  # nothing listens there
