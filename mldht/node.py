@@ -17,7 +17,7 @@ import random as _random
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Iterable, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 from .compact import (
     Address, NodeInfo, format_address, is_contactable, normalize_ip, parse_host_port,

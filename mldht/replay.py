@@ -23,7 +23,7 @@ import bencodepy
 from .compact import Address, format_address
 from .errors import KrpcDecodeError
 from .krpc import (
-    METHOD_UNKNOWN, PROTOCOL_ERROR, AnnouncePeer, Error, FindNode, GetPeers, Ping, Query, Response,
+    METHOD_UNKNOWN, PROTOCOL_ERROR, AnnouncePeer, Error, FindNode, GetPeers, Query, Response,
     UnknownQuery, decode_message, encode_message,
 )
 from .capture import Datagram

@@ -230,6 +230,38 @@ def scenario_report(process: subprocess.Popen, timeout: float) -> dict:
 # --- mldht and BitTorrent helpers used by every scenario ------------------------------------
 
 
+def krpc_traffic(path: Path, ips: set[str]) -> dict:
+    """What the nodes at `ips` sent and received in a capture, counted by KRPC kind:
+    `q:<method>` (`q:malformed` for a query mldht cannot decode), `r` (every reply) and
+    `r:<method>` (replies by the method they answer), `e:<code>`, `undecodable`."""
+    from mldht.capture import read_datagrams
+    from mldht.krpc import Error, Response
+    from mldht.replay import analyze
+
+    analysis = analyze(read_datagrams(path))
+    answered = {e.reply.index: e.query.method for e in analysis.exchanges if e.reply}
+    sent: dict[str, int] = {}
+    received: dict[str, int] = {}
+    for captured in analysis.messages:
+        message = captured.message
+        if captured.declared_query:
+            kinds = [f"q:{captured.method}"]
+        elif isinstance(message, Response):
+            kinds = ["r", f"r:{answered.get(captured.index, '?')}"]
+        elif isinstance(message, Error):
+            kinds = [f"e:{message.code}"]
+        else:
+            kinds = ["undecodable"]
+        for kind in kinds:
+            if captured.datagram.source[0] in ips:
+                sent[kind] = sent.get(kind, 0) + 1
+            if captured.datagram.destination[0] in ips:
+                received[kind] = received.get(kind, 0) + 1
+    return {"path": str(path), "bytes": Path(path).stat().st_size,
+            "datagrams": len(analysis.messages), "sent": sent, "received": received,
+            "reply_problems": [problem for _, problem in analysis.reply_problems]}
+
+
 async def start_mldht(ip: str, port: int = 0, bootstrap: list[str] | None = None,
                       query_timeout: float = 2.0):
     """A started mldht node on `ip` (no default routers: only `bootstrap`, if given)."""
@@ -239,6 +271,16 @@ async def start_mldht(ip: str, port: int = 0, bootstrap: list[str] | None = None
                    config=NodeConfig(query_timeout=query_timeout))
     await node.start()
     return node
+
+
+async def wait_until(predicate, timeout: float, step: float = 0.1) -> float | None:
+    """Seconds until `predicate()` held (polled every `step`), or None after `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return round(time.monotonic() - started, 3)
+        await asyncio.sleep(step)
+    return None
 
 
 def address_spec(address: tuple[str, int]) -> str:

@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import random
-import struct
 import sys
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from aria2 import Aria2, aria2c_path, aria2c_version  # noqa: E402
 from mldht.errors import QueryTimeout, RemoteError  # noqa: E402
 from mldht.ids import InfoHash, NodeId  # noqa: E402
 from mldht.krpc import (  # noqa: E402
-    AnnouncePeer, FindNode, GetPeers, Ping, UnknownQuery, decode_message, _decoder,
+    AnnouncePeer, FindNode, GetPeers, Ping, UnknownQuery,
 )
 
 ARIA2_HOST = 4
@@ -195,77 +194,6 @@ async def run_probes(node, aria2: Aria2, info_hash: bytes) -> dict:
             "stored_udp_port": (own_ip, own_udp_port) in values,
         },
     }
-
-
-# --- pcap reading (item: capture coverage) --------------------------------------------------
-
-
-def read_pcap_udp(path: Path) -> list[tuple[float, tuple[str, int], tuple[str, int], bytes]]:
-    """(time, source, destination, payload) of every IPv4 UDP datagram in a classic pcap."""
-    data = path.read_bytes()
-    if len(data) < 24:
-        return []
-    magic = data[:4]
-    endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
-    linktype = struct.unpack_from(endian + "I", data, 20)[0]
-    link_header = {1: 14, 0: 4, 101: 0, 113: 16, 276: 20, 228: 0}.get(linktype)
-    if link_header is None:
-        raise ValueError(f"unsupported pcap link type {linktype}")
-    out = []
-    offset = 24
-    while offset + 16 <= len(data):
-        seconds, fraction, captured, _ = struct.unpack_from(endian + "IIII", data, offset)
-        packet = data[offset + 16:offset + 16 + captured]
-        offset += 16 + captured
-        ip = packet[link_header:]
-        if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
-            continue
-        header = (ip[0] & 0x0F) * 4
-        src_ip = ".".join(map(str, ip[12:16]))
-        dst_ip = ".".join(map(str, ip[16:20]))
-        src_port, dst_port = struct.unpack_from(">HH", ip, header)
-        payload = ip[header + 8:]
-        stamp = seconds + fraction / (1e9 if nano else 1e6)
-        out.append((stamp, (src_ip, src_port), (dst_ip, dst_port), payload))
-    return out
-
-
-def capture_coverage(path: Path, aria2_ip: str) -> dict:
-    """Which KRPC message kinds aria2 sent and received in the capture."""
-    pending: dict[tuple, str] = {}
-    sent: dict[str, int] = {}
-    received: dict[str, int] = {}
-    errors: list[list] = []
-    for _, source, destination, payload in read_pcap_udp(path):
-        if aria2_ip not in (source[0], destination[0]):
-            continue
-        try:
-            raw = _decoder.decode(payload)
-        except Exception:
-            kind = "not-bencode"
-            raw = None
-        if isinstance(raw, dict):
-            y = raw.get(b"y")
-            t = raw.get(b"t")
-            if y == b"q":
-                method = raw.get(b"q", b"?").decode(errors="replace")
-                pending[(t, source, destination)] = method
-                kind = f"query {method}"
-            elif y in (b"r", b"e"):
-                method = pending.get((t, destination, source), "?")
-                kind = f"{'response' if y == b'r' else 'error'} {method}"
-                if y == b"e":
-                    errors.append([source[0], destination[0], method,
-                                   [x.decode(errors="replace") if isinstance(x, bytes) else x
-                                    for x in raw.get(b"e", [])]])
-            else:
-                kind = "other"
-        elif raw is not None:
-            kind = "not-a-dict"
-        counts = sent if source[0] == aria2_ip else received
-        counts[kind] = counts.get(kind, 0) + 1
-    return {"aria2_sent": sent, "aria2_received": received, "errors": errors}
 
 
 # --- the scenario ----------------------------------------------------------------------------
@@ -481,8 +409,7 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
                              for label, node in nodes.items()}
     if capture is not None:
         await the_lab.stop_capture()
-        report["capture"] = {"path": str(pcap), "bytes": pcap.stat().st_size,
-                             **capture_coverage(pcap, aria2.ip)}
+        report["capture"] = lab.krpc_traffic(pcap, {aria2.ip})
     return report
 
 

@@ -26,16 +26,6 @@ from mldht import InfoHash  # noqa: E402
 LT_PORT = 6881
 
 
-async def wait_until(predicate, timeout: float, step: float = 0.1) -> float | None:
-    """Seconds until `predicate()` held, or None after `timeout`."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return round(time.monotonic() - started, 3)
-        await asyncio.sleep(step)
-    return None
-
-
 async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
     report: dict = {"implementation": "libtorrent"}
     import libtorrent as lt
@@ -54,7 +44,7 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
         # 1. libtorrent bootstrapped from one mldht node alone.
         started = time.monotonic()
         libtorrent.add_node(entry)
-        joined = await wait_until(lambda: any(
+        joined = await lab.wait_until(lambda: any(
             e.ip == lt_ip for n in nodes for e in n.routing_table), 30)
         report["joined_seconds"] = joined
         await asyncio.sleep(2.0)  # let its own self-lookup finish
@@ -71,7 +61,7 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
         # 2. a peer announced by libtorrent, found by the library and by the CLI.
         announced = InfoHash(os.urandom(20))
         libtorrent.announce(bytes(announced), 7001)
-        stored = await wait_until(lambda: any(announced in n.peer_store for n in nodes), 30)
+        stored = await lab.wait_until(lambda: any(announced in n.peer_store for n in nodes), 30)
         report["lt_announce_stored_seconds"] = stored
         seeker = nodes[2]
         lookup = seeker.get_peers(announced, timeout=10)
@@ -97,6 +87,22 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
         report["lt_lookup_seconds"] = seconds
 
         # 5 (with `probe` above). The stored hash now has a peer on libtorrent's side too?
+        # `mldht replay --target`: every query WebTorrent's capture holds, sent to a relaxed
+        # libtorrent (the default one would ban a replay faster than 50 queries in 10 s).
+        relaxed = LibtorrentNode(lab.lab_ip(11), LT_PORT, relaxed=True)
+        try:
+            await asyncio.sleep(0.5)
+            capture_file = lab.REPO / "fixtures" / "webtorrent.pcap"
+            code, out, err = await lab.run_mldht_cli(
+                "replay", str(capture_file), "--target", f"{lab.lab_ip(11)}:{LT_PORT}",
+                "--bind", f"{lab.lab_ip(21)}:0", "--rate", "200", "--json")
+            replayed = json.loads(out) if code in (0, 1) and out.strip() else {}
+            report["replay_to_libtorrent"] = {
+                "exit": code, "stderr": err[-500:], "replayed": replayed.get("replayed"),
+                "answered": replayed.get("answered"), "problems": replayed.get("problems"),
+                "differences": len(replayed.get("differences", []))}
+        finally:
+            await relaxed.close()
         report["bans"] = libtorrent.bans()
         report["mldht_stats"] = [dict(n.stats.queries_received) for n in nodes]
         report["total_seconds"] = round(time.monotonic() - started, 2)

@@ -23,7 +23,6 @@ nodes, more than this network has).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
@@ -47,15 +46,6 @@ PORT = 6881
 
 def spec(address) -> str:
     return f"{address[0]}:{address[1]}"
-
-
-async def until(predicate, timeout: float, step: float = 0.2) -> float | None:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return round(time.monotonic() - started, 2)
-        await asyncio.sleep(step)
-    return None
 
 
 async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
@@ -98,7 +88,7 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
         peer_ip, peer_port = await listener.start(lab.lab_ip(40))
         for attempt in range(6):  # dht_announce is one-shot: repeat until a node stored it
             libtorrent[0].announce(bytes(h_lt), 7001)
-            stored = await until(lambda: any(h_lt in n.peer_store for n in mldht), 5)
+            stored = await lab.wait_until(lambda: any(h_lt in n.peer_store for n in mldht), 5)
             if stored is not None:
                 break
         report["libtorrent_announce_attempts"] = attempt + 1
@@ -181,7 +171,7 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
                        for address, info_hash in listener.handshakes)
 
         async def connects(label: str, ip: str, since_start, timeout: float) -> None:
-            seconds = await until(lambda: connected_from(ip), timeout)
+            seconds = await lab.wait_until(lambda: connected_from(ip), timeout)
             lookups[label] = {"found": seconds is not None,
                               "seconds": round(since_start(), 2) if seconds is not None else None}
             lab.progress(f"{label}: {lookups[label]}")

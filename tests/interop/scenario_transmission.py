@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab  # noqa: E402
 from lab import HandshakeListener, address_spec, lab_ip, run_mldht_cli, start_mldht  # noqa: E402
 from transmission import (  # noqa: E402
-    INSTALL_HINT, TransmissionDaemon, daemon_path, summarize_krpc_pcap)
+    INSTALL_HINT, TransmissionDaemon, daemon_path)
 
 from mldht import DHTNode, NodeConfig  # noqa: E402
 from mldht.errors import QueryTimeout, RemoteError  # noqa: E402
@@ -363,7 +363,7 @@ async def scenario_all(lab_: lab.Lab, capture: Path | None) -> dict:
     if capture is not None:
         pcap = capture / "transmission.pcap"
         report["capture"] = {"path": str(pcap),
-                             **summarize_krpc_pcap(pcap, transmission_ip)}
+                             **lab.krpc_traffic(pcap, {transmission_ip})}
     everyone = [*nodes, announcer, probe_node]
     report["mldht_stats"] = {
         name: sum(getattr(node.stats, name) for node in everyone)

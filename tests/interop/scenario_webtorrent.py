@@ -130,50 +130,6 @@ def wire_summary(nodes: list[RecordingNode]) -> dict:
             "announce_peer": announces[:10]}
 
 
-def pcap_summary(path: Path, watched: set[str]) -> dict:
-    """Count the KRPC messages in a tcpdump capture sent and received by `watched` IPs."""
-    import struct
-
-    data = path.read_bytes()
-    magic = data[:4]
-    endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    linktype = struct.unpack(endian + "I", data[20:24])[0]
-    link_header = {1: 14, 113: 16, 276: 20, 0: 4, 12: 0, 101: 0}.get(linktype)
-    if link_header is None:
-        raise ValueError(f"unsupported pcap link type {linktype}")
-    sent: dict[str, int] = {}
-    received: dict[str, int] = {}
-    offset, datagrams = 24, 0
-    while offset + 16 <= len(data):
-        captured = struct.unpack(endian + "I", data[offset + 8:offset + 12])[0]
-        frame = data[offset + 16:offset + 16 + captured]
-        offset += 16 + captured
-        ip = frame[link_header:]
-        if len(ip) < 28 or ip[0] >> 4 != 4 or ip[9] != 17:
-            continue
-        datagrams += 1
-        header = (ip[0] & 0x0F) * 4
-        source, destination = (".".join(str(b) for b in ip[i:i + 4]) for i in (12, 16))
-        try:
-            message = _raw.decode(ip[header + 8:])
-        except Exception:
-            message = None
-        if not isinstance(message, dict):
-            kind = "undecodable"
-        elif message.get(b"y") == b"q":
-            kind = "q:" + str(text(message.get(b"q")))
-        elif message.get(b"y") == b"e":
-            kind = f"e:{text(message.get(b'e'))[0] if message.get(b'e') else '?'}"
-        else:
-            kind = "r" if message.get(b"y") == b"r" else "?"
-        if source in watched:
-            sent[kind] = sent.get(kind, 0) + 1
-        if destination in watched:
-            received[kind] = received.get(kind, 0) + 1
-    return {"path": str(path), "bytes": len(data), "datagrams": datagrams,
-            "webtorrent_sent": sent, "webtorrent_received": received}
-
-
 def describe(result: Any) -> dict:
     """A reply to a probe, as a typed JSON object."""
     if isinstance(result, RemoteError):
@@ -240,7 +196,7 @@ async def scenario_all(lab_: lab.Lab, capture: Path | None) -> dict:
             await node.close()
     if capture is not None:
         await lab_.stop_capture()
-        report["capture"] = pcap_summary(capture / "webtorrent.pcap", wt_ips)
+        report["capture"] = lab.krpc_traffic(capture / "webtorrent.pcap", wt_ips)
     return report
 
 

@@ -11,7 +11,6 @@ import shutil
 
 import pytest
 
-import lab
 
 pytestmark = pytest.mark.lab("aria2")
 
@@ -127,15 +126,16 @@ def test_capture_covers_every_message_kind(report):
     report = _checked(report)
     capture = report["capture"]
     assert 0 < capture["bytes"] < 300_000, capture
-    sent, received = capture["aria2_sent"], capture["aria2_received"]
+    sent, received = capture["sent"], capture["received"]
     for method in ("ping", "find_node", "get_peers", "announce_peer"):
-        assert sent.get(f"query {method}"), (method, sent)
-        assert received.get(f"response {method}"), (method, received)
-        assert received.get(f"query {method}"), (method, received)
+        assert sent.get(f"q:{method}"), (method, sent)
+        assert received.get(f"r:{method}"), (method, received)
+        assert received.get(f"q:{method}"), (method, received)
     for method in ("ping", "find_node", "get_peers", "announce_peer"):
-        assert sent.get(f"response {method}"), (method, sent)
-    assert received.get("error announce_peer"), received
-    assert received.get("query frobnicate"), received
+        assert sent.get(f"r:{method}"), (method, sent)
+    assert received.get("e:203"), received  # n3 refuses every token
+    assert received.get("q:frobnicate"), received
+    assert capture["reply_problems"] == [], capture
 
 
 def test_library_implied_port_announce_reaches_mldht_and_aria2(report):

@@ -48,6 +48,16 @@ def test_libtorrent_replies_and_errors_as_typed_messages(lab_report):
     assert probe["not_bencode"]["shape"] == "timeout"  # dropped silently
 
 
+def test_replay_command_against_libtorrent(lab_report):
+    # WebTorrent's captured queries, replayed to libtorrent: all answered within BEP 5
+    # (libtorrent's 203 for unknown methods and for the replayed, foreign tokens included).
+    replay = lab_report["replay_to_libtorrent"]
+    assert replay["exit"] == 0, replay
+    assert replay["replayed"] >= 100 and replay["problems"] == [], replay
+    assert replay["answered"] == replay["replayed"], replay  # unknown methods too (with 203)
+    assert replay["differences"] > 0  # libtorrent is not WebTorrent: `p`, 203 instead of silence
+
+
 def test_mldht_never_banned_by_libtorrent(lab_report):
     assert lab_report["bans"] == []
 

@@ -108,7 +108,7 @@ def test_capture_covers_every_message_type(run):
     report = report_of(run)
     capture = report["capture"]
     assert capture["bytes"] < 400_000, capture
-    sent, received = capture["from"], capture["to"]
+    sent, received = capture["sent"], capture["received"]
     for kind in ("q:ping", "q:find_node", "q:get_peers", "q:announce_peer", "r", "e:203"):
         assert sent.get(kind), (kind, sent)
     for kind in ("q:ping", "q:find_node", "q:get_peers", "q:announce_peer", "r",

@@ -185,7 +185,7 @@ def test_capture_covers_every_message_kind(scenario):
     report = _checked(scenario)
     capture = report["capture"]
     assert 0 < capture["bytes"] < 300_000, capture
-    sent, received = capture["webtorrent_sent"], capture["webtorrent_received"]
+    sent, received = capture["sent"], capture["received"]
     for kind in ("q:ping", "q:find_node", "q:get_peers", "q:announce_peer", "r", "e:203"):
         assert sent.get(kind), (kind, capture)
     for kind in ("q:ping", "q:find_node", "q:get_peers", "q:announce_peer", "q:get",

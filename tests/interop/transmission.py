@@ -39,7 +39,6 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import bencodepy
 
@@ -231,46 +230,3 @@ class TransmissionDaemon:
         if not path.exists():
             return None
         return parse_dht_dat(path.read_bytes())
-
-
-def summarize_krpc_pcap(path: Path, ip: str) -> dict:
-    """Count the KRPC messages of a pcap (tcpdump on `lo`) by direction relative to `ip`:
-    {"from": {"q:ping": n, "r": n, "e:203": n, ...}, "to": {...}, "other": n}."""
-    import socket as _socket
-    import struct
-
-    data = Path(path).read_bytes()
-    if len(data) < 24:
-        return {"from": {}, "to": {}, "other": 0, "bytes": len(data)}
-    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    link = struct.unpack(endian + "I", data[20:24])[0]
-    header = {1: 14, 0: 4, 113: 16, 101: 0}.get(link, 14)
-    counts: dict[str, dict[str, int]] = {"from": {}, "to": {}}
-    other = 0
-    offset = 24
-    while offset + 16 <= len(data):
-        captured = struct.unpack(endian + "I", data[offset + 8:offset + 12])[0]
-        packet = data[offset + 16:offset + 16 + captured]
-        offset += 16 + captured
-        packet = packet[header:]
-        if len(packet) < 28 or packet[0] >> 4 != 4 or packet[9] != 17:
-            other += 1
-            continue
-        source = _socket.inet_ntoa(packet[12:16])
-        destination = _socket.inet_ntoa(packet[16:20])
-        payload = packet[(packet[0] & 15) * 4 + 8:]
-        direction = "from" if source == ip else "to" if destination == ip else None
-        if direction is None:
-            other += 1
-            continue
-        try:
-            message = bencodepy.Bencode(encoding=None, dict_ordered=False).decode(payload)
-            kind = message[b"y"].decode()
-            if kind == "q":
-                kind += ":" + message[b"q"].decode("ascii", "replace")
-            elif kind == "e":
-                kind += f":{message[b'e'][0]}"
-        except Exception:  # noqa: BLE001 - anything undecodable is counted as such
-            kind = "undecodable"
-        counts[direction][kind] = counts[direction].get(kind, 0) + 1
-    return {**counts, "other": other, "bytes": len(data)}
