@@ -45,3 +45,14 @@ class NodeConfig:
     max_saved_nodes: int = 200
     bootstrap_timeout: float = 15.0
     version: bytes | None = CLIENT_VERSION
+    enforce_node_id: bool = False
+    """BEP 42: keep nodes whose id does not match their IP out of the routing table, out of
+    lookups and never announce to them (libtorrent's default is off too)."""
+    prefer_verified_node_ids: bool = True
+    """BEP 42: in a full bucket, a node whose id matches its IP takes the place of one whose
+    id does not (libtorrent's default)."""
+    external_ip_votes: int = 3
+    """Distinct subnets whose replies must agree on our external IP before we believe it."""
+    adopt_secure_id: bool = True
+    """Move to a BEP 42 id once the external IP is known and our id does not match it
+    (never when an explicit `node_id` was given)."""

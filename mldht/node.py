@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Sequence
 
+from .bep42 import ExternalIpVoter, is_secure_id, secure_node_id
 from .compact import (
     Address, NodeInfo, format_address, is_contactable, normalize_ip, parse_host_port,
 )
@@ -63,6 +64,8 @@ class NodeStats:
     send_failures: int = 0
     receive_path_failures: int = 0
     """Internal errors caught in the receive path (should stay 0)."""
+    id_changes: int = 0
+    """Moves to a new node id after our external IP became known (BEP 42)."""
 
 
 @dataclass(slots=True)
@@ -128,13 +131,17 @@ class DHTNode:
         self.read_only = read_only
         self._rng = rng or _random.SystemRandom()
         self._saved_nodes: list[NodeInfo] = []
+        self._explicit_id = node_id is not None
         if node_id is None and state_file:
             saved = load_state(state_file, self.config.max_saved_nodes)
             node_id = saved.node_id
             self._saved_nodes = saved.nodes
         self.node_id = NodeId(node_id) if node_id is not None else NodeId.random(self._rng)
         self.stats = NodeStats()
-        self.routing_table = RoutingTable(self.node_id, k=self.config.k)
+        self.routing_table = RoutingTable(self.node_id, k=self.config.k, verify=is_secure_id,
+                                          enforce=self.config.enforce_node_id,
+                                          prefer_verified=self.config.prefer_verified_node_ids)
+        self._ip_voter = ExternalIpVoter(self.config.external_ip_votes)
         self.peer_store = PeerStore(self.config.max_infohashes, self.config.max_peers_per_infohash,
                                     self.config.peer_lifetime)
         self._tokens = TokenManager(self._now(), self._rng, self.config.token_rotation)
@@ -278,7 +285,12 @@ class DHTNode:
         if isinstance(message, Response):
             self.stats.responses_received += 1
             if source not in self._router_addresses:
-                self._heard_from(NodeInfo(message.sender_id, *source), now, responded=True)
+                known = self.routing_table.by_ip(source[0])
+                if known is None or known.id == message.sender_id or \
+                        self.routing_table.id_changed(source, message.sender_id, now):
+                    self._heard_from(NodeInfo(message.sender_id, *source), now, responded=True)
+            if message.requester is not None:
+                self._vote_external_ip(source, message.requester[0])
             pending.set_result(message)
         else:
             self.stats.errors_received += 1
@@ -302,6 +314,37 @@ class DHTNode:
                     and len(self._verifying) < MAX_VERIFY_PINGS and source not in self._verifying):
                 # A querier is not trusted until it answers us (as libtorrent does): ping it.
                 self._spawn(self._verify(NodeInfo(query.sender_id, *source)), "mldht-verify")
+
+    @property
+    def external_ip(self) -> str | None:
+        """Our IP as other nodes see it, once enough of them agree (BEP 42); else None."""
+        return self._ip_voter.external_ip
+
+    def _vote_external_ip(self, voter: Address, reported_ip: str) -> None:
+        changed = self._ip_voter.vote(voter[0], normalize_ip(reported_ip))
+        if changed is None:
+            return
+        log.info("external IP is %s (agreed by %d subnets)", changed,
+                 self._ip_voter.tally().get(changed, 0))
+        if (self.config.adopt_secure_id and not self._explicit_id
+                and not is_secure_id(self.node_id, changed)):
+            self._change_id(secure_node_id(changed, self._rng))
+
+    def _change_id(self, new_id: NodeId) -> None:
+        """Move to `new_id` keeping every known node, then look the new id up."""
+        log.info("node id %s -> %s (BEP 42)", self.node_id.hex(), new_id.hex())
+        self.node_id = new_id
+        self.routing_table = self.routing_table.with_own_id(new_id)
+        self._handler.own_id = new_id
+        self._handler.table = self.routing_table
+        self.stats.id_changes += 1
+        if not self._closed and self._transport is not None:
+            self._spawn(self.find_node_lookup(new_id, timeout=self.config.bootstrap_timeout),
+                        "mldht-new-id-lookup")
+
+    def _acceptable(self, node: NodeInfo) -> bool:
+        """With BEP 42 enforcement, only nodes whose id matches their IP are used."""
+        return not self.config.enforce_node_id or is_secure_id(node.id, node.ip)
 
     def _heard_from(self, node: NodeInfo, now: float, responded: bool) -> None:
         result = self.routing_table.heard_from(node, now, responded)
@@ -384,7 +427,7 @@ class DHTNode:
                 listed = response.nodes6 if ipv6 else response.nodes
                 nodes = [node for node in listed or []
                          if node.id != self.node_id and node.address != own_address
-                         and is_contactable(node.address, address)]
+                         and is_contactable(node.address, address) and self._acceptable(node)]
                 fresh = lookup.on_reply(address, response.sender_id, self._now(), nodes,
                                         response.token,
                                         response.values or [])
@@ -474,7 +517,8 @@ class DHTNode:
         deadline = self._now() + timeout
         lookup, first_peer = await self._get_peers_lookup(info_hash, timeout, lambda peers: None)
         summary = self._summary(lookup, first_peer)
-        targets = lookup.closest_answered(self.config.k, with_token=True)
+        targets = [candidate for candidate in lookup.closest_answered(self.config.k, with_token=True)
+                   if self._acceptable(candidate.info)]
 
         # With implied_port, `port` still carries our UDP port: aria2 ignores implied_port.
         announced_port = port if port is not None else self.address[1]

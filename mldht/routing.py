@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .compact import Address, NodeInfo
 from .ids import ID_BITS, NodeId, common_prefix_bits, distance
@@ -20,6 +20,9 @@ GOOD_INTERVAL = 15 * 60.0
 """A node is good while it answered us, or queried us after having answered once, this recently."""
 BAD_AFTER_FAILURES = 2
 """Consecutive failed queries after which a node is bad (BEP 5: 'multiple queries in a row')."""
+ID_CHANGE_WINDOW = 15 * 60.0
+"""An IP whose node changes id twice within this many seconds is distrusted for as long."""
+MAX_ID_CHANGES_TRACKED = 4096
 
 
 class NodeState(enum.Enum):
@@ -43,6 +46,8 @@ class RoutingEntry:
     failures: int = 0
     """Queries in a row it has failed to answer."""
     ping_pending: bool = False
+    secure_id: bool = True
+    """Its id matches its IP under BEP 42 (or its IP is exempt)."""
 
     @property
     def info(self) -> NodeInfo:
@@ -100,14 +105,54 @@ class RoutingTable:
     last bucket holds everything closer, and it is the only one that ever splits.
     At most one entry per IP address. `k` is the bucket size; `replacement_size` bounds
     each replacement cache.
+
+    BEP 42: `verify(node_id, ip)` tells whether an id matches its IP. With `enforce`, nodes
+    whose ids do not match never enter the table; with `prefer_verified` (libtorrent's
+    default), a matching node takes the place of a non-matching one in a full bucket.
     """
 
-    def __init__(self, own_id: NodeId, k: int = K, replacement_size: int = K) -> None:
+    def __init__(self, own_id: NodeId, k: int = K, replacement_size: int = K, *,
+                 verify: Callable[[bytes, str], bool] | None = None, enforce: bool = False,
+                 prefer_verified: bool = True) -> None:
         self.own_id = own_id
         self.k = k
         self.replacement_size = replacement_size
+        self.verify = verify
+        self.enforce = enforce
+        self.prefer_verified = prefer_verified
         self.buckets: list[Bucket] = [Bucket()]
         self._by_ip: dict[str, RoutingEntry] = {}
+        self._id_changes: dict[str, float] = {}
+        """IP -> when its node last changed id (bounded, oldest forgotten first)."""
+        self._distrusted: dict[str, float] = {}
+        """IP -> until when it stays out of the table (bounded likewise)."""
+
+    def with_own_id(self, own_id: NodeId) -> "RoutingTable":
+        """A table around a new id holding the same nodes (after our external IP changed)."""
+        table = RoutingTable(own_id, self.k, self.replacement_size, verify=self.verify,
+                             enforce=self.enforce, prefer_verified=self.prefer_verified)
+        table._id_changes = dict(self._id_changes)
+        table._distrusted = dict(self._distrusted)
+        for entry in self:
+            if entry.id == own_id:
+                continue
+            table._place(entry)
+        return table
+
+    def _place(self, entry: RoutingEntry) -> bool:
+        """Put an existing entry where it belongs (no liveness change); False when full."""
+        while True:
+            index = self.bucket_index(entry.id)
+            bucket = self.buckets[index]
+            if len(bucket.nodes) < self.k:
+                bucket.nodes.append(entry)
+                self._by_ip[entry.ip] = entry
+                return True
+            if index == len(self.buckets) - 1 and len(self.buckets) < ID_BITS:
+                self._split_last()
+                continue
+            self._add_replacement(bucket, entry)
+            return False
 
     # --- lookup -------------------------------------------------------------------------
 
@@ -119,6 +164,10 @@ class RoutingTable:
         if entry is not None and entry.port == address[1]:
             return entry
         return None
+
+    def by_ip(self, ip: str) -> RoutingEntry | None:
+        """The entry holding `ip`, whatever its port (one entry per IP)."""
+        return self._by_ip.get(ip)
 
     def __len__(self) -> int:
         return sum(len(bucket.nodes) for bucket in self.buckets)
@@ -182,11 +231,13 @@ class RoutingTable:
                 bucket.nodes.append(replacement)
                 self._by_ip[replacement.ip] = replacement
 
-    def _check_address(self, node: NodeInfo) -> str | None:
+    def _check_address(self, node: NodeInfo, now: float) -> str | None:
         if node.id == self.own_id:
             return "our own id"
         if not 0 < node.port <= 0xFFFF:
             return "port out of range"
+        if self._distrusted.get(node.ip, now) > now:
+            return "its node changed id more than once lately"
         existing = self._by_ip.get(node.ip)
         if existing is not None and existing.id != node.id:
             return "another node id already uses this IP address"
@@ -202,9 +253,12 @@ class RoutingTable:
         Only nodes heard from directly enter the table: never call this for nodes merely
         listed in someone's `nodes` reply, nor for read-only (BEP 43) senders.
         """
-        reason = self._check_address(node)
+        reason = self._check_address(node, now)
         if reason:
             return InsertResult(InsertOutcome.REJECTED, reason)
+        secure = self.verify is None or self.verify(node.id, node.ip)
+        if self.enforce and not secure:
+            return InsertResult(InsertOutcome.REJECTED, "node id does not match its IP (BEP 42)")
         existing = self._by_ip.get(node.ip)
         if existing is not None:
             existing.port = node.port  # same id, same IP: a NAT may have remapped the port
@@ -219,7 +273,7 @@ class RoutingTable:
 
         entry = RoutingEntry(node.id, node.ip, node.port, added=now,
                              last_response=now if responded else None,
-                             last_query=None if responded else now)
+                             last_query=None if responded else now, secure_id=secure)
         while True:
             index = self.bucket_index(node.id)
             bucket = self.buckets[index]
@@ -240,6 +294,18 @@ class RoutingTable:
                 self._by_ip[node.ip] = entry
                 bucket.last_changed = now
                 return InsertResult(InsertOutcome.ADDED, "replaced a bad node")
+
+        if self.prefer_verified and secure and responded:
+            unverified = [old for old in bucket.nodes if not old.secure_id]
+            if unverified:
+                old = min(unverified, key=lambda candidate: candidate.last_seen)
+                del self._by_ip[old.ip]
+                bucket.nodes[bucket.nodes.index(old)] = entry
+                self._by_ip[node.ip] = entry
+                self._add_replacement(bucket, old)
+                bucket.last_changed = now
+                return InsertResult(InsertOutcome.ADDED, "took the place of a node without "
+                                                         "a BEP 42 id")
 
         self._add_replacement(bucket, entry)
         to_ping = sorted((old for old in bucket.nodes
@@ -286,6 +352,35 @@ class RoutingTable:
         if not usable:
             return None
         return max(usable, key=lambda entry: (entry.last_response is not None, entry.last_seen))
+
+    def id_changed(self, address: Address, new_id: NodeId, now: float) -> bool:
+        """The node at `address` answered with an id other than the one in the table.
+
+        The old entry goes (its replacement takes the place). A first change is believed (a
+        restart, or a move to a BEP 42 id): the caller may then insert the new id. A second
+        change within ID_CHANGE_WINDOW distrusts the IP for that long. Returns whether the
+        new id may be inserted.
+        """
+        entry = self._by_ip.get(address[0])
+        if entry is not None and entry.id != new_id:
+            bucket = self.buckets[self.bucket_index(entry.id)]
+            bucket.nodes.remove(entry)
+            del self._by_ip[entry.ip]
+            replacement = self._best_replacement(bucket)
+            if replacement is not None:
+                bucket.replacements.remove(replacement)
+                bucket.nodes.append(replacement)
+                self._by_ip[replacement.ip] = replacement
+        previous = self._id_changes.pop(address[0], None)
+        self._id_changes[address[0]] = now
+        trusted = previous is None or now - previous >= ID_CHANGE_WINDOW
+        if not trusted:
+            self._distrusted.pop(address[0], None)
+            self._distrusted[address[0]] = now + ID_CHANGE_WINDOW
+        for store in (self._id_changes, self._distrusted):
+            while len(store) > MAX_ID_CHANGES_TRACKED:
+                del store[next(iter(store))]
+        return trusted
 
     def remove(self, address: Address) -> None:
         entry = self.get(address)

@@ -98,3 +98,23 @@ def test_voter_memory_is_bounded_and_ignores_nonsense():
     assert voter.vote("not-an-ip", "203.0.113.5") is None
     assert voter.vote("198.51.100.1", "0.0.0.0") is None
     assert voter.vote("198.51.100.1", "224.0.0.1") is None
+
+
+async def test_node_moves_to_a_secure_id_unless_its_id_was_given():
+    from mldht import DHTNode, NodeId
+
+    voters = [("198.51.100.1", 1), ("198.51.101.1", 1), ("198.51.102.1", 1)]
+    async with DHTNode(("127.0.0.1", 0), bootstrap=[]) as node:
+        before = node.node_id
+        for voter in voters:
+            node._vote_external_ip(voter, "203.0.113.5")
+        assert node.external_ip == "203.0.113.5"
+        assert node.node_id != before and is_secure_id(node.node_id, "203.0.113.5")
+        assert node.routing_table.own_id == node.node_id == node._handler.own_id
+        assert node._handler.table is node.routing_table
+        assert node.stats.id_changes == 1
+    fixed = NodeId(b"\x01" * 20)
+    async with DHTNode(("127.0.0.1", 0), bootstrap=[], node_id=fixed) as node:
+        for voter in voters:
+            node._vote_external_ip(voter, "203.0.113.5")
+        assert node.external_ip == "203.0.113.5" and node.node_id == fixed

@@ -509,3 +509,75 @@ def test_same_id_at_a_second_ip_is_rejected():
     result = table.heard_from(NodeInfo(other, "127.0.0.3", 6881), 0.0, True)
     assert result.outcome is InsertOutcome.REJECTED
     assert [entry.ip for entry in table] == ["127.0.0.2"]
+
+
+# --- BEP 42 preferences and id changes -------------------------------------------------------
+
+from mldht.bep42 import is_secure_id, secure_node_id  # noqa: E402
+
+
+def _secure_node(ip: str, seed: int) -> NodeInfo:
+    return NodeInfo(secure_node_id(ip, random.Random(seed)), ip, 6881)
+
+
+def test_enforcing_table_rejects_ids_that_do_not_match_their_ip():
+    table = RoutingTable(NodeId(bytes(20)), verify=is_secure_id, enforce=True)
+    bad = NodeInfo(NodeId(b"\xff" * 20), "198.51.100.1", 6881)
+    assert table.heard_from(bad, 0.0, responded=True).outcome is InsertOutcome.REJECTED
+    good = _secure_node("198.51.100.2", 1)
+    assert table.heard_from(good, 0.0, responded=True).outcome is InsertOutcome.ADDED
+    local = NodeInfo(NodeId(b"\xfe" * 20), "192.168.1.5", 6881)  # exempt: any id
+    assert table.heard_from(local, 0.0, responded=True).outcome is InsertOutcome.ADDED
+
+
+def test_full_bucket_prefers_a_verified_node():
+    own = NodeId(bytes(20))
+    table = RoutingTable(own, k=2, verify=is_secure_id)
+    # Two unverified nodes far from us (first bit 1) fill the far bucket once it exists.
+    near = NodeInfo(NodeId(b"\x00\x01" + bytes(18)), "198.51.100.9", 1)
+    table.heard_from(near, 0.0, responded=True)
+    far = [NodeInfo(NodeId(bytes([0x80 | i]) + bytes(19)), f"198.51.100.{10 + i}", 1)
+           for i in range(2)]
+    for node in far:
+        table.heard_from(node, 0.0, responded=True)
+    while True:  # a verified id in the same far bucket
+        candidate = _secure_node("203.0.113.7", random.randrange(1 << 30))
+        if candidate.id[0] & 0x80:
+            break
+    result = table.heard_from(candidate, 1.0, responded=True)
+    assert result.outcome is InsertOutcome.ADDED, result
+    assert table.get(candidate.address) is not None
+    assert sum(table.get(node.address) is not None for node in far) == 1
+    plain = RoutingTable(own, k=2, verify=is_secure_id, prefer_verified=False)
+    for node in (near, *far):
+        plain.heard_from(node, 0.0, responded=True)
+    assert plain.heard_from(candidate, 1.0, responded=True).outcome is InsertOutcome.REPLACEMENT
+
+
+def test_a_node_that_changes_id_twice_is_distrusted():
+    table = RoutingTable(NodeId(bytes(20)))
+    address = ("198.51.100.5", 6881)
+    first = NodeInfo(NodeId(b"\x11" * 20), *address)
+    second = NodeInfo(NodeId(b"\x22" * 20), *address)
+    third = NodeInfo(NodeId(b"\x33" * 20), *address)
+    table.heard_from(first, 0.0, responded=True)
+    assert table.id_changed(address, second.id, 10.0)  # a restart: believed
+    assert table.get(address) is None
+    assert table.heard_from(second, 10.0, responded=True).outcome is InsertOutcome.ADDED
+    assert not table.id_changed(address, third.id, 20.0)  # again, soon: distrusted
+    assert table.heard_from(third, 20.0, responded=True).outcome is InsertOutcome.REJECTED
+    later = 20.0 + 15 * 60 + 1
+    assert table.heard_from(third, later, responded=True).outcome is InsertOutcome.ADDED
+
+
+def test_table_moves_to_a_new_own_id_with_its_nodes():
+    table = RoutingTable(NodeId(bytes(20)))
+    rng = random.Random(3)
+    nodes = [NodeInfo(NodeId(rng.randbytes(20)), f"198.51.{i}.1", 6881) for i in range(40)]
+    for node in nodes:
+        table.heard_from(node, 5.0, responded=True)
+    moved = table.with_own_id(NodeId(b"\xaa" * 20))
+    assert moved.own_id == NodeId(b"\xaa" * 20)
+    kept = {entry.address for entry in moved}
+    assert len(kept) >= min(len(table), 8) and kept <= {node.address for node in nodes}
+    assert all(entry.last_response == 5.0 for entry in moved)

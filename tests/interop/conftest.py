@@ -20,6 +20,7 @@ SCENARIOS: dict[str, tuple[str, str, float]] = {
     "aria2": ("scenario_aria2.py", "all", 240),
     "transmission": ("scenario_transmission.py", "all", 360),
     "mixed": ("scenario_mixed.py", "all", 420),
+    "bep42": ("scenario_bep42.py", "all", 180),
 }
 
 

@@ -18,13 +18,15 @@ ALERTS = (lt.alert.category_t.dht_notification | lt.alert.category_t.status_noti
 
 
 class LibtorrentNode:
-    def __init__(self, ip: str, port: int, *, relaxed: bool = False) -> None:
+    def __init__(self, ip: str, port: int, *, relaxed: bool = False,
+                 enforce_node_id: bool = False) -> None:
         settings = {
             "enable_dht": True,
             "dht_bootstrap_nodes": "",  # never the public routers
             "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
             "listen_interfaces": f"{ip}:{port}",
-            "dht_enforce_node_id": False,  # BEP 42 ids for the lab's addresses are not derived
+            # BEP 42: off unless a scenario checks ids (lab addresses are not exempt).
+            "dht_enforce_node_id": enforce_node_id,
             "alert_mask": ALERTS,
         }
         if relaxed:  # for many nodes on one host: keep the DoS blocker out of the way

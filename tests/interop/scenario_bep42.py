@@ -1,0 +1,91 @@
+"""BEP 42 in the lab: mldht nodes learn their external IP and move to secure ids, an enforcing
+mldht node and an enforcing libtorrent keep them, and lookups still work.
+
+    python tests/interop/scenario_bep42.py all [--capture DIR]
+
+Lab addresses (198.18.N.1) are not among BEP 42's exempt local ranges, so ids are checked
+for real here; each node is alone in its /24, so each reply comes from a distinct voter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import lab  # noqa: E402
+from libtorrent_nodes import LibtorrentNode  # noqa: E402
+
+from mldht import DHTNode, InfoHash, NodeConfig  # noqa: E402
+from mldht.bep42 import is_secure_id  # noqa: E402
+
+NODES = 12
+PORT = 6881
+
+
+async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
+    if capture is not None:
+        capture.mkdir(parents=True, exist_ok=True)
+        the_lab.start_capture(capture / "bep42.pcap")
+    report: dict = {}
+    started = time.monotonic()
+    config = NodeConfig(query_timeout=2.0)
+    first = DHTNode((lab.lab_ip(1), PORT), bootstrap=[], config=config)
+    await first.start()
+    entry = lab.address_spec(first.address)
+    nodes = [first]
+    for i in range(2, NODES + 1):
+        enforcing = i == NODES
+        node = DHTNode((lab.lab_ip(i), PORT), bootstrap=[entry], config=NodeConfig(
+            query_timeout=2.0, enforce_node_id=enforcing))
+        await node.start()
+        nodes.append(node)
+    report["ids_secure_at_start"] = sum(is_secure_id(n.node_id, n.address[0]) for n in nodes)
+    await asyncio.gather(*(node.bootstrap(timeout=5) for node in nodes[1:]))
+    libtorrent = LibtorrentNode(lab.lab_ip(40), PORT, enforce_node_id=True)
+    try:
+        libtorrent.add_node(first.address)
+        # Every node refreshes once more: the ids have moved and tables must follow.
+        await asyncio.sleep(2.0)
+        await asyncio.gather(*(node.bootstrap(timeout=5) for node in nodes))
+        await asyncio.sleep(2.0)
+        report["join_seconds"] = round(time.monotonic() - started, 2)
+        report["external_ips_right"] = sum(n.external_ip == n.address[0] for n in nodes)
+        report["id_changes"] = [n.stats.id_changes for n in nodes]
+        report["ids_secure"] = sum(is_secure_id(n.node_id, n.address[0]) for n in nodes)
+        enforcing = nodes[-1]
+        report["enforcing_table"] = len(enforcing.routing_table)
+        report["enforcing_table_insecure"] = sum(
+            not is_secure_id(e.id, e.ip) for e in enforcing.routing_table)
+        report["tables"] = [len(n.routing_table) for n in nodes]
+
+        info_hash = InfoHash(os.urandom(20))
+        announced = await nodes[3].announce(info_hash, 7000, timeout=10)
+        report["announced_to"] = len(announced.announced_to)
+        report["found_by"] = 0
+        for seeker in (nodes[7], enforcing):
+            peers = await seeker.get_peers(info_hash, timeout=10).collect()
+            report["found_by"] += (lab.lab_ip(4), 7000) in peers
+
+        lt_id = await first.ping((lab.lab_ip(40), PORT), timeout=3)
+        report["libtorrent_id_secure"] = is_secure_id(lt_id, lab.lab_ip(40))
+        table = {lab.address_spec(a) for a in await libtorrent.table(bytes(lt_id))}
+        report["libtorrent_table"] = len(table)
+        report["mldht_in_libtorrent_table"] = len(table & {lab.address_spec(n.address)
+                                                           for n in nodes})
+        report["libtorrent_in_enforcing_table"] = enforcing.routing_table.by_ip(
+            lab.lab_ip(40)) is not None
+        report["receive_path_failures"] = sum(n.stats.receive_path_failures for n in nodes)
+    finally:
+        await libtorrent.close()
+        for node in nodes:
+            await node.close()
+    return report
+
+
+if __name__ == "__main__":
+    lab.run_scenario_main({"all": scenario_all})
