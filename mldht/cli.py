@@ -14,7 +14,7 @@ from typing import Sequence
 
 from . import __version__
 from .compact import format_address, parse_host_port
-from .config import DEFAULT_BOOTSTRAP
+from .config import DEFAULT_BOOTSTRAP, NodeConfig
 from .errors import InvalidInput, MldhtError
 from .ids import NodeId, parse_infohash
 from .node import DHTNode, LookupSummary
@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "127.0.0.1 started for the purpose)")
     replay.add_argument("--bind", metavar="IP:PORT", help="local UDP address to send from")
     replay.add_argument("--rate", type=float, default=100.0, metavar="Q",
-                        help="queries per second at most (default 100; libtorrent bans an IP "
-                             "that sends more than 50 in 10 s unless relaxed)")
+                        help="queries per second at most (default 100; a node with default "
+                             "limits answers one IP about 5 per second after a burst of 50, and "
+                             "libtorrent bans an IP that sends more than 50 in 10 s)")
     replay.add_argument("--limit", type=int, default=10_000, metavar="N",
                         help="replay at most N queries (default 10000)")
     replay.add_argument("--timeout", type=float, default=2.0, metavar="S",
@@ -253,7 +254,9 @@ async def _replay(args) -> int:
     if args.target:
         target = parse_host_port(args.target)
     else:
-        own_node = DHTNode(("127.0.0.1", 0), bootstrap=[])
+        # A throwaway target: no per-IP or reply limits, every query is one source's.
+        own_node = DHTNode(("127.0.0.1", 0), bootstrap=[],
+                           config=NodeConfig(inbound_rate=0, reply_bytes_per_second=0))
         await own_node.start()
         target = own_node.address
     try:

@@ -53,6 +53,17 @@ class NodeConfig:
     id does not (libtorrent's default)."""
     external_ip_votes: int = 3
     """Distinct subnets whose replies must agree on our external IP before we believe it."""
+    inbound_rate: float = 5.0
+    """Datagrams per second accepted from one IP that we are not waiting on (0: no limit);
+    the excess is dropped unread. Near libtorrent's 5/s (dht_block_ratelimit)."""
+    inbound_burst: float = 50.0
+    """Datagrams one IP may send at once before `inbound_rate` applies (libtorrent bans an
+    IP that sends 50 within 10 s; we only drop)."""
+    max_limited_ips: int = 16_384
+    """Bound on the per-IP limiter's memory: the least recently seen IPs are forgotten."""
+    reply_bytes_per_second: float = 256 * 1024
+    """Global limit on the bytes of replies we send (0: no limit): whatever arrives, the node
+    never sends more than this in answers. Our own queries are not limited."""
     adopt_secure_id: bool = True
     """Move to a BEP 42 id once the external IP is known and our id does not match it
     (never when an explicit `node_id` was given)."""

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Sequence
 
 from .bep42 import ExternalIpVoter, is_secure_id, secure_node_id
+from .blocklist import Blocklist
+from .ratelimit import PerIpLimiter, TokenBucket
 from .compact import (
     Address, NodeInfo, format_address, is_contactable, normalize_ip, parse_host_port,
 )
@@ -44,6 +46,10 @@ MAX_VERIFY_PINGS = 64
 """Bound on concurrent pings that verify nodes which queried us."""
 
 
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+"""Socket receive buffer asked for: a flood that fills it would drop everyone's queries."""
+
+
 @dataclass(slots=True)
 class NodeStats:
     """Counters of what the node has sent and received since it started."""
@@ -66,6 +72,12 @@ class NodeStats:
     """Internal errors caught in the receive path (should stay 0)."""
     id_changes: int = 0
     """Moves to a new node id after our external IP became known (BEP 42)."""
+    rate_limited: int = 0
+    """Datagrams dropped unread because their IP exceeded the inbound rate."""
+    blocked: int = 0
+    """Datagrams dropped because their IP is on the blocklist."""
+    replies_dropped: int = 0
+    """Answers not sent because the global reply budget was spent."""
 
 
 @dataclass(slots=True)
@@ -122,7 +134,7 @@ class DHTNode:
                  bootstrap: Sequence[str | Address] | None = None,
                  node_id: NodeId | bytes | None = None, state_file: str | None = None,
                  read_only: bool = False, config: NodeConfig | None = None,
-                 rng: _random.Random | None = None) -> None:
+                 rng: _random.Random | None = None, blocklist: Blocklist | None = None) -> None:
         self.config = config or NodeConfig()
         self._bind = parse_host_port(bind, allow_any_port=True) if isinstance(bind, str) else (bind[0], bind[1])
         self._use_default_routers = bootstrap is None
@@ -142,6 +154,13 @@ class DHTNode:
                                           enforce=self.config.enforce_node_id,
                                           prefer_verified=self.config.prefer_verified_node_ids)
         self._ip_voter = ExternalIpVoter(self.config.external_ip_votes)
+        self.blocklist = blocklist
+        self._inbound = PerIpLimiter(self.config.inbound_rate, self.config.inbound_burst,
+                                     self.config.max_limited_ips)
+        self._reply_budget = TokenBucket.full(self.config.reply_bytes_per_second,
+                                              self.config.reply_bytes_per_second, self._now())
+        self._waiting_on: dict[str, int] = {}
+        """IP -> our transactions open with it: its replies bypass the inbound limit."""
         self.peer_store = PeerStore(self.config.max_infohashes, self.config.max_peers_per_infohash,
                                     self.config.peer_lifetime)
         self._tokens = TokenManager(self._now(), self._rng, self.config.token_rotation)
@@ -171,6 +190,9 @@ class DHTNode:
         family = socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(self), local_addr=self._bind, family=family)
+        sock = self._transport.get_extra_info("socket")
+        with contextlib.suppress(OSError):  # room for bursts: a full buffer drops everyone's
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
         self._maintenance = asyncio.create_task(self._maintain(), name="mldht-maintenance")
         log.info("node %s listening on %s%s", self.node_id.hex(), format_address(self.address),
                  " (read-only)" if self.read_only else "")
@@ -249,26 +271,55 @@ class DHTNode:
         self.stats.datagrams_sent += 1
         self.stats.bytes_sent += len(data)
 
+    def _send_reply(self, message, address: Address, now: float) -> None:
+        """Send an answer within the global reply budget (dropped beyond it)."""
+        if self.config.reply_bytes_per_second > 0:
+            size = len(encode_message(message))
+            if not self._reply_budget.allow(now, size):
+                self.stats.replies_dropped += 1
+                return
+        self._send(message, address)
+
     def _datagram_received(self, data: bytes, addr: tuple) -> None:
         source: Address = (normalize_ip(addr[0]), addr[1])
         self.stats.datagrams_received += 1
         self.stats.bytes_received += len(data)
+        if self.blocklist is not None and source[0] in self.blocklist:
+            self.stats.blocked += 1
+            return
+        limited = self.config.inbound_rate > 0
+        # Cheap first: an IP we are not waiting on is charged before anything is decoded.
+        charged = limited and source[0] not in self._waiting_on
+        if charged and not self._inbound.allow(source[0], self._now()):
+            self.stats.rate_limited += 1
+            return
         try:
-            self._dispatch(data, source)
+            self._dispatch(data, source, charge=limited and not charged)
         except Exception:  # nothing from the wire may break the receive path
             self.stats.receive_path_failures += 1
             log.exception("error handling datagram from %s", format_address(source))
 
-    def _dispatch(self, data: bytes, source: Address) -> None:
+    def _over_limit(self, source: Address, now: float) -> bool:
+        if self._inbound.allow(source[0], now):
+            return False
+        self.stats.rate_limited += 1
+        return True
+
+    def _dispatch(self, data: bytes, source: Address, charge: bool = False) -> None:
+        """Handle one datagram. `charge`: it came from an IP we are waiting on, so only a
+        matched reply is free; anything else still counts against the IP's rate."""
         now = self._now()
         try:
             message = decode_message(data)
         except KrpcDecodeError as exc:
+            if charge and self._over_limit(source, now):
+                return
             self.stats.malformed_received += 1
             if exc.transaction_id is not None and exc.is_query and not self.read_only:
                 self.stats.errors_sent += 1
-                self._send(Error(transaction_id=exc.transaction_id, version=self.config.version,
-                                 code=PROTOCOL_ERROR, message=str(exc)), source)
+                self._send_reply(Error(transaction_id=exc.transaction_id,
+                                       version=self.config.version, code=PROTOCOL_ERROR,
+                                       message=str(exc)), source, now)
             elif exc.transaction_id is not None:
                 pending = self._pending.get((exc.transaction_id, source))
                 if pending is not None and not pending.done():
@@ -276,10 +327,14 @@ class DHTNode:
                         RemoteError(PROTOCOL_ERROR, f"malformed reply: {exc}"))
             return
         if isinstance(message, Query):
+            if charge and self._over_limit(source, now):
+                return
             self._on_query(message, source, now)
             return
         pending = self._pending.get((message.transaction_id, source))
         if pending is None or pending.done():
+            if charge:
+                self._over_limit(source, now)
             self.stats.unmatched_received += 1
             return
         if isinstance(message, Response):
@@ -306,7 +361,7 @@ class DHTNode:
         reply = self._handler.handle(query, source, now)
         if isinstance(reply, Error):
             self.stats.errors_sent += 1
-        self._send(reply, source)
+        self._send_reply(reply, source, now)
         if not query.read_only:
             self._heard_from(NodeInfo(query.sender_id, *source), now, responded=False)
             entry = self.routing_table.get(source)
@@ -378,6 +433,8 @@ class DHTNode:
             raise TransportClosed("node not started")
         timeout = self.config.query_timeout if timeout is None else timeout
         address = (normalize_ip(address[0]), address[1])
+        if self.blocklist is not None and address[0] in self.blocklist:
+            raise QueryTimeout(f"{format_address(address)} is blocklisted: not queried")
         try:
             async with asyncio.timeout(timeout):
                 async with self._slots:
@@ -387,12 +444,19 @@ class DHTNode:
                     query.version = self.config.version
                     future = asyncio.get_running_loop().create_future()
                     self._pending[key] = future
+                    ip = address[0]
+                    self._waiting_on[ip] = self._waiting_on.get(ip, 0) + 1
                     try:
                         self.stats.queries_sent += 1
                         self._send(query, address)
                         return await future
                     finally:
                         self._pending.pop(key, None)
+                        left = self._waiting_on.get(ip, 1) - 1
+                        if left:
+                            self._waiting_on[ip] = left
+                        else:
+                            self._waiting_on.pop(ip, None)
         except TimeoutError:
             self.stats.timeouts += 1
             self.routing_table.on_timeout(address, self._now())
