@@ -14,6 +14,7 @@ from typing import Sequence
 
 from . import __version__
 from .compact import format_address, parse_host_port
+from .blocklist import Blocklist
 from .config import DEFAULT_BOOTSTRAP, NodeConfig
 from .errors import InvalidInput, MldhtError
 from .ids import NodeId, parse_infohash
@@ -51,6 +52,17 @@ def _add_network_options(parser: argparse.ArgumentParser, timeout: float) -> Non
                         help="local UDP address (default: any address, a free port)")
     parser.add_argument("--timeout", type=float, default=timeout, metavar="S",
                         help=f"give up after S seconds (default {timeout:g})")
+    _add_blocklist_option(parser)
+
+
+def _add_blocklist_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--blocklist", metavar="FILE",
+                        help="ignore and never contact the IP ranges listed in FILE (CIDR, "
+                             "first-last or PeerGuardian lines)")
+
+
+def _blocklist(args) -> Blocklist | None:
+    return Blocklist.from_file(args.blocklist) if getattr(args, "blocklist", None) else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state", metavar="FILE", help="keep the node id and good nodes here")
     serve.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
                        help="log counters every S seconds (default 60)")
+    _add_blocklist_option(serve)
     replay = commands.add_parser(
         "replay", help="check a packet capture of KRPC traffic and replay its queries to a node")
     replay.add_argument("capture", help="pcap or pcapng file (tcpdump -w, tshark -w)")
@@ -135,7 +148,7 @@ async def _joined_node(args, read_only: bool) -> tuple[DHTNode, float]:
     """Start and bootstrap a node; returns it with the time left before --timeout."""
     started = time.monotonic()
     node = DHTNode(parse_host_port(args.bind, allow_any_port=True), bootstrap=_bootstrap_list(args.bootstrap),
-                   read_only=read_only)
+                   read_only=read_only, blocklist=_blocklist(args))
     await node.start()
     await node.bootstrap(timeout=args.timeout / 2)
     return node, max(args.timeout - (time.monotonic() - started), 1.0)
@@ -222,7 +235,7 @@ async def _serve(args) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         async with DHTNode(parse_host_port(args.bind, allow_any_port=True), bootstrap=bootstrap,
-                           state_file=args.state) as node:
+                           state_file=args.state, blocklist=_blocklist(args)) as node:
             log.warning("serving as %s on %s", node.node_id.hex(), format_address(node.address))
             joining = asyncio.create_task(node.bootstrap())
             while not stop.is_set():

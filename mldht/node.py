@@ -398,7 +398,9 @@ class DHTNode:
                         "mldht-new-id-lookup")
 
     def _acceptable(self, node: NodeInfo) -> bool:
-        """With BEP 42 enforcement, only nodes whose id matches their IP are used."""
+        """Never a blocklisted node; with BEP 42 enforcement, only ids that match their IP."""
+        if self.blocklist is not None and node.ip in self.blocklist:
+            return False
         return not self.config.enforce_node_id or is_secure_id(node.id, node.ip)
 
     def _heard_from(self, node: NodeInfo, now: float, responded: bool) -> None:
@@ -632,7 +634,8 @@ class DHTNode:
             except ValueError as exc:
                 log.warning("ignoring bootstrap entry %r: %s", spec, exc)
                 continue
-            resolved = await self._resolve(host, port)
+            resolved = [address for address in await self._resolve(host, port)
+                        if self.blocklist is None or address[0] not in self.blocklist]
             if self._use_default_routers:
                 self._router_addresses.update(resolved)
             addresses.extend(resolved)

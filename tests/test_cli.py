@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import random
 import re
 import socket
@@ -16,6 +18,7 @@ import socket
 import pytest
 
 from dhtnet import DhtNetwork, free_udp_port, net, run_cli  # noqa: F401 (net: fixture)
+from netguard import guarded_env
 from mldht import InfoHash, NodeId
 
 pytestmark = [pytest.mark.network, pytest.mark.asyncio(loop_scope="module")]
@@ -246,3 +249,24 @@ async def test_command_line_nodes_stay_out_of_routing_tables(net: DhtNetwork):
     for node in net.nodes:
         strangers = [entry.ip for entry in node.routing_table if entry.ip not in network_ips]
         assert strangers == [], (node.address, strangers)
+
+
+def test_blocklist_option_reads_the_file_and_reports_bad_lines(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("10.0.0.0/8\nnot-a-range\n")
+    process = subprocess.run([sys.executable, "-m", "mldht", "get-peers", "aa" * 20,
+                              "--bootstrap", "127.0.0.1:9", "--blocklist", str(bad)],
+                             capture_output=True, text=True, timeout=60, env=guarded_env())
+    assert process.returncode == 2
+    assert process.stderr.strip() == f"mldht: error: {bad}:2: not an IP range: 'not-a-range'"
+
+
+async def test_blocklisted_bootstrap_node_is_never_contacted(net: DhtNetwork, tmp_path):
+    blocklist = tmp_path / "block.txt"
+    entry_ip = net.first.address[0]
+    blocklist.write_text(f"{entry_ip}/32\n")
+    result = await run_cli("get-peers", "aa" * 20, "--bootstrap", net.bootstrap_spec,
+                           "--blocklist", str(blocklist), "--timeout", "3", "--json")
+    assert result.returncode == 1, result.stderr  # nothing reachable: no peers
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["queried"] == 0 and summary["answered"] == 0, summary

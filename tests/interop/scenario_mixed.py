@@ -58,6 +58,11 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
     entry = mldht[0].address
     mldht += [await lab.start_mldht(lab.lab_ip(1 + i), PORT, bootstrap=[spec(entry)])
               for i in range(1, MLDHT)]
+    # The seventh mldht node shares the BitTorrent listener's IP: BEP 5 announces the
+    # sender's IP, so this node announces the listener for H_ml.
+    peer_ip = lab.lab_ip(40)
+    peer_node = await lab.start_mldht(peer_ip, PORT, bootstrap=[spec(entry)])
+    mldht.append(peer_node)
     libtorrent: list[LibtorrentNode] = []
     webtorrent = WebTorrentNodes(the_lab)
     aria: list[Aria2] = []
@@ -70,6 +75,11 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
         # libtorrent node and an mldht node; aria2 through libtorrent and WebTorrent;
         # Transmission through mldht.
         await asyncio.gather(*(node.bootstrap(timeout=5) for node in mldht[1:]))
+        # Lab addresses are not BEP 42-exempt: every mldht node moves to a secure id once
+        # three subnets agree on its IP. Let that happen before the others learn the ids.
+        settled = await lab.wait_until(lambda: all(n.stats.id_changes for n in mldht), 15)
+        await asyncio.gather(*(node.bootstrap(timeout=5) for node in mldht))
+        report["mldht_ids_settled_seconds"] = settled
         for i in range(LIBTORRENT):
             node = LibtorrentNode(lab.lab_ip(11 + i), PORT)
             node.add_node(mldht[i % 2].address)
@@ -85,7 +95,7 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
         lab.progress("joined: mldht, libtorrent, WebTorrent")
 
         # --- announces
-        peer_ip, peer_port = await listener.start(lab.lab_ip(40))
+        _, peer_port = await listener.start(peer_ip)
         for attempt in range(6):  # dht_announce is one-shot: repeat until a node stored it
             libtorrent[0].announce(bytes(h_lt), 7001)
             stored = await lab.wait_until(lambda: any(h_lt in n.peer_store for n in mldht), 5)
@@ -93,10 +103,6 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
                 break
         report["libtorrent_announce_attempts"] = attempt + 1
         await webtorrent.announce("w0", h_wt.hex(), 7002)
-        # BEP 5 announces the sender's IP: the announcing mldht node shares the listener's IP.
-        peer_node = await lab.start_mldht(peer_ip, PORT, bootstrap=[spec(entry)])
-        mldht.append(peer_node)
-        await peer_node.bootstrap(timeout=5)
         peer_result = await peer_node.announce(h_ml, peer_port, timeout=10)
         report["listener"] = f"{peer_ip}:{peer_port}"
         report["listener_announce_accepted_by"] = len(peer_result.announced_to)
@@ -197,10 +203,12 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
             own = await mldht[0].ping((node.ip, PORT), timeout=3)
             table = {spec(a) for a in await node.table(bytes(own))}
             tables[f"libtorrent {node.ip}"] = {"size": len(table),
-                                               "mldht": len(table & mldht_addresses)}
+                                               "mldht": len(table & mldht_addresses),
+                                               "missing": sorted(mldht_addresses - table)}
         for i in range(WEBTORRENT):
             table = {f"{n['host']}:{n['port']}" for n in await webtorrent.table(f"w{i}")}
-            tables[f"webtorrent w{i}"] = {"size": len(table), "mldht": len(table & mldht_addresses)}
+            tables[f"webtorrent w{i}"] = {"size": len(table), "mldht": len(table & mldht_addresses),
+                                          "missing": sorted(mldht_addresses - table)}
         for client in aria:  # aria2 writes its table (good nodes only) when it stops
             await client.stop()
             saved = {spec(n.address) for n in client.routing_table().nodes}
@@ -209,6 +217,8 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
         report["tables"] = tables
         report["libtorrent_bans"] = [line for node in libtorrent for line in node.bans()]
         report["mldht_tables"] = [len(node.routing_table) for node in mldht]
+        report["mldht_id_changes"] = [node.stats.id_changes for node in mldht]
+        report["mldht_rate_limited"] = [node.stats.rate_limited for node in mldht]
         report["mldht_queries_received"] = [sum(node.stats.queries_received.values())
                                             for node in mldht]
         report["nodes"] = {"mldht": len(mldht), "libtorrent": len(libtorrent),

@@ -49,3 +49,9 @@ def test_libtorrent_never_bans_mldht(lab_report):
 def test_mldht_nodes_are_used_by_the_others(lab_report):
     assert min(lab_report["mldht_tables"]) >= 8
     assert min(lab_report["mldht_queries_received"]) > 0
+
+
+def test_mldht_limits_never_drop_the_reference_implementations(lab_report):
+    # Per-IP rate limits are on (defaults): none of the real clients' traffic hit them.
+    assert lab_report["mldht_rate_limited"] == [0] * lab_report["nodes"]["mldht"]
+    assert lab_report["mldht_id_changes"] == [1] * lab_report["nodes"]["mldht"]  # BEP 42
