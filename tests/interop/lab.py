@@ -262,12 +262,26 @@ def krpc_traffic(path: Path, ips: set[str]) -> dict:
             "reply_problems": [problem for _, problem in analysis.reply_problems]}
 
 
+def settled_id(ip: str):
+    """A BEP 42 id for a lab address, as a node that ran before keeps in its state file.
+
+    Lab addresses are not exempt local ranges: a node with a random id would move to a secure
+    one within its first seconds (scenario_bep42.py tests exactly that), and reference
+    clients that met it before would hold a stale id. Scenarios start settled instead."""
+    import random
+
+    from mldht.bep42 import secure_node_id
+
+    return secure_node_id(ip, random.SystemRandom())
+
+
 async def start_mldht(ip: str, port: int = 0, bootstrap: list[str] | None = None,
                       query_timeout: float = 2.0):
-    """A started mldht node on `ip` (no default routers: only `bootstrap`, if given)."""
+    """A started mldht node on `ip` with a settled BEP 42 id (no default routers: only
+    `bootstrap`, if given)."""
     from mldht import DHTNode, NodeConfig
 
-    node = DHTNode((ip, port), bootstrap=list(bootstrap or []),
+    node = DHTNode((ip, port), bootstrap=list(bootstrap or []), node_id=settled_id(ip),
                    config=NodeConfig(query_timeout=query_timeout))
     await node.start()
     return node

@@ -46,11 +46,15 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
         nodes.append(node)
     report["ids_secure_at_start"] = sum(is_secure_id(n.node_id, n.address[0]) for n in nodes)
     await asyncio.gather(*(node.bootstrap(timeout=5) for node in nodes[1:]))
+    report["ids_settled_seconds"] = await lab.wait_until(
+        lambda: all(n.stats.id_changes for n in nodes), 20)
+    # Every node refreshes once more: the ids have moved and tables must follow.
+    await asyncio.gather(*(node.bootstrap(timeout=5) for node in nodes))
     libtorrent = LibtorrentNode(lab.lab_ip(40), PORT, enforce_node_id=True)
     try:
         libtorrent.add_node(first.address)
-        # Every node refreshes once more: the ids have moved and tables must follow.
         await asyncio.sleep(2.0)
+        # libtorrent learns the other (now secure) ids as they query it.
         await asyncio.gather(*(node.bootstrap(timeout=5) for node in nodes))
         await asyncio.sleep(2.0)
         report["join_seconds"] = round(time.monotonic() - started, 2)
@@ -73,10 +77,17 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
 
         lt_id = await first.ping((lab.lab_ip(40), PORT), timeout=3)
         report["libtorrent_id_secure"] = is_secure_id(lt_id, lab.lab_ip(40))
-        table = {lab.address_spec(a) for a in await libtorrent.table(bytes(lt_id))}
+        ours = {lab.address_spec(n.address) for n in nodes}
+        deadline = time.monotonic() + 20  # libtorrent fills its table at its own pace
+        while True:
+            table = {lab.address_spec(a) for a in await libtorrent.table(bytes(lt_id))}
+            if len(table & ours) >= 8 or time.monotonic() > deadline:
+                break
+            await asyncio.gather(*(n.ping((lab.lab_ip(40), PORT), timeout=2) for n in nodes),
+                                 return_exceptions=True)
+            await asyncio.sleep(1.0)
         report["libtorrent_table"] = len(table)
-        report["mldht_in_libtorrent_table"] = len(table & {lab.address_spec(n.address)
-                                                           for n in nodes})
+        report["mldht_in_libtorrent_table"] = len(table & ours)
         report["libtorrent_in_enforcing_table"] = enforcing.routing_table.by_ip(
             lab.lab_ip(40)) is not None
         report["receive_path_failures"] = sum(n.stats.receive_path_failures for n in nodes)

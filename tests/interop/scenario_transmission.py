@@ -209,6 +209,7 @@ async def scenario_all(lab_: lab.Lab, capture: Path | None) -> dict:
     entry_spec = ""
     for index in range(NODES):
         node = DHTNode((lab_ip(index + 1), 0), bootstrap=[entry_spec] if index else [],
+                       node_id=lab.settled_id(lab_ip(index + 1)),
                        config=NodeConfig(query_timeout=2.0))
         await node.start()
         watch.attach(index, node)

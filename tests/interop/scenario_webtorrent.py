@@ -172,7 +172,8 @@ def table_labels(table: list[dict], names: dict[tuple[str, int], str]) -> list[s
 
 
 async def new_node(ip: str, bootstrap: list[str], watched: set[str]) -> RecordingNode:
-    node = RecordingNode((ip, PORT), bootstrap=bootstrap, config=CONFIG, watched=watched)
+    node = RecordingNode((ip, PORT), bootstrap=bootstrap, config=CONFIG, watched=watched,
+                         node_id=lab.settled_id(ip))
     await node.start()
     return node
 
