@@ -15,6 +15,7 @@ from typing import Sequence
 from . import __version__
 from .compact import format_address, parse_host_port
 from .blocklist import Blocklist
+from .dualstack import DualStackNode, ipv6_available
 from .config import DEFAULT_BOOTSTRAP, NodeConfig
 from .errors import InvalidInput, MldhtError
 from .ids import NodeId, parse_infohash
@@ -48,8 +49,10 @@ def _add_network_options(parser: argparse.ArgumentParser, timeout: float) -> Non
     parser.add_argument("--bootstrap", action="append", metavar="HOST:PORT",
                         help="node to join through (repeatable, or comma-separated); "
                              "replaces the default routers: " + ", ".join(DEFAULT_BOOTSTRAP))
-    parser.add_argument("--bind", default="0.0.0.0:0", metavar="IP:PORT",
-                        help="local UDP address (default: any address, a free port)")
+    parser.add_argument("--bind", action="append", metavar="IP:PORT",
+                        help="local UDP address; give one IPv4 and one IPv6 address for both "
+                             "families (default: any IPv4 address, plus any IPv6 address when "
+                             "a bootstrap node is IPv6; free ports)")
     parser.add_argument("--timeout", type=float, default=timeout, metavar="S",
                         help=f"give up after S seconds (default {timeout:g})")
     _add_blocklist_option(parser)
@@ -100,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     find_node.add_argument("--json", action="store_true")
 
     serve = commands.add_parser("serve", help="run a full node in the foreground until SIGINT/SIGTERM")
-    serve.add_argument("--bind", default="0.0.0.0:6881", metavar="IP:PORT",
-                       help="UDP address to listen on (default 0.0.0.0:6881)")
+    serve.add_argument("--bind", action="append", metavar="IP:PORT",
+                       help="UDP address to listen on (default 0.0.0.0:6881); repeat with an "
+                            "IPv6 address, e.g. --bind [::]:6881, for a dual-stack node (BEP 32)")
     serve.add_argument("--bootstrap", action="append", metavar="HOST:PORT",
                        help="node to join through (repeatable, or comma-separated)")
     serve.add_argument("--state", metavar="FILE", help="keep the node id and good nodes here")
@@ -144,11 +148,35 @@ def _print(text: str, stream=sys.stdout) -> None:
     print(text, file=stream, flush=True)
 
 
-async def _joined_node(args, read_only: bool) -> tuple[DHTNode, float]:
-    """Start and bootstrap a node; returns it with the time left before --timeout."""
+def _lookup_binds(args, bootstrap: list[str] | None) -> list[str]:
+    """--bind as given, or IPv4 plus IPv6 when some bootstrap node is IPv6 and we can."""
+    if args.bind:
+        return args.bind
+    binds = ["0.0.0.0:0"]
+    specs = DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap
+    if any(spec.startswith("[") for spec in specs) and ipv6_available():
+        binds.append("[::]:0")
+    return binds
+
+
+def _node_for(binds: list[str], **kwargs) -> DHTNode | DualStackNode:
+    """One DHTNode for one address, a DualStackNode for one of each family."""
+    if len(binds) == 1:
+        return DHTNode(parse_host_port(binds[0], allow_any_port=True), **kwargs)
+    try:
+        return DualStackNode(binds, **kwargs)
+    except ValueError as exc:
+        raise InvalidInput(f"--bind: {exc}") from None
+
+
+async def _joined_node(args, read_only: bool, single: bool = False):
+    """Start and bootstrap a node (dual-stack when binds allow, unless `single`); returns it
+    with the time left before --timeout."""
     started = time.monotonic()
-    node = DHTNode(parse_host_port(args.bind, allow_any_port=True), bootstrap=_bootstrap_list(args.bootstrap),
-                   read_only=read_only, blocklist=_blocklist(args))
+    bootstrap = _bootstrap_list(args.bootstrap)
+    binds = _lookup_binds(args, bootstrap)
+    node = _node_for(binds[:1] if single else binds, bootstrap=bootstrap, read_only=read_only,
+                     blocklist=_blocklist(args))
     await node.start()
     await node.bootstrap(timeout=args.timeout / 2)
     return node, max(args.timeout - (time.monotonic() - started), 1.0)
@@ -215,7 +243,7 @@ async def _ping(args) -> int:
 
 async def _find_node(args) -> int:
     target = NodeId.from_hex(args.node_id)
-    node, remaining = await _joined_node(args, read_only=True)
+    node, remaining = await _joined_node(args, read_only=True, single=True)
     async with node:
         summary = await node.find_node_lookup(target, timeout=remaining)
     for found in summary.closest:
@@ -234,17 +262,23 @@ async def _serve(args) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        async with DHTNode(parse_host_port(args.bind, allow_any_port=True), bootstrap=bootstrap,
-                           state_file=args.state, blocklist=_blocklist(args)) as node:
-            log.warning("serving as %s on %s", node.node_id.hex(), format_address(node.address))
-            joining = asyncio.create_task(node.bootstrap())
+        server = _node_for(args.bind or ["0.0.0.0:6881"], bootstrap=bootstrap,
+                           state_file=args.state, blocklist=_blocklist(args))
+        async with server:
+            members = server.nodes if isinstance(server, DualStackNode) else [server]
+            for node in members:
+                log.warning("serving as %s on %s", node.node_id.hex(),
+                            format_address(node.address))
+            joining = asyncio.create_task(server.bootstrap())
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(args.stats_interval):
                         await stop.wait()
-                counts = node.routing_table.counts(time.monotonic())
-                log.info("table %s, stored infohashes %d, stats %s", counts,
-                         len(node.peer_store), node.stats)
+                for node in members:
+                    counts = node.routing_table.counts(time.monotonic())
+                    log.info("%s: table %s, stored infohashes %d, stats %s",
+                             format_address(node.address), counts, len(node.peer_store),
+                             node.stats)
             log.warning("stopping")
             joining.cancel()
             with contextlib.suppress(asyncio.CancelledError, MldhtError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random as _random
 import socket
@@ -44,6 +45,14 @@ log = logging.getLogger(__name__)
 TRANSACTION_ID_LENGTH = 4
 MAX_VERIFY_PINGS = 64
 """Bound on concurrent pings that verify nodes which queried us."""
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
@@ -134,7 +143,8 @@ class DHTNode:
                  bootstrap: Sequence[str | Address] | None = None,
                  node_id: NodeId | bytes | None = None, state_file: str | None = None,
                  read_only: bool = False, config: NodeConfig | None = None,
-                 rng: _random.Random | None = None, blocklist: Blocklist | None = None) -> None:
+                 rng: _random.Random | None = None, blocklist: Blocklist | None = None,
+                 peer_store: PeerStore | None = None) -> None:
         self.config = config or NodeConfig()
         self._bind = parse_host_port(bind, allow_any_port=True) if isinstance(bind, str) else (bind[0], bind[1])
         self._use_default_routers = bootstrap is None
@@ -161,8 +171,8 @@ class DHTNode:
                                               self.config.reply_bytes_per_second, self._now())
         self._waiting_on: dict[str, int] = {}
         """IP -> our transactions open with it: its replies bypass the inbound limit."""
-        self.peer_store = PeerStore(self.config.max_infohashes, self.config.max_peers_per_infohash,
-                                    self.config.peer_lifetime)
+        self.peer_store = peer_store if peer_store is not None else PeerStore(
+            self.config.max_infohashes, self.config.max_peers_per_infohash, self.config.peer_lifetime)
         self._tokens = TokenManager(self._now(), self._rng, self.config.token_rotation)
         self._handler = QueryHandler(self.node_id, self.routing_table, self._tokens,
                                      self.peer_store, self._rng, self.config.version)
@@ -187,12 +197,20 @@ class DHTNode:
         if self._transport is not None:
             return
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET
-        self._transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=self._bind, family=family)
-        sock = self._transport.get_extra_info("socket")
-        with contextlib.suppress(OSError):  # room for bursts: a full buffer drops everyone's
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        family = socket.AF_INET6 if self.is_ipv6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                # IPv6 only: the IPv4 side of a dual-stack node has its own socket and table.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            with contextlib.suppress(OSError):  # room for bursts: a full buffer drops everyone's
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+            sock.bind(self._bind)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
         self._maintenance = asyncio.create_task(self._maintain(), name="mldht-maintenance")
         log.info("node %s listening on %s%s", self.node_id.hex(), format_address(self.address),
                  " (read-only)" if self.read_only else "")
@@ -369,6 +387,18 @@ class DHTNode:
                     and len(self._verifying) < MAX_VERIFY_PINGS and source not in self._verifying):
                 # A querier is not trusted until it answers us (as libtorrent does): ping it.
                 self._spawn(self._verify(NodeInfo(query.sender_id, *source)), "mldht-verify")
+
+    def pair_with(self, sibling: "DHTNode") -> None:
+        """Make two nodes of different address families one dual-stack node (BEP 32): each
+        answers `want` for the other family from the other's routing table."""
+        if self.is_ipv6 == sibling.is_ipv6:
+            raise ValueError("a sibling must be of the other address family")
+        self._handler.sibling_table = lambda: sibling.routing_table
+        sibling._handler.sibling_table = lambda: self.routing_table
+
+    @property
+    def is_ipv6(self) -> bool:
+        return ":" in self._bind[0]
 
     @property
     def external_ip(self) -> str | None:
@@ -634,6 +664,8 @@ class DHTNode:
             except ValueError as exc:
                 log.warning("ignoring bootstrap entry %r: %s", spec, exc)
                 continue
+            if _is_ip_literal(host) and (":" in host) != self.is_ipv6:
+                continue  # the other family's node (a dual-stack sibling) takes this one
             resolved = [address for address in await self._resolve(host, port)
                         if self.blocklist is None or address[0] not in self.blocklist]
             if self._use_default_routers:

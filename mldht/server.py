@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random as _random
+from typing import Callable
 
 from .compact import Address, NodeInfo
 from .ids import InfoHash, NodeId
@@ -30,6 +31,8 @@ class QueryHandler:
         self.peers = peers
         self.rng = rng
         self.version = version
+        self.sibling_table: Callable[[], RoutingTable | None] | None = None
+        """The other address family's routing table (a dual-stack node), for BEP 32 `want`."""
 
     def _response(self, query: Query, source: Address, **fields) -> Response:
         return Response(transaction_id=query.transaction_id, version=self.version,
@@ -40,16 +43,24 @@ class QueryHandler:
                      message=message)
 
     def _nodes_fields(self, target: bytes, want: tuple[bytes, ...], source: Address) -> dict:
+        source_ipv6 = ":" in source[0]
         if not want or not ({WANT_IPV4, WANT_IPV6} & set(want)):
-            want = (WANT_IPV6,) if ":" in source[0] else (WANT_IPV4,)
-        # Only nodes that answered us: others may be unreachable (NAT) or spoofed sources.
-        closest = self.table.closest(target, count=len(self.table), verified_only=True,
-                                     exclude=source)
+            want = (WANT_IPV6,) if source_ipv6 else (WANT_IPV4,)
         fields: dict[str, list[NodeInfo]] = {}
-        if WANT_IPV4 in want:
-            fields["nodes"] = [node for node in closest if not node.is_ipv6][:K]
-        if WANT_IPV6 in want:
-            fields["nodes6"] = [node for node in closest if node.is_ipv6][:K]
+        for ipv6, key, wanted in ((False, "nodes", WANT_IPV4), (True, "nodes6", WANT_IPV6)):
+            if wanted not in want:
+                continue
+            # Our own table serves the family the query came in on; BEP 32's `want` for the
+            # other family is served from the sibling node's table, when there is one.
+            table = self.table if ipv6 == source_ipv6 else (
+                self.sibling_table() if self.sibling_table is not None else None)
+            if table is None:
+                continue
+            # Only nodes that answered us: others may be unreachable (NAT) or spoofed sources.
+            fields[key] = table.closest(target, count=K, verified_only=True, exclude=source)
+        if not fields:  # only the family we lack was wanted: still answer with ours
+            key = "nodes6" if source_ipv6 else "nodes"
+            fields[key] = self.table.closest(target, count=K, verified_only=True, exclude=source)
         return fields
 
     def handle(self, query: Query, source: Address, now: float) -> Response | Error:

@@ -28,25 +28,44 @@ SRC6 = ("2001:db8:ffff::7", 40001)
 VERSION = b"ML\x00\x01"
 
 
+class DualStackHandler:
+    """The two query handlers of a dual-stack node (one per socket): queries go to the one of
+    their source's family, which answers `want` for the other family from its sibling."""
+
+    def __init__(self, v4: QueryHandler, v6: QueryHandler) -> None:
+        self.v4, self.v6 = v4, v6
+        v4.sibling_table = lambda: v6.table
+        v6.sibling_table = lambda: v4.table
+
+    def handle(self, query, source, now):
+        return (self.v6 if ":" in source[0] else self.v4).handle(query, source, now)
+
+
 class Setup:
     def __init__(self, seed: int = 0, v4: int = 20, v6: int = 12, unverified: int = 5) -> None:
         rng = random.Random(seed)
         self.table = RoutingTable(OWN)
+        self.table6 = RoutingTable(OWN)
         self.tokens = TokenManager(0.0, random.Random(seed + 1))
         self.peers = PeerStore()
-        self.handler = QueryHandler(OWN, self.table, self.tokens, self.peers, random.Random(seed + 2),
-                                    version=VERSION)
+        self.handler = DualStackHandler(
+            QueryHandler(OWN, self.table, self.tokens, self.peers, random.Random(seed + 2),
+                         version=VERSION),
+            QueryHandler(OWN, self.table6, self.tokens, self.peers, random.Random(seed + 3),
+                         version=VERSION))
         self.v4 = [NodeInfo(NodeId.random(rng), f"10.0.0.{n + 1}", 6881) for n in range(v4)]
         self.v6 = [NodeInfo(NodeId.random(rng), f"2001:db8::{n + 1:x}", 6881) for n in range(v6)]
         self.unverified = [NodeInfo(NodeId.random(rng), f"10.1.0.{n + 1}", 6881)
                            for n in range(unverified)]
-        for info in self.v4 + self.v6:
+        for info in self.v4:
             self.table.heard_from(info, 0.0, responded=True)
+        for info in self.v6:
+            self.table6.heard_from(info, 0.0, responded=True)
         for info in self.unverified:
             self.table.heard_from(info, 0.0, responded=False)
 
     def closest(self, target: bytes, family: list[NodeInfo], count: int = 8) -> list[NodeInfo]:
-        in_table = {entry.address for entry in self.table}
+        in_table = {entry.address for table in (self.table, self.table6) for entry in table}
         present = [info for info in family if info.address in in_table]
         return sorted(present, key=lambda info: distance(info.id, target))[:count]
 
@@ -372,3 +391,15 @@ def test_decoded_unknown_queries_are_handled():
     data = b"d1:ad2:id20:" + bytes(QUERIER) + b"e1:q3:foo1:t2:xx1:y1:qe"
     reply = s.handler.handle(decode_message(data), SRC4, 1.0)
     assert isinstance(reply, Error) and reply.code == 204
+
+
+def test_want_of_a_family_without_a_table_falls_back_to_the_source_family():
+    s = Setup()
+    alone = QueryHandler(OWN, s.table, s.tokens, s.peers, random.Random(1))  # no sibling
+    target = NodeId.random(random.Random(4))
+    reply = alone.handle(FindNode(transaction_id=b"f", sender_id=QUERIER, target=target,
+                                  want=(b"n6",)), SRC4, 1.0)
+    assert reply.nodes6 is None and reply.nodes == s.closest(target, s.v4)
+    both = alone.handle(FindNode(transaction_id=b"f", sender_id=QUERIER, target=target,
+                                 want=(b"n4", b"n6")), SRC4, 1.0)
+    assert both.nodes6 is None and both.nodes == reply.nodes

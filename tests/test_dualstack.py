@@ -1,0 +1,91 @@
+"""BEP 32 on ::1 and 127/8: dual-stack nodes, `want`, IPv6 peers, and the CLI over both."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dhtnet import run_cli
+from mldht import InfoHash, NodeId
+from mldht.dualstack import DualStackNode
+from mldht.krpc import FindNode, GetPeers
+
+pytestmark = pytest.mark.network
+
+
+def spec(address) -> str:
+    ip, port = address
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+@pytest.fixture
+async def pair():
+    """B serves both families; A joins it through one address of each."""
+    b = DualStackNode(["127.0.0.171:0", "[::1]:0"], bootstrap=[])
+    await b.start()
+    a = DualStackNode(["127.0.0.170:0", "[::1]:0"], bootstrap=[spec(x) for x in b.addresses])
+    await a.start()
+    try:
+        assert await a.bootstrap(timeout=5) >= 2
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_each_family_has_its_own_socket_and_table(pair):
+    a, b = pair
+    assert a.ipv4.address[0] == "127.0.0.170" and a.ipv6.address[0] == "::1"
+    assert [e.address for e in a.ipv4.routing_table] == [b.ipv4.address]
+    assert [e.address for e in a.ipv6.routing_table] == [b.ipv6.address]
+    assert a.ipv4.node_id != a.ipv6.node_id  # one id per address (BEP 42 ties them)
+
+
+async def test_want_asks_for_the_other_family(pair):
+    a, b = pair
+    for node in (b.ipv4, b.ipv6):  # B has verified A on both families by now
+        await node.ping(a.ipv4.address if not node.is_ipv6 else a.ipv6.address)
+    reply = await a.ipv4.query(b.ipv4.address, FindNode(
+        transaction_id=b"", sender_id=a.ipv4.node_id, target=NodeId(b"\x00" * 20),
+        want=(b"n4", b"n6")))
+    assert [n.address for n in reply.nodes] == []  # the requester itself is left out
+    assert [n.address for n in reply.nodes6] == [a.ipv6.address]
+    reply6 = await a.ipv6.query(b.ipv6.address, FindNode(
+        transaction_id=b"", sender_id=a.ipv6.node_id, target=NodeId(b"\x00" * 20)))
+    assert reply6.nodes is None and reply6.nodes6 is not None  # the source's family by default
+
+
+async def test_peers_of_both_families_are_stored_once_and_served_with_18_byte_values(pair):
+    a, b = pair
+    info_hash = InfoHash(b"\x42" * 20)
+    result = await a.announce(info_hash, 7000, timeout=5)
+    assert {n.ip for n in result.announced_to} == {"127.0.0.171", "::1"}
+    assert len(b.peer_store) == 1  # one store for both sockets
+    reply = await a.ipv6.query(b.ipv6.address, GetPeers(
+        transaction_id=b"", sender_id=a.ipv6.node_id, info_hash=info_hash))
+    assert reply.values == [("::1", 7000)]  # IPv6 requester: IPv6 (18-byte) peers
+    lookup = a.get_peers(info_hash, timeout=5)
+    peers = await lookup.collect()
+    assert sorted(peers) == [("127.0.0.170", 7000), ("::1", 7000)]
+    assert lookup.summary.peers == 2 and lookup.summary.answered >= 2
+
+
+async def test_get_peers_cli_uses_both_families(pair):
+    a, b = pair
+    info_hash = InfoHash(b"\x43" * 20)
+    await a.announce(info_hash, 7001, timeout=5)
+    result = await run_cli("get-peers", info_hash.hex(), "--json", "--timeout", "5",
+                           "--bootstrap", ",".join(spec(x) for x in b.addresses))
+    assert result.returncode == 0, result.stderr
+    peers = {(p["ip"], p["port"]) for p in map(json.loads, result.stdout.splitlines())
+             if p["type"] == "peer"}
+    assert peers == {("127.0.0.170", 7001), ("::1", 7001)}
+
+
+async def test_serve_with_two_binds_rejects_two_of_one_family():
+    with pytest.raises(ValueError, match="one per address family"):
+        DualStackNode(["127.0.0.1:0", "127.0.0.2:0"])
+    result = await run_cli("get-peers", "aa" * 20, "--bind", "127.0.0.1:0", "--bind",
+                           "127.0.0.2:0", "--bootstrap", "127.0.0.1:9")
+    assert result.returncode == 2 and "one per address family" in result.stderr
