@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import random
 import re
 import socket
@@ -18,7 +16,6 @@ import socket
 import pytest
 
 from dhtnet import DhtNetwork, free_udp_port, net, run_cli  # noqa: F401 (net: fixture)
-from netguard import guarded_env
 from mldht import InfoHash, NodeId
 
 pytestmark = [pytest.mark.network, pytest.mark.asyncio(loop_scope="module")]
@@ -251,12 +248,11 @@ async def test_command_line_nodes_stay_out_of_routing_tables(net: DhtNetwork):
         assert strangers == [], (node.address, strangers)
 
 
-def test_blocklist_option_reads_the_file_and_reports_bad_lines(tmp_path):
+async def test_blocklist_option_reads_the_file_and_reports_bad_lines(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("10.0.0.0/8\nnot-a-range\n")
-    process = subprocess.run([sys.executable, "-m", "mldht", "get-peers", "aa" * 20,
-                              "--bootstrap", "127.0.0.1:9", "--blocklist", str(bad)],
-                             capture_output=True, text=True, timeout=60, env=guarded_env())
+    process = await run_cli("get-peers", "aa" * 20, "--bootstrap", "127.0.0.1:9",
+                            "--blocklist", str(bad))
     assert process.returncode == 2
     assert process.stderr.strip() == f"mldht: error: {bad}:2: not an IP range: 'not-a-range'"
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import socket
+import sys
 
 import pytest
 
-from dhtnet import run_cli
-from mldht import InfoHash, NodeId
+from dhtnet import free_udp_port, run_cli
+from mldht import DHTNode, InfoHash, NodeId
 from mldht.dualstack import DualStackNode
 from mldht.krpc import FindNode, GetPeers
+from netguard import guarded_env
 
 pytestmark = pytest.mark.network
 
@@ -89,3 +94,32 @@ async def test_serve_with_two_binds_rejects_two_of_one_family():
     result = await run_cli("get-peers", "aa" * 20, "--bind", "127.0.0.1:0", "--bind",
                            "127.0.0.2:0", "--bootstrap", "127.0.0.1:9")
     assert result.returncode == 2 and "one per address family" in result.stderr
+
+
+async def test_serve_listens_on_both_families():
+    port4 = free_udp_port("127.0.0.172")
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+        probe.bind(("::1", 0))
+        port6 = probe.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mldht", "serve", "--bind", f"127.0.0.172:{port4}",
+        "--bind", f"[::1]:{port6}", "--bootstrap", "127.0.0.1:9", env=guarded_env(),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with DHTNode(("127.0.0.173", 0), bootstrap=[]) as v4, \
+                DHTNode(("::1", 0), bootstrap=[]) as v6:
+            ids = []
+            for node, address in ((v4, ("127.0.0.172", port4)), (v6, ("::1", port6))):
+                for _ in range(50):  # up to ~5 s for serve to start
+                    try:
+                        ids.append(await node.ping(address, timeout=0.1))
+                        break
+                    except Exception:
+                        await asyncio.sleep(0.1)
+            assert len(ids) == 2 and ids[0] != ids[1]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr
+    assert stderr.decode().count("serving as") == 2
