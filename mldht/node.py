@@ -35,7 +35,7 @@ from .krpc import (
 )
 from .lookup import Lookup
 from .peerstore import PeerStore
-from .routing import RoutingTable
+from .routing import InsertOutcome, InsertResult, RoutingTable
 from .server import QueryHandler
 from .state import load_state, save_state
 from .tokens import TokenManager
@@ -55,6 +55,9 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
+VERIFY_INTERVAL = 30.0
+"""Seconds between two verification pings of one IP."""
+MAX_VERIFY_MEMORY = 16_384
 RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 """Socket receive buffer asked for: a flood that fills it would drop everyone's queries."""
 
@@ -169,6 +172,8 @@ class DHTNode:
                                      self.config.max_limited_ips)
         self._reply_budget = TokenBucket.full(self.config.reply_bytes_per_second,
                                               self.config.reply_bytes_per_second, self._now())
+        self.in_flight: dict[str, int] = {}
+        """Our queries waiting for an answer, by method."""
         self._waiting_on: dict[str, int] = {}
         """IP -> our transactions open with it: its replies bypass the inbound limit."""
         self.peer_store = peer_store if peer_store is not None else PeerStore(
@@ -181,6 +186,8 @@ class DHTNode:
         self._slots = asyncio.Semaphore(self.config.max_pending)
         self._router_addresses: set[Address] = set()
         self._verifying: set[Address] = set()
+        self._verified_at: dict[str, float] = {}
+        """IP -> when we last pinged it to verify a querier (bounded, oldest first out)."""
         self._last_bootstrap = self._now()
         self._tasks: set[asyncio.Task] = set()
         self._maintenance: asyncio.Task | None = None
@@ -381,12 +388,26 @@ class DHTNode:
             self.stats.errors_sent += 1
         self._send_reply(reply, source, now)
         if not query.read_only:
-            self._heard_from(NodeInfo(query.sender_id, *source), now, responded=False)
+            result = self._heard_from(NodeInfo(query.sender_id, *source), now, responded=False)
             entry = self.routing_table.get(source)
-            if (entry is not None and entry.last_response is None
-                    and len(self._verifying) < MAX_VERIFY_PINGS and source not in self._verifying):
+            unverified = (entry is None and result.outcome is InsertOutcome.REPLACEMENT) or (
+                entry is not None and entry.last_response is None)
+            if (unverified and len(self._verifying) < MAX_VERIFY_PINGS
+                    and source not in self._verifying and self._may_verify(source[0], now)):
                 # A querier is not trusted until it answers us (as libtorrent does): ping it.
                 self._spawn(self._verify(NodeInfo(query.sender_id, *source)), "mldht-verify")
+
+    def _may_verify(self, ip: str, now: float) -> bool:
+        """At most one verification ping per IP per VERIFY_INTERVAL: a sender that keeps
+        changing its id must not make us ping it for every query (bounded memory)."""
+        last = self._verified_at.get(ip)
+        if last is not None and now - last < VERIFY_INTERVAL:
+            return False
+        self._verified_at.pop(ip, None)
+        self._verified_at[ip] = now
+        while len(self._verified_at) > MAX_VERIFY_MEMORY:
+            del self._verified_at[next(iter(self._verified_at))]
+        return True
 
     def pair_with(self, sibling: "DHTNode") -> None:
         """Make two nodes of different address families one dual-stack node (BEP 32): each
@@ -433,10 +454,11 @@ class DHTNode:
             return False
         return not self.config.enforce_node_id or is_secure_id(node.id, node.ip)
 
-    def _heard_from(self, node: NodeInfo, now: float, responded: bool) -> None:
+    def _heard_from(self, node: NodeInfo, now: float, responded: bool) -> InsertResult:
         result = self.routing_table.heard_from(node, now, responded)
         for questionable in result.ping:
             self._spawn(self._verify(questionable), "mldht-verify")
+        return result
 
     async def _verify(self, node: NodeInfo) -> None:
         self._verifying.add(node.address)
@@ -478,6 +500,8 @@ class DHTNode:
                     self._pending[key] = future
                     ip = address[0]
                     self._waiting_on[ip] = self._waiting_on.get(ip, 0) + 1
+                    method = query.method.decode() or "unknown"
+                    self.in_flight[method] = self.in_flight.get(method, 0) + 1
                     try:
                         self.stats.queries_sent += 1
                         self._send(query, address)
@@ -489,6 +513,7 @@ class DHTNode:
                             self._waiting_on[ip] = left
                         else:
                             self._waiting_on.pop(ip, None)
+                        self.in_flight[method] -= 1
         except TimeoutError:
             self.stats.timeouts += 1
             self.routing_table.on_timeout(address, self._now())

@@ -274,12 +274,18 @@ class RoutingTable:
         entry = RoutingEntry(node.id, node.ip, node.port, added=now,
                              last_response=now if responded else None,
                              last_query=None if responded else now, secure_id=secure)
+        if not responded:
+            # Main buckets hold only nodes that answered us (the8472's sanitizing rules): a
+            # querier waits in the replacement cache until it answers a ping.
+            self._add_replacement(self.buckets[self.bucket_index(node.id)], entry)
+            return InsertResult(InsertOutcome.REPLACEMENT, "not verified yet")
         while True:
             index = self.bucket_index(node.id)
             bucket = self.buckets[index]
             if len(bucket.nodes) < self.k:
                 bucket.nodes.append(entry)
                 self._by_ip[node.ip] = entry
+                bucket.replacements = [r for r in bucket.replacements if r.ip != node.ip]
                 bucket.last_changed = now
                 return InsertResult(InsertOutcome.ADDED)
             if index == len(self.buckets) - 1 and len(self.buckets) < ID_BITS:
@@ -348,7 +354,9 @@ class RoutingTable:
         return True
 
     def _best_replacement(self, bucket: Bucket) -> RoutingEntry | None:
-        usable = [entry for entry in bucket.replacements if entry.ip not in self._by_ip]
+        """The most recently seen replacement that has answered us (never an unverified one)."""
+        usable = [entry for entry in bucket.replacements
+                  if entry.ip not in self._by_ip and entry.last_response is not None]
         if not usable:
             return None
         return max(usable, key=lambda entry: (entry.last_response is not None, entry.last_seen))

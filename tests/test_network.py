@@ -101,7 +101,7 @@ async def test_leaving_a_peer_lookup_early_stops_it(net: DhtNetwork):
         await lookup.aclose()
         assert lookup._task.done()
         await asyncio.sleep(0)
-    assert not [p for p in seeker._pending.values() if p.query.method == b"get_peers"]
+    assert seeker.in_flight.get("get_peers", 0) == 0
 
 
 # --- (d) find_node -----------------------------------------------------------------------

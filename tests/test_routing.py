@@ -127,7 +127,8 @@ def test_invariants_under_random_operations(own_bytes, k, replacement_size, ops)
             elif result.outcome is InsertOutcome.REPLACEMENT:
                 assert table.get(info.address) is None
                 bucket = table.buckets[table.bucket_index(node_id)]
-                assert len(bucket.nodes) == table.k
+                # A full bucket, or a querier not yet verified (main buckets: answered only).
+                assert len(bucket.nodes) == table.k or not responded
                 assert len(table) == size_before
                 for pinged in result.ping:
                     entry = table.get(pinged.address)
@@ -225,23 +226,23 @@ def test_node_states_with_injected_clock():
     responder = node(far_id(1), 1)
     querier = node(far_id(2), 2)
     assert table.heard_from(responder, 100.0, responded=True).outcome is InsertOutcome.ADDED
-    assert table.heard_from(querier, 100.0, responded=False).outcome is InsertOutcome.ADDED
+    # A querier that never answered us waits in the replacement cache, not in the bucket.
+    assert table.heard_from(querier, 100.0, responded=False).outcome is InsertOutcome.REPLACEMENT
+    assert table.get(querier.address) is None
     r = table.get(responder.address)
-    q = table.get(querier.address)
     assert r.state(100.0) is NodeState.GOOD
     assert r.state(100.0 + GOOD_INTERVAL - 0.001) is NodeState.GOOD
     assert r.state(100.0 + GOOD_INTERVAL) is NodeState.QUESTIONABLE
-    # Never answered us: questionable even though it just queried us.
-    assert q.state(100.0) is NodeState.QUESTIONABLE
     # Having answered once, a recent query keeps it good.
     table.heard_from(responder, 2000.0, responded=False)
     assert r.state(2000.0) is NodeState.GOOD
     assert r.state(2000.0 + GOOD_INTERVAL - 1) is NodeState.GOOD
     assert r.state(2000.0 + GOOD_INTERVAL) is NodeState.QUESTIONABLE
-    table.heard_from(querier, 3000.0, responded=False)
-    assert q.state(3000.0) is NodeState.QUESTIONABLE
-    table.heard_from(querier, 3000.0, responded=True)
+    assert table.heard_from(querier, 3000.0, responded=True).outcome is InsertOutcome.ADDED
+    q = table.get(querier.address)
     assert q.state(3000.0) is NodeState.GOOD
+    table.heard_from(querier, 3000.0 + GOOD_INTERVAL, responded=False)  # it answered once
+    assert q.state(3000.0 + GOOD_INTERVAL) is NodeState.GOOD
     assert table.counts(3000.0) == {"good": 1, "questionable": 1, "bad": 0, "replacements": 0}
 
 
@@ -312,9 +313,13 @@ def test_full_bucket_with_questionable_nodes_asks_for_pings_then_replaces():
     assert table.get(infos[0].address).ping_pending
     assert table.buckets[0].replacements[0].id == newcomer.id
 
-    # A second newcomer asks for another ping (the first one is pending).
+    # A querier that never answered waits in the cache and asks for no ping.
+    stranger = node(far_id(102), 102)
+    waiting = table.heard_from(stranger, later + 1, False)
+    assert waiting.outcome is InsertOutcome.REPLACEMENT and waiting.ping == []
+    # A second newcomer that answered asks for another ping (the first one is pending).
     second = node(far_id(101), 101)
-    result2 = table.heard_from(second, later + 1, False)
+    result2 = table.heard_from(second, later + 1, True)
     assert result2.outcome is InsertOutcome.REPLACEMENT
     assert result2.ping == [infos[1]]
 
@@ -323,10 +328,11 @@ def test_full_bucket_with_questionable_nodes_asks_for_pings_then_replaces():
     assert table.get(infos[0].address) is not None
     assert table.on_timeout(infos[0].address, later + 10) is True
     assert table.get(infos[0].address) is None
-    promoted = table.get(newcomer.address)
-    assert promoted is not None and promoted.id == newcomer.id
+    promoted = table.get(second.address)  # the most recently seen one that answered
+    assert promoted is not None and promoted.id == second.id
     assert promoted in table.buckets[0].nodes
-    assert all(entry.id != newcomer.id for entry in table.buckets[0].replacements)
+    assert all(entry.id != second.id for entry in table.buckets[0].replacements)
+    assert table.get(stranger.address) is None  # never verified: never promoted
     assert len(table.buckets[0].nodes) == K
     assert table.buckets[0].last_changed == later + 10
 
@@ -343,7 +349,7 @@ def test_bad_node_is_replaced_directly_by_a_newcomer():
         table.on_timeout(infos[3].address, 5.0)
     assert table.get(infos[3].address).state(5.0) is NodeState.BAD
     newcomer = node(far_id(100), 100)
-    result = table.heard_from(newcomer, 6.0, False)
+    result = table.heard_from(newcomer, 6.0, True)
     assert result.outcome is InsertOutcome.ADDED
     assert table.get(infos[3].address) is None
     assert table.get(newcomer.address) is not None
@@ -436,7 +442,8 @@ def test_closest_filters():
         table.heard_from(info, 0.0, False)
     target = far_id(0)
     assert table.closest(target, count=2) == answered[:2]
-    assert len(table.closest(target, count=100)) == 6
+    # Queriers that never answered are not in the main buckets at all.
+    assert table.closest(target, count=100) == answered
     assert table.closest(target, count=100, verified_only=True) == answered
     assert table.closest(target, count=100, exclude=answered[0].address)[0] == answered[1]
     assert table.closest(target, count=100, now=0.0, include_questionable=False) == answered
