@@ -3,25 +3,16 @@ at least 99% of get_peers lookups still find the announced peer."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench" / "churn.py"
+import benchtools
+
 
 pytestmark = pytest.mark.network
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("churn_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 async def test_lookups_survive_loss_and_churn():
-    report = await load_tool().run(nodes=100, lookups=100, kill=0.3, loss=0.1, seed=3)
+    report = await benchtools.load("churn").run(nodes=100, lookups=100, kill=0.3, loss=0.1, seed=3)
     assert report["killed"] == 30
     assert report["datagrams_dropped"] > 50  # the loss was really injected
     found = report["before_kill"]["found"] + report["after_kill"]["found"]

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench" / "fuzz.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("fuzz_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import benchtools
 
 
 async def test_twenty_thousand_mutated_datagrams():
-    result = await load_tool().fuzz(20_000, seed=7)
+    result = await benchtools.load("fuzz").fuzz(20_000, seed=7)
     assert result["seeds"] >= 500  # every fixture capture contributed
     assert result["escaped_exceptions"] == 0
     assert result["malformed_queries_with_tid"] > 50
@@ -26,7 +16,7 @@ async def test_twenty_thousand_mutated_datagrams():
 
 
 def test_mutations_differ_from_their_seed():
-    tool = load_tool()
+    tool = benchtools.load("fuzz")
     import random
 
     rng = random.Random(3)
