@@ -14,6 +14,7 @@ from typing import Sequence
 
 from . import __version__
 from .compact import format_address, parse_host_port
+from .bep51 import InvalidSample
 from .blocklist import Blocklist
 from .dualstack import DualStackNode, ipv6_available
 from .config import DEFAULT_BOOTSTRAP, NodeConfig
@@ -96,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     ping.add_argument("--bind", default="0.0.0.0:0", metavar="IP:PORT")
     ping.add_argument("--timeout", type=float, default=5.0, metavar="S")
     ping.add_argument("--json", action="store_true")
+
+    sample = commands.add_parser(
+        "sample", help="ask one node for a sample of the infohashes it stores (BEP 51)")
+    sample.add_argument("address", metavar="HOST:PORT")
+    sample.add_argument("--target", metavar="ID", help="40 hex digits: also return the node's "
+                        "nodes closest to this id (default: random)")
+    sample.add_argument("--bind", default="0.0.0.0:0", metavar="IP:PORT")
+    sample.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    sample.add_argument("--json", action="store_true")
 
     find_node = commands.add_parser("find-node", help="print the nodes closest to an id")
     find_node.add_argument("node_id", metavar="ID", help="40 hex digits")
@@ -241,6 +251,30 @@ async def _ping(args) -> int:
     return EXIT_FOUND
 
 
+async def _sample(args) -> int:
+    address = parse_host_port(args.address)
+    target = NodeId.from_hex(args.target) if args.target else None
+    bind = parse_host_port(args.bind, allow_any_port=True)
+    async with DHTNode(bind, bootstrap=[], read_only=True) as node:
+        try:
+            sample = await node.sample_infohashes(address, target, timeout=args.timeout)
+        except (MldhtError, InvalidSample) as exc:
+            _print(f"mldht: {exc}", sys.stderr)
+            return EXIT_NOT_FOUND
+    if args.json:
+        _print(json.dumps({"samples": [h.hex() for h in sample.samples], "num": sample.num,
+                           "interval": sample.interval,
+                           "nodes": [{"id": n.id.hex(), "ip": n.ip, "port": n.port}
+                                     for n in sample.nodes + sample.nodes6]}))
+    else:
+        for info_hash in sample.samples:
+            _print(info_hash.hex())
+        _print(f"{len(sample.samples)} samples of {sample.num} stored infohashes; ask again in "
+               f"{sample.interval} s; {len(sample.nodes) + len(sample.nodes6)} nodes returned",
+               sys.stderr)
+    return EXIT_FOUND
+
+
 async def _find_node(args) -> int:
     target = NodeId.from_hex(args.node_id)
     node, remaining = await _joined_node(args, read_only=True, single=True)
@@ -358,7 +392,7 @@ async def _replay(args) -> int:
 
 
 COMMANDS = {"get-peers": _get_peers, "announce": _announce, "ping": _ping,
-            "find-node": _find_node, "serve": _serve, "replay": _replay}
+            "find-node": _find_node, "serve": _serve, "replay": _replay, "sample": _sample}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

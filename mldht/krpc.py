@@ -117,6 +117,18 @@ class AnnouncePeer(Query):
 
 
 @dataclass(slots=True, kw_only=True)
+class SampleInfohashes(Query):
+    """BEP 51: ask for a sample of the infohashes a node stores (and nodes near `target`)."""
+
+    method: ClassVar[bytes] = b"sample_infohashes"
+    target: NodeId
+    want: tuple[bytes, ...] = ()
+
+    def arguments(self) -> dict[bytes, Any]:
+        return {b"id": bytes(self.sender_id), b"target": bytes(self.target), **_want_list(self.want)}
+
+
+@dataclass(slots=True, kw_only=True)
 class UnknownQuery(Query):
     """A query whose method this node does not implement.
 
@@ -252,6 +264,9 @@ def _decode_query(message: dict, transaction_id: bytes, version: bytes | None) -
     if method == GetPeers.method:
         return GetPeers(info_hash=InfoHash(_get_id(args, b"info_hash", "a")), want=_get_want(args),
                         **common)
+    if method == SampleInfohashes.method:
+        return SampleInfohashes(target=NodeId(_get_id(args, b"target", "a")), want=_get_want(args),
+                                **common)
     if method == AnnouncePeer.method:
         announced = InfoHash(_get_id(args, b"info_hash", "a"))
         token = args.get(b"token")

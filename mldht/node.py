@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Sequence
 
 from .bep42 import ExternalIpVoter, is_secure_id, secure_node_id
+from .bep51 import Sample
 from .blocklist import Blocklist
 from .ratelimit import PerIpLimiter, TokenBucket
 from .compact import (
@@ -31,6 +32,7 @@ from .errors import KrpcDecodeError, MldhtError, QueryTimeout, RemoteError, Tran
 from .ids import InfoHash, NodeId, random_id_in_bucket
 from .krpc import (
     PROTOCOL_ERROR, AnnouncePeer, Error, FindNode, GetPeers, Ping, Query, Response,
+    SampleInfohashes,
     decode_message, encode_message,
 )
 from .lookup import Lookup
@@ -526,6 +528,18 @@ class DHTNode:
         response = await self.query(address, Ping(transaction_id=b"", sender_id=self.node_id),
                                     timeout)
         return response.sender_id
+
+    async def sample_infohashes(self, address: Address | str, target: NodeId | bytes | None = None,
+                                timeout: float | None = None) -> Sample:
+        """BEP 51: a sample of the infohashes `address` stores, how many it stores, when to
+        ask again, and its nodes closest to `target` (random when not given). Raises
+        `RemoteError`/`QueryTimeout`, or `InvalidSample` when the reply is not a BEP 51 one
+        (a node without BEP 51 answers like find_node, without `samples`)."""
+        address = await self._resolve_one(address)
+        query = SampleInfohashes(transaction_id=b"", sender_id=self.node_id,
+                                 target=NodeId(target) if target is not None
+                                 else NodeId.random(self._rng))
+        return Sample.from_response(await self.query(address, query, timeout))
 
     # --- lookups ------------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ from .compact import Address, NodeInfo
 from .ids import InfoHash, NodeId
 from .krpc import (
     METHOD_UNKNOWN, PROTOCOL_ERROR, WANT_IPV4, WANT_IPV6, AnnouncePeer, Error, FindNode, GetPeers,
-    Ping, Query, Response, UnknownQuery, encode_message,
+    Ping, Query, Response, SampleInfohashes, UnknownQuery, encode_message,
 )
+from .bep51 import Sampler
 from .peerstore import PeerStore
 from .routing import K, RoutingTable
 from .tokens import TokenManager
@@ -31,6 +32,8 @@ class QueryHandler:
         self.peers = peers
         self.rng = rng
         self.version = version
+        self.sampler = Sampler(peers.info_hashes, rng)
+        """BEP 51: the infohash sample served to `sample_infohashes`."""
         self.sibling_table: Callable[[], RoutingTable | None] | None = None
         """The other address family's routing table (a dual-stack node), for BEP 32 `want`."""
 
@@ -73,6 +76,12 @@ class QueryHandler:
             return self._get_peers(query, query.info_hash, query.want, source, now)
         if isinstance(query, AnnouncePeer):
             return self._announce(query, source, now)
+        if isinstance(query, SampleInfohashes):
+            samples, num, interval = self.sampler.sample(now)
+            reply = self._response(query, source, **self._nodes_fields(query.target, query.want,
+                                                                      source))
+            reply.extra = {b"samples": b"".join(samples), b"num": num, b"interval": interval}
+            return reply
         if isinstance(query, UnknownQuery):
             if query.info_hash is not None:
                 return self._get_peers(query, query.info_hash, (), source, now)

@@ -38,6 +38,7 @@ class LibtorrentNode:
         self.peer_times: dict[str, float] = {}
         self.live_nodes: list[dict] | None = None
         self.log_lines: list[str] = []
+        self.samples: list = []
         self.started = time.monotonic()
         self._pump = asyncio.get_running_loop().create_task(self._pump_alerts())
 
@@ -50,6 +51,8 @@ class LibtorrentNode:
                     if found and key not in self.peer_times:
                         self.peer_times[key] = time.monotonic()
                     self.peers.setdefault(key, set()).update(found)
+                elif isinstance(alert, lt.dht_sample_infohashes_alert):
+                    self.samples.append(alert)
                 elif isinstance(alert, lt.dht_live_nodes_alert):
                     self.live_nodes = alert.nodes
                 elif isinstance(alert, lt.dht_log_alert):
@@ -89,6 +92,21 @@ class LibtorrentNode:
         while self.live_nodes is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         return [(str(n["endpoint"][0]), n["endpoint"][1]) for n in self.live_nodes or []]
+
+    async def sample(self, address: tuple[str, int], target: bytes,
+                     timeout: float = 10.0) -> dict | None:
+        """libtorrent's BEP 51 query to `address`; its alert as a dict (None on timeout)."""
+        self.samples.clear()
+        self.session.dht_sample_infohashes(address, lt.sha1_hash(target))
+        deadline = time.monotonic() + timeout
+        while not self.samples and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if not self.samples:
+            return None
+        alert = self.samples[0]
+        return {"samples": sorted(str(h) for h in alert.samples), "num": alert.num_infohashes,
+                "interval": alert.interval.total_seconds() if hasattr(alert.interval, "total_seconds")
+                else alert.interval, "nodes": alert.num_nodes}
 
     def bans(self) -> list[str]:
         """libtorrent's DoS blocker log lines (`BANNING PEER ...`)."""

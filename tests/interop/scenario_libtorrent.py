@@ -87,6 +87,18 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
         report["lt_lookup_seconds"] = seconds
 
         # 5 (with `probe` above). The stored hash now has a peer on libtorrent's side too?
+        # BEP 51 both ways. libtorrent stores the infohash the probe announced to it.
+        from mldht.bep51 import InvalidSample
+        try:
+            sample = await nodes[2].sample_infohashes(lt_address, target=bytes(20))
+            report["mldht_samples_libtorrent"] = {
+                "samples": sorted(h.hex() for h in sample.samples), "num": sample.num,
+                "interval": sample.interval, "nodes": len(sample.nodes)}
+        except (InvalidSample, Exception) as exc:  # reported, and the test says which
+            report["mldht_samples_libtorrent"] = {"error": repr(exc)}
+        report["libtorrent_samples_mldht"] = await libtorrent.sample(nodes[0].address, bytes(20))
+        report["mldht_0_stores"] = sorted(h.hex() for h in nodes[0].peer_store.info_hashes())
+
         # `mldht replay --target`: every query WebTorrent's capture holds, sent to a relaxed
         # libtorrent (the default one would ban a replay faster than 50 queries in 10 s).
         relaxed = LibtorrentNode(lab.lab_ip(11), LT_PORT, relaxed=True)

@@ -70,3 +70,16 @@ def test_fresh_libtorrent_capture_decodes_and_pairs(lab_runs):
     methods = analysis.methods()
     for method in ("ping", "find_node", "get_peers", "announce_peer"):
         assert methods.get(method), methods
+
+
+def test_bep51_sampling_both_ways(lab_report):
+    # libtorrent samples an mldht node: exactly what that node stores.
+    theirs = lab_report["libtorrent_samples_mldht"]
+    assert theirs is not None, "no dht_sample_infohashes_alert"
+    assert theirs["samples"] == lab_report["mldht_0_stores"] and theirs["num"] == len(theirs["samples"])
+    assert theirs["interval"] == 0  # everything fits: nothing held back
+    # mldht samples libtorrent, which stores at least the infohash the probe announced.
+    ours = lab_report["mldht_samples_libtorrent"]
+    assert "error" not in ours, ours
+    assert ours["num"] >= 1 and len(ours["samples"]) == ours["num"]
+    assert 0 <= ours["interval"] <= 21600 and ours["nodes"] >= 1
