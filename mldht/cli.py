@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_network_options(get_peers, 30.0)
     get_peers.add_argument("--json", action="store_true",
                            help="JSON lines: one object per peer, then a summary object")
+    get_peers.add_argument("--scrape", action="store_true",
+                           help="also estimate seeds and peers from the nodes' BEP 33 filters")
 
     announce = commands.add_parser("announce", help="announce a peer for an infohash")
     announce.add_argument("infohash")
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     port.add_argument("--port", type=int, metavar="P", help="TCP port of the announced peer")
     port.add_argument("--implied-port", action="store_true",
                       help="announce the UDP source port of this command instead (BEP 5 implied_port)")
+    announce.add_argument("--seed", action="store_true", help="announce as a seed (BEP 33)")
     _add_network_options(announce, 30.0)
     announce.add_argument("--json", action="store_true")
 
@@ -151,6 +154,9 @@ def _summary_dict(summary: LookupSummary) -> dict:
         "answered": summary.answered,
         "timed_out": summary.timed_out,
         "peers": summary.peers,
+        **({} if summary.scrape is None else {"scrape": {
+            "seeds": summary.scrape.seeds, "peers": summary.scrape.peers,
+            "filters": summary.scrape.filters}}),
     }
 
 
@@ -196,7 +202,7 @@ async def _get_peers(args) -> int:
     info_hash = parse_infohash(args.infohash)
     node, remaining = await _joined_node(args, read_only=True)
     async with node:
-        lookup = node.get_peers(info_hash, timeout=remaining)
+        lookup = node.get_peers(info_hash, timeout=remaining, scrape=args.scrape)
         async for ip, port in lookup:
             if args.json:
                 _print(json.dumps({"type": "peer", "ip": ip, "port": port}))
@@ -212,6 +218,10 @@ async def _get_peers(args) -> int:
         _print(f"{summary.peers} distinct peers in {summary.elapsed:.3f} s ({first}); nodes "
                f"queried {summary.queried}, answered {summary.answered}, "
                f"timed out {summary.timed_out}", sys.stderr)
+        if summary.scrape is not None:
+            _print(f"scrape (BEP 33, {summary.scrape.filters} nodes' filters): about "
+                   f"{summary.scrape.seeds:.0f} seeds and {summary.scrape.peers:.0f} other peers",
+                   sys.stderr)
     return EXIT_FOUND if summary.peers else EXIT_NOT_FOUND
 
 
@@ -222,7 +232,7 @@ async def _announce(args) -> int:
     node, remaining = await _joined_node(args, read_only=True)
     async with node:
         result = await node.announce(info_hash, args.port, implied_port=args.implied_port,
-                                     timeout=remaining)
+                                     seed=args.seed, timeout=remaining)
     if args.json:
         _print(json.dumps({"announced_to": [str(n) for n in result.announced_to],
                            "failed": result.failed, **_summary_dict(result.summary)}))

@@ -14,6 +14,7 @@ import random as _random
 import socket
 from typing import AsyncIterator, Sequence
 
+from .bep33 import ScrapeMerger
 from .blocklist import Blocklist
 from .compact import Address, NodeInfo, parse_host_port
 from .config import NodeConfig
@@ -107,15 +108,19 @@ class DualStackNode:
         sizes = await asyncio.gather(*(node.bootstrap(timeout) for node in self.nodes))
         return sum(sizes)
 
-    def get_peers(self, info_hash: InfoHash | bytes, timeout: float = 30.0) -> "DualPeerLookup":
+    def get_peers(self, info_hash: InfoHash | bytes, timeout: float = 30.0, *,
+                  scrape: bool = False) -> "DualPeerLookup":
         """A get_peers lookup on every family at once: IPv4 and IPv6 peers, each once."""
-        return DualPeerLookup([node.get_peers(info_hash, timeout) for node in self.nodes])
+        return DualPeerLookup([node.get_peers(info_hash, timeout, scrape=scrape)
+                               for node in self.nodes])
 
     async def announce(self, info_hash: InfoHash | bytes, port: int | None = None, *,
-                       implied_port: bool = False, timeout: float = 30.0) -> AnnounceResult:
+                       implied_port: bool = False, seed: bool = False,
+                       timeout: float = 30.0) -> AnnounceResult:
         """Announce on every family; the result lists the nodes of both that accepted."""
         results = await asyncio.gather(*(node.announce(info_hash, port, implied_port=implied_port,
-                                                       timeout=timeout) for node in self.nodes))
+                                                       seed=seed, timeout=timeout)
+                                         for node in self.nodes))
         return AnnounceResult(summary=merge_summaries([r.summary for r in results]),
                               announced_to=[n for r in results for n in r.announced_to],
                               failed=sum(r.failed for r in results))
@@ -178,6 +183,14 @@ class DualPeerLookup:
         if summaries:
             self.summary = merge_summaries(summaries)
             self.summary.peers = len(self._seen)
+            mergers = [lookup._merger for lookup in self._lookups if lookup._merger is not None]
+            if mergers:  # BEP 33 filters unite across families as across nodes
+                union = ScrapeMerger()
+                for merger in mergers:
+                    union.seeds |= merger.seeds
+                    union.peers |= merger.peers
+                    union.filters += merger.filters
+                self.summary.scrape = union.estimate()
 
     async def collect(self) -> list[Address]:
         return [peer async for peer in self]

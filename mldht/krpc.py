@@ -90,10 +90,19 @@ class GetPeers(Query):
     method: ClassVar[bytes] = b"get_peers"
     info_hash: InfoHash
     want: tuple[bytes, ...] = ()
+    scrape: bool = False
+    """BEP 33: ask for the BFsd / BFpe bloom filters of the swarm."""
+    noseed: bool = False
+    """BEP 33: prefer peers that are not seeds in `values`."""
 
     def arguments(self) -> dict[bytes, Any]:
-        return {b"id": bytes(self.sender_id), b"info_hash": bytes(self.info_hash),
-                **_want_list(self.want)}
+        args: dict[bytes, Any] = {b"id": bytes(self.sender_id), b"info_hash": bytes(self.info_hash),
+                                  **_want_list(self.want)}
+        if self.scrape:
+            args[b"scrape"] = 1
+        if self.noseed:
+            args[b"noseed"] = 1
+        return args
 
 
 @dataclass(slots=True, kw_only=True)
@@ -105,6 +114,8 @@ class AnnouncePeer(Query):
     """The announced TCP port; ignored by the receiver when `implied_port` is set."""
     implied_port: bool = False
     """When set, the receiver uses the UDP source port of the query instead of `port`."""
+    seed: bool = False
+    """BEP 33: the announcing peer is a seed."""
 
     def arguments(self) -> dict[bytes, Any]:
         args: dict[bytes, Any] = {b"id": bytes(self.sender_id), b"info_hash": bytes(self.info_hash),
@@ -113,6 +124,8 @@ class AnnouncePeer(Query):
             args[b"port"] = self.port
         if self.implied_port:
             args[b"implied_port"] = 1
+        if self.seed:
+            args[b"seed"] = 1
         return args
 
 
@@ -263,7 +276,8 @@ def _decode_query(message: dict, transaction_id: bytes, version: bytes | None) -
         return FindNode(target=NodeId(_get_id(args, b"target", "a")), want=_get_want(args), **common)
     if method == GetPeers.method:
         return GetPeers(info_hash=InfoHash(_get_id(args, b"info_hash", "a")), want=_get_want(args),
-                        **common)
+                        scrape=_get_flag(args, b"scrape", "a."),
+                        noseed=_get_flag(args, b"noseed", "a."), **common)
     if method == SampleInfohashes.method:
         return SampleInfohashes(target=NodeId(_get_id(args, b"target", "a")), want=_get_want(args),
                                 **common)
@@ -281,7 +295,7 @@ def _decode_query(message: dict, transaction_id: bytes, version: bytes | None) -
                 raise _Invalid("'a.port' must be an integer from 1 to 65535")
             port = None  # ignored anyway: the UDP source port is used
         return AnnouncePeer(info_hash=announced, token=token, port=port, implied_port=implied_port,
-                            **common)
+                            seed=_get_flag(args, b"seed", "a."), **common)
     target = _get_optional_id(args, b"target", "a")
     info_hash = _get_optional_id(args, b"info_hash", "a")
     return UnknownQuery(name=method, target=NodeId(target) if target else None,

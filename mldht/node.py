@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable, Sequence
 
 from .bep42 import ExternalIpVoter, is_secure_id, secure_node_id
+from .bep33 import ScrapeEstimate, ScrapeMerger
 from .bep51 import Sample
 from .blocklist import Blocklist
 from .ratelimit import PerIpLimiter, TokenBucket
@@ -108,6 +109,8 @@ class LookupSummary:
     """Distinct peers found (get_peers only)."""
     closest: list[NodeInfo]
     """The closest nodes that answered, nearest first."""
+    scrape: ScrapeEstimate | None = None
+    """BEP 33 (get_peers with scrape=True): seeds and peers estimated from the nodes' filters."""
 
 
 @dataclass(slots=True)
@@ -623,28 +626,34 @@ class DHTNode:
         """The k closest live nodes to `target`, by iterative lookup."""
         return (await self.find_node_lookup(target, timeout)).closest
 
-    def get_peers(self, info_hash: InfoHash | bytes, timeout: float = 30.0) -> "PeerLookup":
-        """Start a get_peers lookup; iterate the result with `async for` to get peers as they arrive."""
-        return PeerLookup(self, InfoHash(info_hash), timeout)
+    def get_peers(self, info_hash: InfoHash | bytes, timeout: float = 30.0, *,
+                  scrape: bool = False) -> "PeerLookup":
+        """Start a get_peers lookup; iterate the result with `async for` to get peers as they
+        arrive. With `scrape` (BEP 33) the summary also estimates seeds and peers."""
+        return PeerLookup(self, InfoHash(info_hash), timeout, scrape)
 
     async def _get_peers_lookup(self, info_hash: InfoHash, timeout: float,
-                                on_peers: Callable[[list[Address]], None]) -> tuple[Lookup, float | None]:
+                                on_peers: Callable[[list[Address]], None],
+                                merger: ScrapeMerger | None = None) -> tuple[Lookup, float | None]:
         lookup = await self._new_lookup(info_hash)
         first_peer: list[float] = []
 
         def on_response(address: Address, response: Response, fresh: list[Address]) -> None:
+            if merger is not None:
+                merger.add(response.extra)
             if fresh:
                 if not first_peer:
                     first_peer.append(self._now())
                 on_peers(fresh)
 
         await self._drive(lookup, lambda: GetPeers(transaction_id=b"", sender_id=self.node_id,
-                                                   info_hash=info_hash),
+                                                   info_hash=info_hash, scrape=merger is not None),
                           on_response, self._now() + timeout)
         return lookup, (first_peer[0] if first_peer else None)
 
     async def announce(self, info_hash: InfoHash | bytes, port: int | None = None, *,
-                       implied_port: bool = False, timeout: float = 30.0) -> AnnounceResult:
+                       implied_port: bool = False, seed: bool = False,
+                       timeout: float = 30.0) -> AnnounceResult:
         """Find the k closest nodes to `info_hash` and announce `port` (or the implied UDP port)."""
         if port is None and not implied_port:
             raise ValueError("give a port, or implied_port=True")
@@ -661,7 +670,7 @@ class DHTNode:
         async def announce_to(candidate) -> bool:
             query = AnnouncePeer(transaction_id=b"", sender_id=self.node_id, info_hash=info_hash,
                                  token=candidate.token, port=announced_port,
-                                 implied_port=implied_port)
+                                 implied_port=implied_port, seed=seed)
             try:
                 await self.query(candidate.address,
                                  query, timeout=max(0.1, min(self.config.query_timeout,
@@ -782,10 +791,12 @@ class PeerLookup:
     (break) and calling `aclose()` stops the lookup.
     """
 
-    def __init__(self, node: DHTNode, info_hash: InfoHash, timeout: float) -> None:
+    def __init__(self, node: DHTNode, info_hash: InfoHash, timeout: float,
+                 scrape: bool = False) -> None:
         self.node = node
         self.info_hash = info_hash
         self.timeout = timeout
+        self._merger = ScrapeMerger() if scrape else None
         self.summary: LookupSummary | None = None
         self._queue: asyncio.Queue[Address | None] = asyncio.Queue()
         self._task: asyncio.Task | None = None
@@ -796,8 +807,10 @@ class PeerLookup:
     async def _run(self) -> None:
         try:
             lookup, first_peer = await self.node._get_peers_lookup(
-                self.info_hash, self.timeout, self._deliver)
+                self.info_hash, self.timeout, self._deliver, self._merger)
             self.summary = self.node._summary(lookup, first_peer)
+            if self._merger is not None:
+                self.summary.scrape = self._merger.estimate()
         finally:
             self._queue.put_nowait(None)
 

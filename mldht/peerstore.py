@@ -78,18 +78,32 @@ class PeerStore:
         return swarm
 
     def get(self, info_hash: bytes, now: float, limit: int, rng: _random.Random,
-            ipv6: bool | None = None) -> list[Address]:
+            ipv6: bool | None = None, noseed: bool = False) -> list[Address]:
         """Up to `limit` live peers for `info_hash`, chosen at random.
 
         `ipv6` True or False restricts the result to that family; None returns both.
+        `noseed` (BEP 33): non-seeds first, seeds only to fill the rest.
         """
         swarm = self._live(info_hash, now)
         if swarm is None or limit <= 0:
             return []
         peers = [peer for peer in swarm if ipv6 is None or (":" in peer[0]) == ipv6]
-        if len(peers) <= limit:
+        if len(peers) <= limit and not noseed:
             return peers
+        if noseed:
+            leechers = [peer for peer in peers if not swarm[peer].seed]
+            seeds = [peer for peer in peers if swarm[peer].seed]
+            chosen = rng.sample(leechers, min(limit, len(leechers)))
+            return chosen + rng.sample(seeds, min(limit - len(chosen), len(seeds)))
         return rng.sample(peers, limit)
+
+    def swarm_ips(self, info_hash: bytes, now: float) -> tuple[list[str], list[str]]:
+        """The IPs of the live seeds and of the other peers (for BEP 33 scrape filters)."""
+        swarm = self._live(info_hash, now)
+        if swarm is None:
+            return [], []
+        return ([peer[0] for peer, stored in swarm.items() if stored.seed],
+                [peer[0] for peer, stored in swarm.items() if not stored.seed])
 
     def expire(self, now: float) -> int:
         """Drop every expired peer; returns how many were dropped."""

@@ -11,6 +11,7 @@ from .krpc import (
     METHOD_UNKNOWN, PROTOCOL_ERROR, WANT_IPV4, WANT_IPV6, AnnouncePeer, Error, FindNode, GetPeers,
     Ping, Query, Response, SampleInfohashes, UnknownQuery, encode_message,
 )
+from .bep33 import BloomFilter
 from .bep51 import Sampler
 from .peerstore import PeerStore
 from .routing import K, RoutingTable
@@ -97,11 +98,16 @@ class QueryHandler:
         reply = self._response(query, source, token=token,
                                **self._nodes_fields(info_hash, want, source))
         if info_hash in self.peers:
+            if getattr(query, "scrape", False):
+                seeds, others = self.peers.swarm_ips(info_hash, now)
+                reply.extra = {b"BFsd": bytes(BloomFilter.of(seeds)),
+                               b"BFpe": bytes(BloomFilter.of(others))}
             ipv6 = ":" in source[0]
             per_peer = len(b"18:") + 18 if ipv6 else len(b"6:") + 6
             room = MAX_REPLY_BYTES - len(encode_message(reply)) - len(b"6:valuesle")
             limit = min(MAX_PEERS_PER_REPLY, room // per_peer)
-            values = self.peers.get(info_hash, now, limit, self.rng, ipv6=ipv6)
+            values = self.peers.get(info_hash, now, limit, self.rng, ipv6=ipv6,
+                                    noseed=getattr(query, "noseed", False))
             if values:
                 reply.values = values
         return reply
@@ -111,5 +117,5 @@ class QueryHandler:
             return self._error(query, PROTOCOL_ERROR, "bad token: not issued to this IP "
                                "for this infohash, or expired")
         port = source[1] if query.implied_port or query.port is None else query.port
-        self.peers.announce(query.info_hash, (source[0], port), now)
+        self.peers.announce(query.info_hash, (source[0], port), now, seed=query.seed)
         return self._response(query, source)

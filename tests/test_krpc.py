@@ -433,7 +433,7 @@ def _query_dict(method=b"ping", **arguments):
 def test_unknown_keys_are_ignored_in_queries(method, arguments, cls):
     plain = decode_message(bencode(_query_dict(method, **arguments)))
     assert type(plain) is cls
-    noisy_dict = _query_dict(method, **arguments, zzz=[1, {b"a": b"b"}], AAA=5, seed=1)
+    noisy_dict = _query_dict(method, **arguments, zzz=[1, {b"a": b"b"}], AAA=5, future_flag=1)
     noisy_dict[b"foo"] = b"bar"
     noisy_dict[b"ip"] = b"\x00" * 6
     noisy = decode_message(bencode(noisy_dict))
