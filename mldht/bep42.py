@@ -96,6 +96,9 @@ class ExternalIpVoter:
         self.min_votes = min_votes
         self.max_voters = max_voters
         self._votes: OrderedDict[str, str] = OrderedDict()
+        """Voter subnet -> the IP it reported, oldest first."""
+        self._counts: dict[str, int] = {}
+        """Reported IP -> how many subnets report it (kept in step with _votes)."""
         self.external_ip: str | None = None
 
     def vote(self, voter_ip: str, reported_ip: str) -> str | None:
@@ -108,22 +111,29 @@ class ExternalIpVoter:
             return None
         if reported.is_unspecified or reported.is_multicast:
             return None
-        self._votes[group] = str(reported)
-        self._votes.move_to_end(group)
+        previous = self._votes.pop(group, None)
+        if previous is not None:
+            self._uncount(previous)
+        ip = str(reported)
+        self._votes[group] = ip
+        self._counts[ip] = self._counts.get(ip, 0) + 1
         while len(self._votes) > self.max_voters:
-            self._votes.popitem(last=False)
-        tally: dict[str, int] = {}
-        for ip in self._votes.values():
-            tally[ip] = tally.get(ip, 0) + 1
-        leader, votes = max(tally.items(), key=lambda item: item[1])
-        runner_up = max((v for ip, v in tally.items() if ip != leader), default=0)
+            _, forgotten = self._votes.popitem(last=False)
+            self._uncount(forgotten)
+        leader, votes = max(self._counts.items(), key=lambda item: item[1])
+        runner_up = max((v for ip, v in self._counts.items() if ip != leader), default=0)
         if votes >= self.min_votes and votes > runner_up and leader != self.external_ip:
             self.external_ip = leader
             return leader
         return None
 
+    def _uncount(self, ip: str) -> None:
+        left = self._counts[ip] - 1
+        if left:
+            self._counts[ip] = left
+        else:
+            del self._counts[ip]
+
     def tally(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for ip in self._votes.values():
-            counts[ip] = counts.get(ip, 0) + 1
-        return counts
+        """Votes per reported IP."""
+        return dict(self._counts)

@@ -289,9 +289,11 @@ class DHTNode:
     # --- sending and receiving ----------------------------------------------------------
 
     def _send(self, message, address: Address) -> None:
+        self._send_data(encode_message(message), address)
+
+    def _send_data(self, data: bytes, address: Address) -> None:
         if self._transport is None:
             raise TransportClosed("node not started")
-        data = encode_message(message)
         try:
             self._transport.sendto(data, address)
         except (OSError, ValueError) as exc:
@@ -303,12 +305,11 @@ class DHTNode:
 
     def _send_reply(self, message, address: Address, now: float) -> None:
         """Send an answer within the global reply budget (dropped beyond it)."""
-        if self.config.reply_bytes_per_second > 0:
-            size = len(encode_message(message))
-            if not self._reply_budget.allow(now, size):
-                self.stats.replies_dropped += 1
-                return
-        self._send(message, address)
+        data = encode_message(message)  # once: its size is charged, then it is sent
+        if self.config.reply_bytes_per_second > 0 and not self._reply_budget.allow(now, len(data)):
+            self.stats.replies_dropped += 1
+            return
+        self._send_data(data, address)
 
     def _datagram_received(self, data: bytes, addr: tuple) -> None:
         source: Address = (normalize_ip(addr[0]), addr[1])

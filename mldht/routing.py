@@ -256,9 +256,6 @@ class RoutingTable:
         reason = self._check_address(node, now)
         if reason:
             return InsertResult(InsertOutcome.REJECTED, reason)
-        secure = self.verify is None or self.verify(node.id, node.ip)
-        if self.enforce and not secure:
-            return InsertResult(InsertOutcome.REJECTED, "node id does not match its IP (BEP 42)")
         existing = self._by_ip.get(node.ip)
         if existing is not None:
             existing.port = node.port  # same id, same IP: a NAT may have remapped the port
@@ -271,6 +268,10 @@ class RoutingTable:
                 existing.last_query = now
             return InsertResult(InsertOutcome.UPDATED)
 
+        # Known nodes were checked when they came in: only newcomers cost a CRC32C.
+        secure = self.verify is None or self.verify(node.id, node.ip)
+        if self.enforce and not secure:
+            return InsertResult(InsertOutcome.REJECTED, "node id does not match its IP (BEP 42)")
         entry = RoutingEntry(node.id, node.ip, node.port, added=now,
                              last_response=now if responded else None,
                              last_query=None if responded else now, secure_id=secure)
