@@ -48,6 +48,18 @@ class LabRuns:
             raise AssertionError(f"lab scenario {name!r} failed:\n{self.failures[name]}")
         return self.reports[name]
 
+    def outcome(self, name: str, missing: str | None = None) -> dict:
+        """The report, or {"failure": why} so that each test of a module fails (rather than
+        errors) with the reason: `missing` (a reference implementation not installed), the
+        scenario's own failure, or the `error` its report carries."""
+        if missing is not None:
+            return {"failure": missing}
+        try:
+            report = self.result(name)
+        except AssertionError as exc:
+            return {"failure": str(exc)}
+        return {"failure": report["error"]} if "error" in report else report
+
     def report(self, name: str) -> dict:
         """The scenario's report; the calling test fails when the scenario did."""
         try:

@@ -212,6 +212,15 @@ def run_scenario(script: str, scenario: str, capture: Path | None = None) -> sub
                             cwd=REPO, text=True)
 
 
+def checked(outcome: dict) -> dict:
+    """The report of `LabRuns.outcome`; fails the calling test when the scenario failed."""
+    import pytest
+
+    if "failure" in outcome:
+        pytest.fail(outcome["failure"], pytrace=False)
+    return outcome
+
+
 def scenario_report(process: subprocess.Popen, timeout: float) -> dict:
     """Wait for a scenario process and return its JSON report (raise with its output if none)."""
     try:

@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+import lab
 
 pytestmark = pytest.mark.lab("aria2")
 
@@ -18,25 +19,11 @@ INSTALL_HINT = "aria2c not found: install it with `apt-get install aria2`"
 
 
 @pytest.fixture(scope="module")
-def scenario(lab_runs) -> dict:
-    """The scenario report, or {"failure": why} (so that each test FAILS rather than errors)."""
-    if shutil.which("aria2c") is None:
-        return {"failure": INSTALL_HINT}
-    try:
-        return lab_runs.result("aria2")
-    except AssertionError as exc:
-        return {"failure": str(exc)}
+def report(lab_runs) -> dict:
+    return lab_runs.outcome("aria2", INSTALL_HINT if shutil.which("aria2c") is None else None)
 
 
-@pytest.fixture
-def report(scenario) -> dict:
-    return scenario
-
-
-def _checked(report: dict) -> dict:
-    if "failure" in report:
-        pytest.fail(report["failure"], pytrace=False)
-    return report
+_checked = lab.checked
 
 
 def test_aria2_version(report):

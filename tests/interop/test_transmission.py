@@ -21,22 +21,11 @@ INSTALL_MESSAGE = ("transmission-daemon is not installed: apt-get install transm
 
 @pytest.fixture(scope="module")
 def run(lab_runs) -> dict:
-    """The scenario report, or {"failure": why} (each test then fails with it)."""
-    if shutil.which("transmission-daemon") is None:
-        return {"failure": INSTALL_MESSAGE}
-    try:
-        report = lab_runs.result("transmission")
-    except AssertionError as exc:
-        return {"failure": str(exc)}
-    if "error" in report:
-        return {"failure": report["error"]}
-    return report
+    missing = INSTALL_MESSAGE if shutil.which("transmission-daemon") is None else None
+    return lab_runs.outcome("transmission", missing)
 
 
-def report_of(run: dict) -> dict:
-    if "failure" in run:
-        pytest.fail(run["failure"], pytrace=False)
-    return run
+report_of = lab.checked
 
 
 def test_bootstrap_from_one_mldht_node(run):

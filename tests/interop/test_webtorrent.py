@@ -14,9 +14,9 @@ from __future__ import annotations
 import pytest
 
 import lab
+import webtorrent
 
 pytestmark = pytest.mark.lab("webtorrent")
-import webtorrent
 
 PROBE_IP = lab.lab_ip(5)
 W1 = f"{lab.lab_ip(11)}:6881"
@@ -26,22 +26,14 @@ MLDHT_CORE = {"mldht-A", "mldht-B", "mldht-C"}
 
 @pytest.fixture(scope="module")
 def scenario(lab_runs) -> dict:
-    """The scenario report, or {"failure": why} (so that each test FAILS rather than errors)."""
     try:
         webtorrent.check_installed()
     except webtorrent.WebTorrentMissing as exc:
-        return {"failure": str(exc)}
-    try:
-        return lab_runs.result("webtorrent")
-    except AssertionError as exc:
-        return {"failure": str(exc)}
+        return lab_runs.outcome("webtorrent", str(exc))
+    return lab_runs.outcome("webtorrent")
 
 
-def _checked(scenario: dict) -> dict:
-    """The report; a failed (or impossible) scenario run fails the test, with the reason."""
-    if "failure" in scenario:
-        pytest.fail(scenario["failure"], pytrace=False)
-    return scenario
+_checked = lab.checked
 
 
 def test_versions_and_run_time(scenario):
