@@ -1,4 +1,5 @@
-"""The `mldht` command line: get-peers, announce, ping, find-node and serve."""
+"""The `mldht` command line: get-peers, announce, put, get, ping, sample, find-node, serve
+and replay."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from typing import Sequence
 
 from . import __version__
 from .compact import format_address, parse_host_port
+from .bep44 import MAX_SALT_BYTES, Item, KeyPair, bencode as bencode_value, mutable_target
 from .bep51 import InvalidSample
 from .blocklist import Blocklist
 from .dualstack import DualStackNode, ipv6_available
 from .config import DEFAULT_BOOTSTRAP, NodeConfig
 from .errors import InvalidInput, MldhtError
 from .ids import NodeId, parse_infohash
+from .krpc import decode_bencode
 from .node import DHTNode, LookupSummary
 
 EXIT_FOUND = 0
@@ -94,6 +97,31 @@ def build_parser() -> argparse.ArgumentParser:
     announce.add_argument("--seed", action="store_true", help="announce as a seed (BEP 33)")
     _add_network_options(announce, 30.0)
     announce.add_argument("--json", action="store_true")
+
+    put = commands.add_parser(
+        "put", help="store a value in the DHT (BEP 44): immutable, or mutable with --key")
+    put.add_argument("value", help="the value: a UTF-8 string (or bencode with --bencoded)")
+    put.add_argument("--bencoded", action="store_true",
+                     help="VALUE is already bencoded (e.g. 'li1ei2ee' for a list)")
+    put.add_argument("--key", metavar="FILE",
+                     help="put a mutable item signed with the ed25519 seed in FILE (64 hex "
+                          "digits; a new key is written there when FILE does not exist)")
+    put.add_argument("--salt", metavar="S", help="salt of the mutable item (UTF-8, at most "
+                     f"{MAX_SALT_BYTES} bytes)")
+    put.add_argument("--seq", type=int, metavar="N",
+                     help="sequence number (default: one more than the highest found)")
+    put.add_argument("--cas", type=int, metavar="N",
+                     help="only replace the item whose sequence number is N")
+    _add_network_options(put, 30.0)
+    put.add_argument("--json", action="store_true")
+
+    get = commands.add_parser("get", help="fetch a value from the DHT (BEP 44) and verify it")
+    get.add_argument("target", metavar="TARGET",
+                     help="40 hex digits (the item's target), or a mutable item's 64-hex-digit "
+                          "public key")
+    get.add_argument("--salt", metavar="S", help="salt the mutable item was put with")
+    _add_network_options(get, 30.0)
+    get.add_argument("--json", action="store_true")
 
     ping = commands.add_parser("ping", help="ping one node and print its id")
     ping.add_argument("address", metavar="HOST:PORT")
@@ -242,6 +270,131 @@ async def _announce(args) -> int:
         _print(f"announced to {len(result.announced_to)} of the closest nodes "
                f"({result.failed} failed) in {result.summary.elapsed:.3f} s", sys.stderr)
     return EXIT_FOUND if result.announced_to else EXIT_NOT_FOUND
+
+
+def _salt(args) -> bytes:
+    salt = (args.salt or "").encode()
+    if len(salt) > MAX_SALT_BYTES:
+        raise InvalidInput(f"--salt is {len(salt)} bytes; at most {MAX_SALT_BYTES}")
+    return salt
+
+
+def _value_argument(args):
+    if not args.bencoded:
+        return args.value.encode()
+    raw = args.value.encode()
+    try:
+        value = decode_bencode(raw)
+    except ValueError:
+        raise InvalidInput("VALUE is not valid bencode (drop --bencoded to store it as a "
+                           "string)") from None
+    if bencode_value(value) != raw:
+        raise InvalidInput("VALUE is not canonical bencode (dictionary keys must be sorted)")
+    return value
+
+
+def _jsonable(value):
+    """A bencoded value as JSON: strings as text when UTF-8, else as {"hex": ...}."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"hex": value.hex()}
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key.decode("utf-8", "replace"): _jsonable(item) for key, item in value.items()}
+    return value
+
+
+def _item_dict(item: Item) -> dict:
+    fields = {"target": item.target.hex(), "value": _jsonable(item.value),
+              "bytes": len(item.encoded)}
+    if item.is_mutable:
+        assert item.public_key is not None and item.signature is not None
+        fields.update(public_key=item.public_key.hex(), seq=item.seq,
+                      salt=item.salt.decode("utf-8", "replace"), signature=item.signature.hex())
+    return fields
+
+
+async def _put(args) -> int:
+    value = _value_argument(args)
+    salt = _salt(args)
+    if not args.key and (args.salt or args.seq is not None or args.cas is not None):
+        raise InvalidInput("--salt, --seq and --cas are for mutable items: give --key FILE")
+    keys = None
+    if args.key:
+        try:
+            keys, created = KeyPair.load_or_create(args.key)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if created:
+            _print(f"new key written to {args.key}; public key {keys.public_key.hex()}",
+                   sys.stderr)
+    if args.seq is not None and args.seq < 0:
+        raise InvalidInput("--seq must not be negative")
+    problem = (Item.immutable(value) if keys is None
+               else Item.mutable(keys, value, args.seq or 0, salt)).problem()
+    if problem is not None:
+        raise InvalidInput(problem[1])
+    node, remaining = await _joined_node(args, read_only=True, single=True)
+    async with node:
+        if keys is None:
+            result = await node.put_immutable(value, timeout=remaining)
+        else:
+            result = await node.put_mutable(keys, value, salt=salt, seq=args.seq, cas=args.cas,
+                                            timeout=remaining)
+    stored = len(result.stored_on)
+    if args.json:
+        _print(json.dumps({**_item_dict(result.item), "stored": stored, "asked": result.asked,
+                           "errors": {str(code): n for code, n in result.errors.items()},
+                           "timed_out": result.timed_out,
+                           "stored_on": [str(n) for n in result.stored_on],
+                           **_summary_dict(result.summary)}))
+    else:
+        _print(result.item.target.hex())
+        kind = (f"mutable item seq {result.item.seq} of key {result.item.public_key.hex()}"
+                if result.item.public_key else "immutable item")
+        errors = ", ".join(f"{n} answered {code}" for code, n in sorted(result.errors.items()))
+        _print(f"{kind}: stored on {stored} of the {result.asked} closest nodes"
+               f"{' (' + errors + ')' if errors else ''} in {result.summary.elapsed:.3f} s",
+               sys.stderr)
+    return EXIT_FOUND if stored else EXIT_NOT_FOUND
+
+
+async def _get(args) -> int:
+    salt = _salt(args)
+    text = args.target.strip().lower()
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) == 32:
+        target = mutable_target(raw, salt)
+    elif len(raw) == 20:
+        target = raw
+    else:
+        raise InvalidInput(f"TARGET {args.target!r} is neither 40 hex digits (a target) nor 64 "
+                           "(a public key)")
+    node, remaining = await _joined_node(args, read_only=True, single=True)
+    async with node:
+        result = await node.get_item(target, salt=salt, timeout=remaining)
+    item = result.item
+    if args.json:
+        _print(json.dumps({"found": item is not None, **(_item_dict(item) if item else {}),
+                           "copies": result.copies, "invalid": result.invalid,
+                           **_summary_dict(result.summary)}))
+    elif item is not None:
+        _print(item.value.decode("utf-8", "replace") if isinstance(item.value, bytes)
+               else json.dumps(_jsonable(item.value)))
+        kind = f"mutable item seq {item.seq}" if item.is_mutable else "immutable item"
+        _print(f"{kind} ({len(item.encoded)} bytes bencoded) from {result.copies} nodes; "
+               f"{result.invalid} invalid copies ignored; {result.summary.elapsed:.3f} s",
+               sys.stderr)
+    else:
+        _print(f"not found ({result.summary.answered} nodes answered, {result.invalid} invalid "
+               f"copies ignored) in {result.summary.elapsed:.3f} s", sys.stderr)
+    return EXIT_FOUND if item is not None else EXIT_NOT_FOUND
 
 
 async def _ping(args) -> int:
@@ -401,7 +554,7 @@ async def _replay(args) -> int:
     return EXIT_NOT_FOUND if problems else EXIT_FOUND
 
 
-COMMANDS = {"get-peers": _get_peers, "announce": _announce, "ping": _ping,
+COMMANDS = {"get-peers": _get_peers, "announce": _announce, "put": _put, "get": _get, "ping": _ping,
             "find-node": _find_node, "serve": _serve, "replay": _replay, "sample": _sample}
 
 

@@ -35,6 +35,10 @@ class NodeConfig:
     max_infohashes: int = 2000
     max_peers_per_infohash: int = 500
     peer_lifetime: float = 30 * 60.0
+    max_items: int = 1000
+    """BEP 44 items stored for others at most (libtorrent: 700)."""
+    item_lifetime: float = 2 * 60 * 60.0
+    """A BEP 44 item not put again within this long is forgotten (the BEP's 2 hours)."""
     token_rotation: float = 5 * 60.0
     bucket_refresh: float = 15 * 60.0
     """Buckets unchanged for this long get a refresh lookup."""

@@ -17,7 +17,7 @@ from .compact import Address, NodeInfo, pack_address, pack_nodes, unpack_address
 from .errors import KrpcDecodeError
 from .ids import ID_LENGTH, InfoHash, NodeId
 
-# KRPC error codes (BEP 5 and BEP 44).
+# KRPC error codes (BEP 5; BEP 44's are in bep44.py).
 GENERIC_ERROR = 201
 SERVER_ERROR = 202
 PROTOCOL_ERROR = 203
@@ -41,6 +41,15 @@ class _StrictDecoder(bencodepy.BencodeDecoder):
 
 
 _decoder = _StrictDecoder(encoding=None, encoding_fallback=None, dict_ordered=False)
+
+
+def decode_bencode(data: bytes) -> Any:
+    """Decode any bencoded value (strings as bytes) with the datagram decoder's strictness;
+    raises ValueError when `data` is not one well-formed value."""
+    try:
+        return _decoder.decode(data)
+    except Exception as exc:  # bencodepy raises several types
+        raise ValueError(f"not valid bencode: {exc}") from None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -139,6 +148,53 @@ class SampleInfohashes(Query):
 
     def arguments(self) -> dict[bytes, Any]:
         return {b"id": bytes(self.sender_id), b"target": bytes(self.target), **_want_list(self.want)}
+
+
+@dataclass(slots=True, kw_only=True)
+class Get(Query):
+    """BEP 44: ask for the item stored under `target` (and nodes near it, and a token)."""
+
+    method: ClassVar[bytes] = b"get"
+    target: NodeId
+    seq: int | None = None
+    """Only send a mutable item's value if its seq is greater than this."""
+    want: tuple[bytes, ...] = ()
+
+    def arguments(self) -> dict[bytes, Any]:
+        args: dict[bytes, Any] = {b"id": bytes(self.sender_id), b"target": bytes(self.target),
+                                  **_want_list(self.want)}
+        if self.seq is not None:
+            args[b"seq"] = self.seq
+        return args
+
+
+@dataclass(slots=True, kw_only=True)
+class Put(Query):
+    """BEP 44: store an item. Mutable when `public_key` is set (with `seq` and `signature`)."""
+
+    method: ClassVar[bytes] = b"put"
+    token: bytes
+    value: Any
+    encoded_value: bytes
+    """`v` exactly as it was bencoded on the wire (it is canonical: otherwise 203)."""
+    public_key: bytes | None = None
+    signature: bytes | None = None
+    seq: int | None = None
+    salt: bytes = b""
+    cas: int | None = None
+
+    def arguments(self) -> dict[bytes, Any]:
+        args: dict[bytes, Any] = {b"id": bytes(self.sender_id), b"token": self.token,
+                                  b"v": self.value}
+        if self.public_key is not None:
+            args[b"k"] = self.public_key
+            args[b"seq"] = self.seq
+            args[b"sig"] = self.signature
+            if self.salt:
+                args[b"salt"] = self.salt
+            if self.cas is not None:
+                args[b"cas"] = self.cas
+        return args
 
 
 @dataclass(slots=True, kw_only=True)
@@ -259,7 +315,101 @@ def _get_want(args: dict) -> tuple[bytes, ...]:
     return tuple(want)
 
 
-def _decode_query(message: dict, transaction_id: bytes, version: bytes | None) -> Query:
+def _skip_element(data: bytes, start: int) -> int:
+    """The offset just past the bencoded element at `start` (in data already decoded once,
+    so well formed); iterative, so nesting depth costs no stack."""
+    depth = 0
+    position = start
+    while True:
+        lead = data[position:position + 1]
+        if lead in (b"l", b"d"):
+            depth += 1
+            position += 1
+            continue
+        if lead == b"e":
+            depth -= 1
+            position += 1
+        elif lead == b"i":
+            position = data.index(b"e", position) + 1
+        else:
+            colon = data.index(b":", position)
+            position = colon + 1 + int(data[position:colon])
+        if depth == 0:
+            return position
+
+
+def _dict_value_span(data: bytes, start: int, key: bytes) -> tuple[int, int] | None:
+    """Where the value of `key` lies in the bencoded dictionary starting at `start`."""
+    position = start + 1
+    while data[position:position + 1] != b"e":
+        key_end = _skip_element(data, position)
+        name = data[data.index(b":", position) + 1:key_end]
+        value_end = _skip_element(data, key_end)
+        if name == key:
+            return key_end, value_end
+        position = value_end
+    return None
+
+
+def _raw_put_value(data: bytes) -> bytes | None:
+    """The bytes of `a.v` in a put datagram, as sent."""
+    args = _dict_value_span(data, 0, b"a")
+    if args is None:
+        return None
+    span = _dict_value_span(data, args[0], b"v")
+    return None if span is None else data[span[0]:span[1]]
+
+
+def _get_int(args: dict, key: bytes, where: str, required: bool = False) -> int | None:
+    value = args.get(key)
+    if value is None:
+        if required:
+            raise _Invalid(f"missing '{where}.{key.decode()}'")
+        return None
+    if not isinstance(value, int):
+        raise _Invalid(f"'{where}.{key.decode()}' must be an integer")
+    return value
+
+
+def _get_string(args: dict, key: bytes, where: str, length: int | None = None) -> bytes | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, bytes) or (length is not None and len(value) != length):
+        size = "" if length is None else f" of {length} bytes"
+        raise _Invalid(f"'{where}.{key.decode()}' must be a string{size}")
+    return value
+
+
+def _decode_put(args: dict, data: bytes, common: dict[str, Any]) -> Put:
+    token = args.get(b"token")
+    if not isinstance(token, bytes) or not token:
+        raise _Invalid("missing or empty 'a.token'")
+    if b"v" not in args:
+        raise _Invalid("missing 'a.v'")
+    value = args[b"v"]
+    raw = _raw_put_value(data)
+    # BEP 44: a value that is not canonical bencode (unsorted keys...) must be refused, and
+    # the hash and signature are over the bytes as sent.
+    if raw is None or _codec.encode(value) != raw:
+        raise _Invalid("'a.v' is not canonical bencode")
+    public_key = _get_string(args, b"k", "a", 32)
+    if public_key is None:
+        return Put(token=token, value=value, encoded_value=raw, **common)
+    signature = _get_string(args, b"sig", "a", 64)
+    if signature is None:
+        raise _Invalid("missing 'a.sig' (a put with 'k' is a mutable put)")
+    seq = _get_int(args, b"seq", "a", required=True)
+    assert seq is not None
+    if seq < 0:
+        raise _Invalid("'a.seq' must not be negative")
+    return Put(token=token, value=value, encoded_value=raw, public_key=public_key,
+               signature=signature, seq=seq, salt=_get_string(args, b"salt", "a") or b"",
+               cas=_get_int(args, b"cas", "a"), **common)
+
+
+def _decode_query(message: dict, transaction_id: bytes, version: bytes | None,
+                  data: bytes = b"") -> Query:
     method = message.get(b"q")
     if not isinstance(method, bytes):
         raise _Invalid("missing or non-string method name 'q'")
@@ -281,6 +431,11 @@ def _decode_query(message: dict, transaction_id: bytes, version: bytes | None) -
     if method == SampleInfohashes.method:
         return SampleInfohashes(target=NodeId(_get_id(args, b"target", "a")), want=_get_want(args),
                                 **common)
+    if method == Get.method:
+        return Get(target=NodeId(_get_id(args, b"target", "a")), seq=_get_int(args, b"seq", "a"),
+                   want=_get_want(args), **common)
+    if method == Put.method:
+        return _decode_put(args, data, common)
     if method == AnnouncePeer.method:
         announced = InfoHash(_get_id(args, b"info_hash", "a"))
         token = args.get(b"token")
@@ -380,7 +535,7 @@ def decode_message(data: bytes) -> Query | Response | Error:
         if version is not None and not isinstance(version, bytes):
             raise _Invalid("'v' must be a string")
         if kind == b"q":
-            return _decode_query(message, transaction_id, version)
+            return _decode_query(message, transaction_id, version, data)
         if kind == b"r":
             return _decode_response(message, transaction_id, version)
         if kind == b"e":

@@ -22,6 +22,7 @@ from typing import AsyncIterator, Callable, Sequence
 
 from .bep42 import ExternalIpVoter, is_secure_id, secure_node_id
 from .bep33 import ScrapeEstimate, ScrapeMerger
+from .bep44 import Item, ItemStore, bencode as bencode_value, mutable_target
 from .bep51 import Sample
 from .blocklist import Blocklist
 from .ratelimit import PerIpLimiter, TokenBucket
@@ -29,10 +30,12 @@ from .compact import (
     Address, NodeInfo, format_address, is_contactable, normalize_ip, parse_host_port,
 )
 from .config import DEFAULT_BOOTSTRAP, NodeConfig
-from .errors import KrpcDecodeError, MldhtError, QueryTimeout, RemoteError, TransportClosed
+from .errors import (
+    InvalidInput, KrpcDecodeError, MldhtError, QueryTimeout, RemoteError, TransportClosed,
+)
 from .ids import InfoHash, NodeId, random_id_in_bucket
 from .krpc import (
-    PROTOCOL_ERROR, AnnouncePeer, Error, FindNode, GetPeers, Ping, Query, Response,
+    PROTOCOL_ERROR, AnnouncePeer, Error, FindNode, Get, GetPeers, Ping, Put, Query, Response,
     SampleInfohashes,
     decode_message, encode_message,
 )
@@ -124,6 +127,35 @@ class AnnounceResult:
     """Nodes that returned a token but did not accept the announce (error or timeout)."""
 
 
+@dataclass(slots=True)
+class ItemResult:
+    """Outcome of `DHTNode.get_item` (BEP 44)."""
+
+    item: Item | None
+    """The item found (for a mutable one, the highest seq seen); None when none was."""
+    summary: LookupSummary
+    copies: int
+    """Nodes that returned this very item (same seq and value)."""
+    invalid: int
+    """Replies carrying an item that failed verification (wrong hash, key or signature)."""
+
+
+@dataclass(slots=True)
+class PutResult:
+    """Outcome of `DHTNode.put_immutable` / `put_mutable` (BEP 44)."""
+
+    item: Item
+    """The item that was put (its `target` is where it lives)."""
+    summary: LookupSummary
+    stored_on: list[NodeInfo]
+    """Nodes that accepted the put."""
+    asked: int
+    """How many of the k closest nodes (those that gave a token) the put was sent to."""
+    errors: dict[int, int]
+    """KRPC error code -> how many nodes refused with it (302: their seq is higher...)."""
+    timed_out: int
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, node: "DHTNode") -> None:
         self.node = node
@@ -152,7 +184,7 @@ class DHTNode:
                  node_id: NodeId | bytes | None = None, state_file: str | None = None,
                  read_only: bool = False, config: NodeConfig | None = None,
                  rng: _random.Random | None = None, blocklist: Blocklist | None = None,
-                 peer_store: PeerStore | None = None) -> None:
+                 peer_store: PeerStore | None = None, item_store: ItemStore | None = None) -> None:
         self.config = config or NodeConfig()
         self._bind = parse_host_port(bind, allow_any_port=True) if isinstance(bind, str) else (bind[0], bind[1])
         self._use_default_routers = bootstrap is None
@@ -184,8 +216,12 @@ class DHTNode:
         self.peer_store = peer_store if peer_store is not None else PeerStore(
             self.config.max_infohashes, self.config.max_peers_per_infohash, self.config.peer_lifetime)
         self._tokens = TokenManager(self._now(), self._rng, self.config.token_rotation)
+        self.item_store = item_store if item_store is not None else ItemStore(
+            self.config.max_items, self.config.item_lifetime)
+        """BEP 44 items this node stores for others."""
         self._handler = QueryHandler(self.node_id, self.routing_table, self._tokens,
-                                     self.peer_store, self._rng, self.config.version)
+                                     self.peer_store, self._rng, self.config.version,
+                                     self.item_store)
         self._transport: asyncio.DatagramTransport | None = None
         self._pending: dict[tuple[bytes, Address], asyncio.Future] = {}
         self._slots = asyncio.Semaphore(self.config.max_pending)
@@ -549,8 +585,9 @@ class DHTNode:
 
     async def _drive(self, lookup: Lookup, make_query: Callable[[], Query],
                      on_response: Callable[[Address, Response, list[Address]], None] | None,
-                     deadline: float) -> None:
-        """Run `lookup` to completion (or `deadline`), `make_query()` giving each query."""
+                     deadline: float, stop: Callable[[], bool] | None = None) -> None:
+        """Run `lookup` to completion (or `deadline`, or until `stop()`), `make_query()`
+        giving each query."""
         wake = asyncio.Event()
         running: set[asyncio.Task] = set()
         own_address = self.address
@@ -576,7 +613,7 @@ class DHTNode:
                 wake.set()
 
         try:
-            while not lookup.done:
+            while not lookup.done and not (stop is not None and stop()):
                 now = self._now()
                 if now >= deadline:
                     break
@@ -685,6 +722,110 @@ class DHTNode:
         return AnnounceResult(summary=summary, announced_to=accepted,
                               failed=len(results) - len(accepted))
 
+    # --- BEP 44 items ----------------------------------------------------------------------
+
+    async def _item_lookup(self, target: NodeId, salt: bytes, timeout: float,
+                           stop_at_immutable: bool) -> tuple[Lookup, dict[Address, Item], int]:
+        """A `get` lookup towards `target`: the verified item each node returned, and how
+        many replies carried an item that failed verification."""
+        lookup = await self._new_lookup(target)
+        found: dict[Address, Item] = {}
+        invalid = 0
+
+        def on_response(address: Address, response: Response, fresh: list[Address]) -> None:
+            nonlocal invalid
+            item = _item_in(response, salt)
+            if item is None:
+                return
+            if item.is_valid_for(target):
+                found[address] = item
+            else:
+                invalid += 1
+
+        def immutable_found() -> bool:
+            return stop_at_immutable and any(not item.is_mutable for item in found.values())
+
+        await self._drive(lookup, lambda: Get(transaction_id=b"", sender_id=self.node_id,
+                                              target=target),
+                          on_response, self._now() + timeout, stop=immutable_found)
+        return lookup, found, invalid
+
+    @staticmethod
+    def _latest(found: dict[Address, Item]) -> Item | None:
+        """An immutable item if one was found, else the mutable item with the highest seq."""
+        items = list(found.values())
+        for item in items:
+            if not item.is_mutable:
+                return item
+        return max(items, key=lambda item: item.seq, default=None)
+
+    async def get_item(self, target: bytes, salt: bytes = b"", timeout: float = 30.0) -> ItemResult:
+        """BEP 44: find the item stored under `target` (an immutable item's hash, or
+        `bep44.mutable_target(public_key, salt)`). Every item is verified before it is
+        believed; for a mutable item the one with the highest seq is returned, and `salt`
+        must be the one it was put with. Stops at the first genuine immutable item."""
+        target = NodeId(target)
+        lookup, found, invalid = await self._item_lookup(target, salt, timeout, True)
+        best = self._latest(found)
+        copies = sum(1 for item in found.values() if item == best)
+        return ItemResult(best, self._summary(lookup, None), copies, invalid)
+
+    async def put_immutable(self, value, timeout: float = 30.0) -> PutResult:
+        """BEP 44: store `value` (any bencodable value; str is stored as UTF-8 bytes) under
+        the SHA-1 of its bencoding on the k closest nodes that give us a token."""
+        item = Item.immutable(value)
+        return await self._put(item.target, b"", lambda current: item, None, timeout)
+
+    async def put_mutable(self, keys, value, *, salt: bytes = b"", seq: int | None = None,
+                          cas: int | None = None, timeout: float = 30.0) -> PutResult:
+        """BEP 44: sign `value` with `keys` (a `bep44.KeyPair`) and store it under
+        SHA-1(public key + salt). Without `seq`, the highest seq found on the network plus
+        one (1 for a new item). `cas`: the seq the put must replace (nodes holding another
+        answer 301)."""
+        target = mutable_target(keys.public_key, salt)
+
+        def make(current: Item | None) -> Item:
+            next_seq = seq if seq is not None else (current.seq + 1 if current else 1)
+            return Item.mutable(keys, value, next_seq, salt)
+
+        return await self._put(target, salt, make, cas, timeout)
+
+    async def _put(self, target: bytes, salt: bytes, make: Callable[[Item | None], Item],
+                   cas: int | None, timeout: float) -> PutResult:
+        deadline = self._now() + timeout
+        lookup, found, _ = await self._item_lookup(NodeId(target), salt, timeout, False)
+        item = make(self._latest(found))
+        problem = item.problem()
+        if problem is not None:
+            raise InvalidInput(f"cannot put this item: {problem[1]}")
+        summary = self._summary(lookup, None)
+        targets = [candidate for candidate in lookup.closest_answered(self.config.k, with_token=True)
+                   if self._acceptable(candidate.info)]
+        errors: dict[int, int] = {}
+        timed_out = 0
+
+        async def put_to(candidate) -> bool:
+            nonlocal timed_out
+            query = Put(transaction_id=b"", sender_id=self.node_id, token=candidate.token,
+                        value=item.value, encoded_value=item.encoded,
+                        public_key=item.public_key, signature=item.signature,
+                        seq=item.seq if item.is_mutable else None, salt=item.salt,
+                        cas=cas if item.is_mutable else None)
+            try:
+                await self.query(candidate.address, query, timeout=max(
+                    0.1, min(self.config.query_timeout, deadline - self._now())))
+                return True
+            except RemoteError as exc:
+                errors[exc.code] = errors.get(exc.code, 0) + 1
+            except (MldhtError, OSError):
+                timed_out += 1
+            return False
+
+        results = await asyncio.gather(*(put_to(candidate) for candidate in targets))
+        return PutResult(item=item, summary=summary,
+                         stored_on=[c.info for c, ok in zip(targets, results) if ok],
+                         asked=len(targets), errors=errors, timed_out=timed_out)
+
     # --- bootstrap and maintenance ------------------------------------------------------
 
     async def _resolve_one(self, spec: str | Address) -> Address:
@@ -761,6 +902,7 @@ class DHTNode:
             try:
                 if now - last_expiry >= 60.0:
                     self.peer_store.expire(now)
+                    self.item_store.expire(now)
                     last_expiry = now
                 if self.read_only and not len(self.routing_table):
                     continue
@@ -783,6 +925,25 @@ class DHTNode:
                     last_save = now
             except Exception:
                 log.exception("maintenance step failed")
+
+
+def _item_in(response: Response, salt: bytes) -> Item | None:
+    """The BEP 44 item a `get` reply carries (unverified), or None."""
+    extra = response.extra
+    if b"v" not in extra:
+        return None
+    try:
+        encoded = bencode_value(extra[b"v"])
+    except Exception:  # a value bencode.py cannot encode back: not an item
+        return None
+    public_key, signature, seq = extra.get(b"k"), extra.get(b"sig"), extra.get(b"seq")
+    if public_key is None and signature is None:
+        return Item(value=extra[b"v"], encoded=encoded)
+    if not (isinstance(public_key, bytes) and isinstance(signature, bytes)
+            and isinstance(seq, int)):
+        return Item(value=extra[b"v"], encoded=encoded, public_key=b"", seq=-1)  # fails checks
+    return Item(value=extra[b"v"], encoded=encoded, public_key=public_key, salt=salt, seq=seq,
+                signature=signature)
 
 
 class PeerLookup:

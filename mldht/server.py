@@ -8,10 +8,11 @@ from typing import Callable
 from .compact import Address, NodeInfo
 from .ids import InfoHash, NodeId
 from .krpc import (
-    METHOD_UNKNOWN, PROTOCOL_ERROR, WANT_IPV4, WANT_IPV6, AnnouncePeer, Error, FindNode, GetPeers,
-    Ping, Query, Response, SampleInfohashes, UnknownQuery, encode_message,
+    METHOD_UNKNOWN, PROTOCOL_ERROR, WANT_IPV4, WANT_IPV6, AnnouncePeer, Error, FindNode, Get,
+    GetPeers, Ping, Put, Query, Response, SampleInfohashes, UnknownQuery, encode_message,
 )
 from .bep33 import BloomFilter
+from .bep44 import MAX_SALT_BYTES, MAX_VALUE_BYTES, Item, ItemStore, StoreRejected
 from .bep51 import Sampler
 from .peerstore import PeerStore
 from .routing import K, RoutingTable
@@ -26,13 +27,16 @@ class QueryHandler:
     """Builds the reply to each query from the routing table, the tokens and the peer store."""
 
     def __init__(self, own_id: NodeId, table: RoutingTable, tokens: TokenManager,
-                 peers: PeerStore, rng: _random.Random, version: bytes | None = None) -> None:
+                 peers: PeerStore, rng: _random.Random, version: bytes | None = None,
+                 items: ItemStore | None = None) -> None:
         self.own_id = own_id
         self.table = table
         self.tokens = tokens
         self.peers = peers
         self.rng = rng
         self.version = version
+        self.items = items if items is not None else ItemStore()
+        """BEP 44: the items served to `get` and stored by `put`."""
         self.sampler = Sampler(peers.info_hashes, rng)
         """BEP 51: the infohash sample served to `sample_infohashes`."""
         self.sibling_table: Callable[[], RoutingTable | None] | None = None
@@ -83,6 +87,10 @@ class QueryHandler:
                                                                       source))
             reply.extra = {b"samples": b"".join(samples), b"num": num, b"interval": interval}
             return reply
+        if isinstance(query, Get):
+            return self._get(query, source, now)
+        if isinstance(query, Put):
+            return self._put(query, source, now)
         if isinstance(query, UnknownQuery):
             if query.info_hash is not None:
                 return self._get_peers(query, query.info_hash, (), source, now)
@@ -118,4 +126,47 @@ class QueryHandler:
                                "for this infohash, or expired")
         port = source[1] if query.implied_port or query.port is None else query.port
         self.peers.announce(query.info_hash, (source[0], port), now, seed=query.seed)
+        return self._response(query, source)
+
+    def _get(self, query: Get, source: Address, now: float) -> Response:
+        token = self.tokens.issue(source[0], query.target, now)
+        nodes = self._nodes_fields(query.target, query.want, source)
+        reply = self._response(query, source, token=token, **nodes)
+        item = self.items.get(query.target, now)
+        if item is None:
+            return reply
+        extra: dict = {}
+        if item.is_mutable:
+            extra[b"seq"] = item.seq
+            if query.seq is None or item.seq > query.seq:
+                extra.update({b"k": item.public_key, b"sig": item.signature, b"v": item.value})
+        else:
+            extra[b"v"] = item.value
+        reply.extra = extra
+        # A 1000-byte value and two families of nodes do not fit one datagram: the value
+        # matters more, so nodes are given up (IPv6 first) until the reply fits.
+        for key in ("nodes6", "nodes"):
+            listed = getattr(reply, key)
+            while listed and len(encode_message(reply)) > MAX_REPLY_BYTES:
+                listed.pop()
+        return reply
+
+    def _put(self, query: Put, source: Address, now: float) -> Response | Error:
+        item = Item(value=query.value, encoded=query.encoded_value, public_key=query.public_key,
+                    salt=query.salt, seq=query.seq or 0, signature=query.signature)
+        # Sizes first (as libtorrent does): they need no token and no signature check.
+        if len(item.encoded) > MAX_VALUE_BYTES or len(item.salt) > MAX_SALT_BYTES:
+            problem = item.problem()
+            assert problem is not None
+            return self._error(query, *problem)
+        if not self.tokens.is_valid(query.token, source[0], item.target, now):
+            return self._error(query, PROTOCOL_ERROR, "bad token: not issued to this IP "
+                               "for this target, or expired")
+        problem = item.problem()
+        if problem is not None:
+            return self._error(query, *problem)
+        try:
+            self.items.put(item, now, self.own_id, cas=query.cas if item.is_mutable else None)
+        except StoreRejected as rejected:
+            return self._error(query, rejected.code, rejected.message)
         return self._response(query, source)
