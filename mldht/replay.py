@@ -23,13 +23,17 @@ import bencodepy
 from .compact import Address, format_address
 from .errors import KrpcDecodeError
 from .krpc import (
-    METHOD_UNKNOWN, PROTOCOL_ERROR, AnnouncePeer, Error, FindNode, GetPeers, Query, Response,
-    UnknownQuery, decode_message, encode_message,
+    METHOD_UNKNOWN, PROTOCOL_ERROR, AnnouncePeer, Error, FindNode, Get, GetPeers, Put, Query,
+    Response, UnknownQuery, decode_message, encode_message,
 )
+from .bep44 import CAS_MISMATCH, INVALID_SIGNATURE, SALT_TOO_BIG, SEQ_TOO_LOW, VALUE_TOO_BIG
 from .capture import Datagram
 
 _bencode = bencodepy.Bencode(encoding=None)
 KNOWN_ERROR_CODES = (201, 202, 203, 204)
+PUT_ERROR_CODES = (PROTOCOL_ERROR, VALUE_TOO_BIG, INVALID_SIGNATURE, SALT_TOO_BIG, CAS_MISMATCH,
+                   SEQ_TOO_LOW)
+"""The answers BEP 44 allows to a refused put (203 for a bad token or a malformed value)."""
 REPLY_WINDOW = 60.0
 """A reply more than this many seconds after its query is not paired with it."""
 
@@ -124,8 +128,8 @@ def reply_problem(query: CapturedMessage, reply: Response | Error | None,
                   foreign_token: bool = False) -> str | None:
     """What is wrong with `reply` as the answer to `query` under BEP 5, or None.
 
-    `foreign_token`: the query's announce token was issued by another node, so the only right
-    answer is error 203.
+    `foreign_token`: the query's announce or put token was issued by another node, so the
+    only right answer is error 203.
     """
     if reply is None:
         return "no reply"
@@ -135,6 +139,8 @@ def reply_problem(query: CapturedMessage, reply: Response | Error | None,
             return None
         return f"malformed query answered with {describe(reply)}, not e203"
     if isinstance(reply, Error):
+        if isinstance(message, Put) and reply.code in PUT_ERROR_CODES:
+            return None
         if reply.code not in KNOWN_ERROR_CODES:
             return f"error code {reply.code} is not one of BEP 5's {KNOWN_ERROR_CODES}"
         if isinstance(message, AnnouncePeer) and reply.code == PROTOCOL_ERROR:
@@ -144,6 +150,13 @@ def reply_problem(query: CapturedMessage, reply: Response | Error | None,
         return f"{query.method} answered with error {reply.code} ({reply.message})"
     if isinstance(message, AnnouncePeer) and foreign_token:
         return "announce_peer with another node's token was accepted"
+    if isinstance(message, Put) and foreign_token:
+        return "put with another node's token was accepted"
+    if isinstance(message, Get):
+        if reply.token is None:
+            return "get reply without a token"
+        if b"v" not in reply.extra and reply.nodes is None and reply.nodes6 is None:
+            return "get reply without v or nodes"
     if isinstance(message, FindNode) and reply.nodes is None and reply.nodes6 is None:
         return "find_node reply without nodes or nodes6"
     if isinstance(message, GetPeers):

@@ -21,6 +21,7 @@ SCENARIOS: dict[str, tuple[str, str, float]] = {
     "transmission": ("scenario_transmission.py", "all", 360),
     "mixed": ("scenario_mixed.py", "all", 420),
     "bep42": ("scenario_bep42.py", "all", 180),
+    "extensions": ("scenario_extensions.py", "all", 180),
 }
 
 

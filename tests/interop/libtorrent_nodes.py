@@ -17,6 +17,13 @@ ALERTS = (lt.alert.category_t.dht_notification | lt.alert.category_t.status_noti
           | lt.alert.category_t.dht_log_notification)
 
 
+def _text(item) -> str:
+    """An item's value for a JSON report: a string as text, anything else as its repr."""
+    if isinstance(item, bytes):
+        return item.decode("utf-8", "replace")
+    return repr(item)
+
+
 class LibtorrentNode:
     def __init__(self, ip: str, port: int, *, relaxed: bool = False,
                  enforce_node_id: bool = False) -> None:
@@ -39,6 +46,8 @@ class LibtorrentNode:
         self.live_nodes: list[dict] | None = None
         self.log_lines: list[str] = []
         self.samples: list = []
+        self.items: list = []
+        """BEP 44 alerts: dht_immutable_item_alert, dht_mutable_item_alert, dht_put_alert."""
         self.started = time.monotonic()
         self._pump = asyncio.get_running_loop().create_task(self._pump_alerts())
 
@@ -53,6 +62,9 @@ class LibtorrentNode:
                     self.peers.setdefault(key, set()).update(found)
                 elif isinstance(alert, lt.dht_sample_infohashes_alert):
                     self.samples.append(alert)
+                elif isinstance(alert, (lt.dht_immutable_item_alert, lt.dht_mutable_item_alert,
+                                        lt.dht_put_alert)):
+                    self.items.append(alert)
                 elif isinstance(alert, lt.dht_live_nodes_alert):
                     self.live_nodes = alert.nodes
                 elif isinstance(alert, lt.dht_log_alert):
@@ -107,6 +119,47 @@ class LibtorrentNode:
         return {"samples": sorted(str(h) for h in alert.samples), "num": alert.num_infohashes,
                 "interval": alert.interval.total_seconds() if hasattr(alert.interval, "total_seconds")
                 else alert.interval, "nodes": alert.num_nodes}
+
+    async def _item_alert(self, kind, match, timeout: float):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for alert in self.items:
+                if isinstance(alert, kind) and match(alert):
+                    self.items.remove(alert)
+                    return alert
+            await asyncio.sleep(0.05)
+        return None
+
+    async def put_immutable(self, value: bytes, timeout: float = 30.0) -> dict:
+        """BEP 44 put of a string value; {target, num_success} once libtorrent reports it."""
+        target = self.session.dht_put_immutable_item(value)
+        alert = await self._item_alert(lt.dht_put_alert, lambda a: a.target == target, timeout)
+        return {"target": str(target), "num_success": None if alert is None else alert.num_success}
+
+    async def get_immutable(self, target: bytes, timeout: float = 30.0) -> dict | None:
+        self.session.dht_get_immutable_item(lt.sha1_hash(target))
+        alert = await self._item_alert(lt.dht_immutable_item_alert,
+                                       lambda a: a.target == lt.sha1_hash(target), timeout)
+        return None if alert is None else {"value": _text(alert.item)}
+
+    async def put_mutable(self, expanded_secret: bytes, public_key: bytes, value: bytes,
+                          salt: bytes, timeout: float = 30.0) -> dict:
+        """libtorrent signs `value` (a string) with seq = the highest found + 1."""
+        self.session.dht_put_mutable_item(expanded_secret, public_key, value, salt)
+        alert = await self._item_alert(lt.dht_put_alert,
+                                       lambda a: bytes(a.public_key) == public_key, timeout)
+        return {} if alert is None else {"seq": alert.seq, "num_success": alert.num_success}
+
+    async def get_mutable(self, public_key: bytes, salt: bytes, timeout: float = 30.0) -> dict | None:
+        """The authoritative result of libtorrent's lookup (after the whole traversal)."""
+        self.session.dht_get_mutable_item(public_key, salt)
+        alert = await self._item_alert(
+            lt.dht_mutable_item_alert,
+            lambda a: bytes(a.key) == public_key and a.authoritative, timeout)
+        if alert is None:
+            return None
+        return {"value": _text(alert.item), "seq": alert.seq,
+                "salt": _text(bytes(alert.salt))}
 
     def bans(self) -> list[str]:
         """libtorrent's DoS blocker log lines (`BANNING PEER ...`)."""

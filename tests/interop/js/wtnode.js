@@ -20,6 +20,12 @@
 //   table     -> {nodes: [{id, host, port}]}
 //   addNode   host, port, nodeId (optional hex: without it the node is pinged first),
 //             waitMs (optional: wait up to this long for the node to enter the table)
+//   put       BEP 44. value (UTF-8 string); seed (64 hex digits: a mutable item signed with
+//             the ed25519 key of that seed; without it, immutable), salt (UTF-8), seq, cas,
+//             timeoutMs -> {target, nodes (puts answered), publicKey}
+//   get       target (40 hex), salt (UTF-8, mutable items), timeoutMs
+//             -> {found, value (UTF-8), seq, publicKey}
+//   items     -> {items: {targetHex: {value, seq, publicKey}}} (what this node stores)
 //   stats     -> {queries: {method: count}, queriesFrom: {"ip:port": {method: count}},
 //                 announced: [{infohash, host, port, fromHost, fromPort}], warnings: [...]}
 //   destroy   -> {}
@@ -29,6 +35,7 @@
 // every asynchronous command has a timeout (timeoutMs, default 10 s).
 
 import DHT from 'bittorrent-dht'
+import crypto from 'crypto'
 import readline from 'readline'
 
 const nodes = new Map()
@@ -75,6 +82,36 @@ function withTimeout (ms, what, run) {
   })
 }
 
+// ed25519 from Node's own crypto (bittorrent-dht takes sign/verify functions): a seed and
+// a raw public key are wrapped in the fixed DER prefixes of PKCS#8 and SPKI.
+const PKCS8_ED25519 = Buffer.from('302e020100300506032b657004220420', 'hex')
+const SPKI_ED25519 = Buffer.from('302a300506032b6570032100', 'hex')
+
+function privateKeyOf (seedHex) {
+  if (typeof seedHex !== 'string' || !/^[0-9a-fA-F]{64}$/.test(seedHex)) {
+    throw new Error('seed must be 64 hex digits')
+  }
+  return crypto.createPrivateKey({
+    key: Buffer.concat([PKCS8_ED25519, Buffer.from(seedHex, 'hex')]), format: 'der', type: 'pkcs8'
+  })
+}
+
+function rawPublicKey (privateKey) {
+  const jwk = crypto.createPublicKey(privateKey).export({ format: 'jwk' })
+  return Buffer.from(jwk.x, 'base64url')
+}
+
+function verify (signature, message, publicKey) {
+  try {
+    const key = crypto.createPublicKey({
+      key: Buffer.concat([SPKI_ED25519, Buffer.from(publicKey)]), format: 'der', type: 'spki'
+    })
+    return crypto.verify(null, Buffer.from(message), key, Buffer.from(signature))
+  } catch (err) {
+    return false
+  }
+}
+
 function tableOf (dht) {
   return dht.nodes.toArray().map(n => ({
     id: Buffer.from(n.id).toString('hex'), host: n.host, port: n.port
@@ -90,7 +127,7 @@ async function start (cmd) {
   }
   if (typeof cmd.address !== 'string') throw new Error('start needs an address to bind')
   const bootstrap = cmd.bootstrap.map(parseAddress)
-  const opts = { bootstrap: bootstrap.length ? bootstrap : false }
+  const opts = { bootstrap: bootstrap.length ? bootstrap : false, verify }
   if (cmd.host) opts.host = cmd.host
   if (cmd.nodeId) opts.nodeId = hexBuffer(cmd.nodeId, 'nodeId')
   const dht = new DHT(opts)
@@ -216,6 +253,65 @@ async function lookup (cmd) {
   }
 }
 
+async function put (cmd) {
+  const { dht } = getNode(cmd.name)
+  if (typeof cmd.value !== 'string') throw new Error('put needs a value (string)')
+  const opts = { v: Buffer.from(cmd.value) }
+  let publicKey = null
+  if (cmd.seed) {
+    const privateKey = privateKeyOf(cmd.seed)
+    publicKey = rawPublicKey(privateKey)
+    opts.k = publicKey
+    opts.seq = cmd.seq === undefined ? 1 : cmd.seq
+    opts.sign = buf => crypto.sign(null, buf, privateKey)
+    if (cmd.salt) opts.salt = Buffer.from(cmd.salt)
+    if (cmd.cas !== undefined) opts.cas = cmd.cas
+  }
+  const started = process.hrtime.bigint()
+  const result = await withTimeout(cmd.timeoutMs || DEFAULT_TIMEOUT_MS, 'put', (resolve, reject) => {
+    dht.put(opts, (err, target, n) => err ? reject(err) : resolve({ target, n }))
+  })
+  return {
+    target: Buffer.from(result.target).toString('hex'),
+    nodes: result.n,
+    publicKey: publicKey && publicKey.toString('hex'),
+    ms: since(started)
+  }
+}
+
+async function get (cmd) {
+  const { dht } = getNode(cmd.name)
+  const target = hexBuffer(cmd.target, 'target')
+  const opts = { cache: false }
+  if (cmd.salt) opts.salt = Buffer.from(cmd.salt)
+  const started = process.hrtime.bigint()
+  const found = await withTimeout(cmd.timeoutMs || DEFAULT_TIMEOUT_MS, 'get', (resolve, reject) => {
+    dht.get(target, opts, (err, res) => err ? reject(err) : resolve(res))
+  })
+  if (!found) return { found: false, ms: since(started) }
+  return {
+    found: true,
+    value: Buffer.from(found.v).toString(),
+    seq: found.seq === undefined ? null : found.seq,
+    publicKey: found.k ? Buffer.from(found.k).toString('hex') : null,
+    ms: since(started)
+  }
+}
+
+function items (cmd) {
+  const { dht } = getNode(cmd.name)
+  const stored = {}
+  for (const key of Object.keys(dht._values.cache)) {
+    const value = dht._values.cache[key].value
+    stored[key] = {
+      value: Buffer.from(value.v).toString(),
+      seq: value.seq === undefined ? null : value.seq,
+      publicKey: value.k ? Buffer.from(value.k).toString('hex') : null
+    }
+  }
+  return { items: stored }
+}
+
 async function addNode (cmd) {
   const { dht } = getNode(cmd.name)
   const node = { host: cmd.host, port: cmd.port }
@@ -262,6 +358,9 @@ const handlers = {
   lookup,
   table: cmd => ({ nodes: tableOf(getNode(cmd.name).dht) }),
   addNode,
+  put,
+  get,
+  items,
   stats,
   destroy: async cmd => { getNode(cmd.name); await destroy(cmd.name); return {} },
   quit
