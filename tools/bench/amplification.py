@@ -19,10 +19,12 @@ import time
 
 import bencodepy
 
-from mldht import DHTNode, InfoHash, NodeConfig, NodeId, NodeInfo
+from mldht import DHTNode, InfoHash, Item, KeyPair, NodeConfig, NodeId, NodeInfo
 
 CODEC = bencodepy.Bencode(encoding=None)
 STORED = InfoHash(b"S" * 20)
+BIG_ITEM = Item.immutable(b"x" * 996)  # 1000 bytes bencoded: the largest a node stores
+MUTABLE_ITEM = Item.mutable(KeyPair(b"k" * 32), b"y" * 996, seq=1)
 
 
 def fill(node: DHTNode, rng: random.Random) -> None:
@@ -33,6 +35,8 @@ def fill(node: DHTNode, rng: random.Random) -> None:
                                       responded=True)
     for i in range(node.config.max_peers_per_infohash):
         node.peer_store.announce(STORED, (f"10.9.{i // 250}.{i % 250 + 1}", 6881), now)
+    for item in (BIG_ITEM, MUTABLE_ITEM):
+        node.item_store.put(item, now, bytes(node.node_id))
 
 
 def queries(sender: bytes) -> dict[str, dict]:
@@ -49,6 +53,11 @@ def queries(sender: bytes) -> dict[str, dict]:
                                    b"a": {b"id": sender, b"info_hash": bytes(STORED)}},
         "announce_peer (bad token)": {**base, b"q": b"announce_peer", b"a": {
             b"id": sender, b"info_hash": bytes(STORED), b"port": 1, b"token": b"x"}},
+        "get (1000-byte item, want n4+n6)": {**base, b"q": b"get", b"a": {
+            b"id": sender, b"target": BIG_ITEM.target, b"want": [b"n4", b"n6"]}},
+        "get (1000-byte mutable item)": {**base, b"q": b"get", b"a": {
+            b"id": sender, b"target": MUTABLE_ITEM.target}},
+        "get (no item)": {**base, b"q": b"get", b"a": {b"id": sender, b"target": sender}},
         "unknown method": {**base, b"q": b"x", b"a": {b"id": sender}},
         "malformed query": {**base, b"q": b"ping", b"a": {}},
     }
@@ -81,9 +90,9 @@ def main() -> None:
     if "--json" in sys.argv:
         print(json.dumps(rows))
         return
-    print(f"{'query':28} {'query B':>8} {'reply B':>8} {'ratio':>6}")
+    print(f"{'query':34} {'query B':>8} {'reply B':>8} {'ratio':>6}")
     for row in rows:
-        print(f"{row['query']:28} {row['query_bytes']:8} {row['reply_bytes']:8} {row['ratio']:6}")
+        print(f"{row['query']:34} {row['query_bytes']:8} {row['reply_bytes']:8} {row['ratio']:6}")
     worst = max(rows, key=lambda row: row["ratio"])
     print(f"worst: {worst['query']}, {worst['ratio']}x; largest reply "
           f"{max(row['reply_bytes'] for row in rows)} bytes")
