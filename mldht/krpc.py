@@ -352,11 +352,12 @@ def _dict_value_span(data: bytes, start: int, key: bytes) -> tuple[int, int] | N
 
 
 def _raw_put_value(data: bytes) -> bytes | None:
-    """The bytes of `a.v` in a put datagram, as sent."""
-    args = _dict_value_span(data, 0, b"a")
-    if args is None:
+    """The bytes of `a.v` in a put datagram, as sent (None if they cannot be located)."""
+    try:
+        args = _dict_value_span(data, 0, b"a")
+        span = None if args is None else _dict_value_span(data, args[0], b"v")
+    except (ValueError, IndexError):  # a form the scanner does not know: refuse the put
         return None
-    span = _dict_value_span(data, args[0], b"v")
     return None if span is None else data[span[0]:span[1]]
 
 

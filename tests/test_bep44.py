@@ -7,6 +7,7 @@ import hashlib
 import json
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from dhtnet import AsyncRawSocket, DhtNetwork, decode, encode, net, run_cli  # noqa: F401 (net: fixture)
 from mldht import DHTNode, KeyPair, NodeId
@@ -400,3 +401,24 @@ async def test_cli_bad_input_exits_2(args, message):
     code, out, err = await cli(*args, "--bootstrap", "127.0.0.1:9", "--bind", "127.0.0.202:0")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert out == ""
+
+
+# --- property: the raw value is located exactly, whatever it is ---------------------------
+_values = st.recursive(
+    st.integers(min_value=-2**70, max_value=2**70) | st.binary(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.binary(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_values, salt=st.binary(max_size=70))
+def test_put_value_bytes_are_found_exactly(value, salt):
+    keys = KeyPair(b"\x07" * 32)
+    item = Item.mutable(keys, value, seq=3, salt=salt)
+    put = Put(transaction_id=b"tt", sender_id=ID, token=b"tok", value=item.value,
+              encoded_value=item.encoded, public_key=item.public_key, signature=item.signature,
+              seq=3, salt=salt)
+    decoded = decode_message(encode_message(put))
+    assert decoded.encoded_value == item.encoded and decoded.value == item.value
+    assert (decoded.salt, decoded.seq, decoded.signature) == (salt, 3, item.signature)
