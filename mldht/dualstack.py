@@ -20,6 +20,7 @@ from .compact import Address, NodeInfo, parse_host_port
 from .config import NodeConfig
 from .ids import InfoHash, NodeId
 from .node import AnnounceResult, DHTNode, LookupSummary, PeerLookup
+from .bep44 import ItemStore
 from .peerstore import PeerStore
 
 log = logging.getLogger("mldht.dualstack")
@@ -57,11 +58,13 @@ class DualStackNode:
         self.config = config or NodeConfig()
         self.peer_store = PeerStore(self.config.max_infohashes,
                                     self.config.max_peers_per_infohash, self.config.peer_lifetime)
+        self.item_store = ItemStore(self.config.max_items, self.config.item_lifetime)
+        """One BEP 44 store for both families, like the peer store."""
         self.nodes: list[DHTNode] = []
         for address, ipv6 in zip(addresses, families):
             self.nodes.append(DHTNode(
                 address, bootstrap=bootstrap, read_only=read_only, config=self.config, rng=rng,
-                blocklist=blocklist, peer_store=self.peer_store,
+                blocklist=blocklist, peer_store=self.peer_store, item_store=self.item_store,
                 state_file=f"{state_file}.ipv6" if state_file and ipv6 else state_file))
         if len(self.nodes) == 2:
             self.nodes[0].pair_with(self.nodes[1])
