@@ -2,7 +2,7 @@
 
     python tests/interop/scenario_extensions.py all [--capture DIR]
 
-Eight mldht nodes, one libtorrent session (default DHT settings) and one WebTorrent
+Seven mldht nodes, one libtorrent session (default DHT settings) and one WebTorrent
 bittorrent-dht form one DHT. Items are put by each implementation and read by the others
 (immutable and mutable, with a salt), and mldht's stale and racing puts meet the others'
 302 and 301. For BEP 33, three mldht nodes announce to libtorrent (two as seeds) and mldht
@@ -29,7 +29,8 @@ from mldht.bep44 import mutable_target  # noqa: E402
 from mldht.krpc import AnnouncePeer, GetPeers  # noqa: E402
 
 PORT = 6881
-MLDHT_NODES = 8
+MLDHT_NODES = 7
+"""With libtorrent and WebTorrent, 9 nodes: a writer's k = 8 closest are all the others."""
 LT_IP = lab.lab_ip(20)
 WT_IP = lab.lab_ip(21)
 
