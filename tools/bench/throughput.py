@@ -14,7 +14,9 @@ to 127.77.x.y, at most `--window` queries outstanding, replies matched by transa
 `--warmup` then `--seconds` per measurement. Query kinds: ping, find_node (random targets),
 get_peers (random infohashes: nodes + token) and get_peers_values (an infohash 50 loopback
 peers announced to: nodes + token + 50 values). The rig ceiling is the same load generator
-against a C responder that answers every query with an 8-node reply.
+against a C responder that answers every query with an 8-node reply. Without a C compiler
+(or with `--python-loadgen`) a Python version of the generator and responder is used: it
+works, but then the generator is the limit, not the node.
 
 Prints replies per second, losses, latency, the CPU use of the node and of the load
 generator (near 100 % would mean the generator, not the node, is the limit) and the ratio
@@ -156,15 +158,158 @@ def free_port(ip: str = NODE_IP) -> int:
     raise RuntimeError("no free port")
 
 
-def build_loadgen(directory: str) -> str:
-    """Compile loadgen.c into `directory`; a clear error when no C compiler is found."""
+def build_loadgen(directory: str, python: bool = False) -> list[str]:
+    """The load generator's command: loadgen.c compiled into `directory`, or (`python`, or
+    no C compiler found) the much slower Python version of it in this file."""
     compiler = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("cc")
-    if compiler is None:
-        raise RuntimeError("throughput.py needs a C compiler (gcc or cc) to build loadgen.c")
+    if python or compiler is None:
+        return [sys.executable, str(Path(__file__).resolve()), "_py-loadgen"]
     output = os.path.join(directory, "loadgen")
     subprocess.run([compiler, "-O2", "-o", output, str(LOADGEN_SOURCE)], check=True,
                    capture_output=True, timeout=120)
-    return output
+    return [output]
+
+
+def py_loadgen_main(argv: list[str]) -> None:
+    """Child: loadgen.c's `gen` and `echo` in Python (same arguments and JSON output), for
+    hosts without a C compiler. Far slower: with it, the generator is the limit."""
+    import selectors
+
+    def loopback(ip: str) -> str:
+        if not ip.startswith("127."):
+            raise SystemExit(f"loadgen: {ip} is not in 127.0.0.0/8")
+        return ip
+
+    if argv[0] == "echo":
+        ip, port, seconds, max_replies, nodes = argv[1:6]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((loopback(ip), int(port)))
+        sock.settimeout(0.1)
+        print(json.dumps({"ready": True}), flush=True)
+        answered = received = 0
+        started = time.monotonic()
+        while time.monotonic() - started < float(seconds) and answered < int(max_replies):
+            try:
+                data, source = sock.recvfrom(2048)
+            except (TimeoutError, socket.timeout):
+                continue
+            received += 1
+            try:
+                message = CODEC.decode(data)
+            except Exception:
+                continue
+            if isinstance(message, dict) and message.get(b"y") == b"q" and source[0].startswith("127."):
+                body = {b"id": b"E" * 20, b"nodes": b"N" * 26 * int(nodes)}
+                sock.sendto(CODEC.encode({b"t": message.get(b"t", b""), b"y": b"r", b"r": body}),
+                            source)
+                answered += 1
+        print(json.dumps({"received": received, "answered": answered,
+                          "cpu_seconds": time.process_time(),
+                          "seconds": time.monotonic() - started}))
+        return
+
+    (ip, port, path, sources_text, prefix, window_text, seconds_text, warmup_text, max_text,
+     timeout_text) = argv[1:11]
+    target = (loopback(ip), int(port))
+    templates = []
+    with open(path) as handle:
+        for line in handle:
+            tid_offset, id_offset, hex_data = line.split()
+            templates.append((int(tid_offset), int(id_offset), bytes.fromhex(hex_data)))
+    count, window = int(sources_text), int(window_text)
+    max_queries, timeout = int(max_text), int(timeout_text) / 1000
+    selector = selectors.DefaultSelector()
+    rng = random.Random(5)
+    sources = []
+    for index in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((loopback(f"{prefix}.{index // 250}.{index % 250 + 1}"), 0))
+        sock.connect(target)
+        sock.setblocking(False)
+        size = window // count + (1 if index < window % count else 0)
+        source = {"sock": sock, "id": rng.randbytes(20), "sent": [None] * size,
+                  "gen": [0] * size, "free": list(range(size))}
+        selector.register(sock, selectors.EVENT_READ, source)
+        sources.append(source)
+    totals = collections.Counter()
+    rtts: list[float] = []
+    next_template = 0
+    start = time.monotonic()
+    measure_from, measuring = start + float(warmup_text), float(warmup_text) <= 0
+    deadline = measure_from + float(seconds_text)
+    wall_start, cpu_start, last_sweep = start, time.process_time(), start
+    while (now := time.monotonic()) < deadline:
+        if not measuring and now >= measure_from:
+            measuring = True
+            totals.clear()
+            rtts.clear()
+            wall_start, cpu_start = now, time.process_time()
+        for source in sources:
+            while source["free"] and totals["total_sent"] < max_queries:
+                index = source["free"].pop()
+                source["gen"][index] = (source["gen"][index] + 1) & 0xFFFF
+                tid_offset, id_offset, template = templates[next_template % len(templates)]
+                next_template += 1
+                data = bytearray(template)
+                data[tid_offset:tid_offset + 4] = index.to_bytes(2, "big") + \
+                    source["gen"][index].to_bytes(2, "big")
+                data[id_offset:id_offset + 20] = source["id"]
+                try:
+                    source["sock"].send(data)
+                except (BlockingIOError, ConnectionRefusedError):
+                    source["free"].append(index)
+                    totals["send_blocked"] += 1
+                    break
+                source["sent"][index] = time.monotonic()
+                totals["sent"] += 1
+                totals["total_sent"] += 1
+        for key, _ in selector.select(0.001):
+            source = key.data
+            while True:
+                try:
+                    data = source["sock"].recv(2048)
+                except (BlockingIOError, ConnectionRefusedError):
+                    break
+                totals["bytes_in"] += len(data)
+                try:
+                    message = CODEC.decode(data)
+                    tid, kind = message[b"t"], message[b"y"]
+                except Exception:
+                    totals["unmatched"] += 1
+                    continue
+                if kind == b"q":
+                    totals["queries_in"] += 1
+                    continue
+                index = int.from_bytes(tid[:2], "big") if len(tid) == 4 else -1
+                if (not 0 <= index < len(source["sent"]) or source["sent"][index] is None
+                        or source["gen"][index] != int.from_bytes(tid[2:], "big")):
+                    totals["unmatched"] += 1
+                    continue
+                rtts.append(time.monotonic() - source["sent"][index])
+                source["sent"][index] = None
+                source["free"].append(index)
+                totals["replies" if kind == b"r" else "errors"] += 1
+        if now - last_sweep > 0.01:
+            last_sweep = now
+            for source in sources:
+                for index, sent in enumerate(source["sent"]):
+                    if sent is not None and now - sent > timeout:
+                        source["sent"][index] = None
+                        source["free"].append(index)
+                        totals["lost"] += 1
+    elapsed = time.monotonic() - wall_start
+    rtts.sort()
+
+    def percentile(q: float) -> float:
+        return round(rtts[min(len(rtts) - 1, int(q * len(rtts)))] * 1e6) if rtts else 0
+
+    print(json.dumps({key: totals[key] for key in (
+        "sent", "replies", "errors", "queries_in", "unmatched", "lost", "send_blocked",
+        "bytes_in")} | {"seconds": elapsed, "cpu_seconds": time.process_time() - cpu_start,
+                        "rtt_p50_us": percentile(0.5), "rtt_p99_us": percentile(0.99),
+                        "sources": count, "window": window, "python": True}))
+    for source in sources:
+        source["sock"].close()
 
 
 # --- queries ----------------------------------------------------------------------------
@@ -481,7 +626,11 @@ class Bench:
         self.children = Children()
         self.tmp = tempfile.mkdtemp(prefix="mldht-throughput-")
         self.node_cpu, self.load_cpu = pinning(args.node_cpu, args.load_cpu)
-        self.loadgen = build_loadgen(self.tmp)
+        try:
+            self.loadgen = build_loadgen(self.tmp, python=args.python_loadgen)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         self.rng = random.Random(args.seed)
         self.templates: dict[str, str] = {}
         for kind in KINDS + ("echo",):
@@ -496,7 +645,7 @@ class Bench:
 
     def run_load(self, port: int, kind: str, node_pid: int | None, label: str) -> dict:
         args = self.args
-        cmd = [self.loadgen, "gen", NODE_IP, str(port), self.templates[kind], str(args.sources),
+        cmd = [*self.loadgen, "gen", NODE_IP, str(port), self.templates[kind], str(args.sources),
                LOAD_PREFIX, str(args.window), str(args.seconds), str(args.warmup),
                str(args.max_queries), str(args.timeout_ms)]
         profiler = None
@@ -574,12 +723,12 @@ class Bench:
         port = free_port()
         lifetime = self.args.warmup + self.args.seconds + 60
         proc = self.children.start(
-            [self.loadgen, "echo", NODE_IP, str(port), str(lifetime), str(10**12), "8"],
+            [*self.loadgen, "echo", NODE_IP, str(port), str(lifetime), str(10**12), "8"],
             self.node_cpu, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             read_json_line(proc, 10)
             row = self.run_load(port, "echo", proc.pid, "rig ceiling")
-            row.update(query="find_node (C echo, 8 nodes)", nodes=8)
+            row.update(query="find_node (echo, 8 nodes)", nodes=8)
             return [row]
         finally:
             self.children.stop(proc)
@@ -676,7 +825,8 @@ class Bench:
                 "config": {"mldht_code": code_version(),"seconds": args.seconds, "warmup": args.warmup, "window": args.window,
                            "sources": args.sources, "depths": args.depths,
                            "node_cpu": self.node_cpu, "load_cpu": self.load_cpu,
-                           "cpus": os.cpu_count()}}
+                           "cpus": os.cpu_count(),
+                           "loadgen": "C" if len(self.loadgen) == 1 else "Python"}}
 
 
 def code_version() -> str:
@@ -786,6 +936,8 @@ def parse_args(argv: list[str]):
     parser.add_argument("--profiler", choices=("py-spy", "cprofile"),
                         default="py-spy" if find_py_spy() else "cprofile")
     parser.add_argument("--profile-top", type=int, default=15)
+    parser.add_argument("--python-loadgen", action="store_true",
+                        help="use the (slow) Python load generator even when gcc is there")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -825,7 +977,7 @@ def print_table(result: dict) -> None:
               if config["node_cpu"] is not None else "not pinned (fewer than two usable CPUs)")
     print(f"{config['seconds']} s per run after {config['warmup']} s warmup, window "
           f"{config['window']} from {config['sources']} sources; {pinned}; mldht at "
-          f"{config['mldht_code']}")
+          f"{config['mldht_code']}; {config['loadgen']} load generator")
     for name, lines in result["profiles"].items():
         print(f"\nprofile: {name}")
         for line in lines:
@@ -835,6 +987,9 @@ def print_table(result: dict) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_mldht-node":
         mldht_node_main(sys.argv[2:])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_py-loadgen":
+        py_loadgen_main(sys.argv[2:])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_libtorrent-node":
         libtorrent_node_main(sys.argv[2:])

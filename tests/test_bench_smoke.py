@@ -1,0 +1,57 @@
+"""The performance benchmarks of tools/bench/ run in a tiny configuration and print sane
+figures (no timed assertions: the figures themselves depend on the host)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import benchtools
+
+
+def test_codec_figures_are_positive():
+    rows = benchtools.load("codec").measure(number=20, repeat=1)
+    assert len(rows) == 9
+    for row in rows:
+        assert row["bytes"] > 0
+        timings = [value for key, value in row.items() if key.endswith("_us")]
+        assert len(timings) >= 5 and all(value > 0 for value in timings), row
+    sizes = {row["message"]: row["bytes"] for row in rows}
+    assert sizes["find_node reply (8 nodes)"] > 8 * 26
+    assert sizes["get_peers reply (50 values)"] > 50 * 6
+
+
+def test_memory_figures_are_positive():
+    rows = benchtools.load("memory").measure(peers=2_000, tables=2, pending=200)
+    cases = {row["case"]: row for row in rows}
+    assert set(cases) == {"peers, swarms of 50", "peers, swarms of 500", "routing", "pending"}
+    assert cases["peers, swarms of 50"]["items"] == 2_000
+    assert cases["routing"]["in_buckets"] == 2 * 20 * 8
+    assert cases["pending"]["items"] == 200
+    for row in rows:
+        assert row["tracemalloc_bytes_per_item"] > 0, row
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("python_loadgen", [False, True], ids=["c-loadgen", "python-loadgen"])
+def test_throughput_answers_every_target(python_loadgen):
+    if not python_loadgen and not (shutil.which("gcc") or shutil.which("cc")):
+        pytest.fail("tools/bench/throughput.py builds loadgen.c: install gcc (or run it with "
+                    "--python-loadgen, which the other parametrization covers)")
+    pytest.importorskip("libtorrent")
+    result = benchtools.load("throughput").measure(
+        targets=["echo", "mldht", "libtorrent"], kinds=["ping", "find_node", "get_peers_values"],
+        seconds=0.5, warmup=0.2, depths=2, window=32, sources=4, python_loadgen=python_loadgen)
+    rows = {(row["target"], row["query"]): row for row in result["rows"]}
+    assert result["config"]["loadgen"] == ("Python" if python_loadgen else "C")
+    assert rows[("rig ceiling", "find_node (echo, 8 nodes)")]["replies_per_s"] > 0
+    for target in ("mldht", "libtorrent"):
+        for kind in ("ping", "find_node", "get_peers_values"):
+            row = rows[(target, kind)]
+            assert row["replies"] > 0 and row["replies_per_s"] > 0, row
+            assert 0 <= row["loadgen_cpu_pct"], row
+        assert rows[(target, "find_node")]["nodes"] == 8, rows[(target, "find_node")]
+        assert rows[(target, "get_peers_values")]["values"] == 50, rows[(target, "get_peers_values")]
+        assert rows[(target, "get_peers_values")]["token"]
+    assert set(result["ratio_to_libtorrent"]["mldht"]) == {"ping", "find_node", "get_peers_values"}
