@@ -37,7 +37,7 @@
 #define BATCH 64
 #define MAXDGRAM 2048
 #define MAXTEMPLATES 4096
-#define HIST_BUCKETS 20000 /* 10 us each: up to 200 ms */
+#define HIST_BUCKETS 200000 /* 10 us each: up to 2 s */
 
 static uint64_t now_ns(void) {
     struct timespec ts;

@@ -877,8 +877,11 @@ def summarize_pyspy(path: str, top: int) -> list[str]:
         return ["(no samples)"]
     lines = [f"{total} samples; self time:"]
     lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
-    lines.append("inclusive time:")
-    lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top)]
+    lines.append("inclusive time (the runner's own frames left out):")
+    roots = ("throughput.py", "asyncio/runners.py", "run_until_complete", "run_forever")
+    kept = [(frame, n) for frame, n in inclusive.most_common()
+            if not any(root in frame for root in roots)]
+    lines += [f"  {100 * n / total:5.1f}%  {frame}" for frame, n in kept[:top]]
     return lines
 
 
