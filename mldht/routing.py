@@ -48,10 +48,18 @@ class RoutingEntry:
     ping_pending: bool = False
     secure_id: bool = True
     """Its id matches its IP under BEP 42 (or its IP is exempt)."""
+    key: int = field(init=False, repr=False, compare=False)
+    """The id as an integer: XOR distances are computed on every find_node we answer."""
+    _info: NodeInfo | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.key = int.from_bytes(self.id, "big")
 
     @property
     def info(self) -> NodeInfo:
-        return NodeInfo(self.id, self.ip, self.port)
+        if self._info is None:  # id, ip and port never change for an entry
+            self._info = NodeInfo(self.id, self.ip, self.port)
+        return self._info
 
     @property
     def address(self) -> Address:
@@ -184,19 +192,37 @@ class RoutingTable:
         Good nodes only when `include_questionable` is false (and `now` is given); only
         nodes that have answered us at least once when `verified_only`; never `exclude`.
         """
-        candidates = []
-        for entry in self:
+        target_key = int.from_bytes(target, "big")
+        good_only = not include_questionable and now is not None
+
+        def usable(entry: RoutingEntry) -> bool:
             if entry.failures >= BAD_AFTER_FAILURES:
-                continue
+                return False
             if verified_only and entry.last_response is None:
-                continue
-            if exclude is not None and entry.address == exclude:
-                continue
-            if not include_questionable and now is not None and entry.state(now) is not NodeState.GOOD:
-                continue
-            candidates.append(entry)
-        candidates.sort(key=lambda entry: distance(entry.id, target))
-        return [entry.info for entry in candidates[:count]]
+                return False
+            if exclude is not None and entry.port == exclude[1] and entry.ip == exclude[0]:
+                return False
+            return not good_only or entry.state(now) is NodeState.GOOD  # type: ignore[arg-type]
+
+        # Buckets fall into classes of XOR distance to the target: the target's own bucket
+        # b is nearest, then every deeper bucket (their distance has its top bit at b), then
+        # buckets b-1, b-2, ... each farther than the one before. Walk the classes in that
+        # order and sort only within them, instead of sorting the whole table per query.
+        buckets = self.buckets
+        index = self.bucket_index(target)
+        classes = [buckets[index].nodes,
+                   [entry for bucket in buckets[index + 1:] for entry in bucket.nodes]]
+        classes += [buckets[lower].nodes for lower in range(index - 1, -1, -1)]
+        result: list[NodeInfo] = []
+        for members in classes:
+            chosen = [entry for entry in members if usable(entry)]
+            if len(chosen) > 1:
+                chosen.sort(key=lambda entry: entry.key ^ target_key)
+            for entry in chosen:
+                result.append(entry.info)
+                if len(result) >= count:
+                    return result
+        return result
 
     def counts(self, now: float) -> dict[str, int]:
         """How many nodes are in each state, and how many replacements are cached."""

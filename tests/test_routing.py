@@ -173,17 +173,20 @@ def test_invariants_under_random_operations(own_bytes, k, replacement_size, ops)
 
 
 @given(st.lists(st.tuples(st.integers(min_value=0, max_value=ID_BITS - 1),
-                          st.integers(min_value=0, max_value=2**32)), max_size=150))
+                          st.integers(min_value=0, max_value=2**32)), max_size=150),
+       st.integers(min_value=0, max_value=ID_BITS - 1), st.integers(min_value=1, max_value=40))
 @SETTINGS
-def test_closest_is_sorted_by_xor_distance(inserts):
+def test_closest_is_sorted_by_xor_distance(inserts, target_prefix, count):
+    # The bucket walk must give exactly what sorting the whole table gives, for targets in
+    # every bucket (near our id as well as far from it) and any count.
     table = RoutingTable(OWN)
     for n, (prefix, seed) in enumerate(inserts):
         table.heard_from(node(random_id_in_bucket(OWN, prefix, random.Random(seed)), n), 0.0, True)
     check_invariants(table)
-    target = NodeId.random(random.Random(len(inserts)))
-    closest = table.closest(target, count=8)
+    target = random_id_in_bucket(OWN, target_prefix, random.Random(len(inserts)))
+    closest = table.closest(target, count=count)
     everything = sorted(table, key=lambda entry: distance(entry.id, target))
-    assert [info.id for info in closest] == [entry.id for entry in everything[:8]]
+    assert [info.id for info in closest] == [entry.id for entry in everything[:count]]
 
 
 def test_splits_only_the_own_bucket():
