@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import bencodepy
 # PyCA's ed25519 (OpenSSL underneath): signing is not something to write again.
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .ids import distance
+from .krpc import encode_bencode
 
 MAX_VALUE_BYTES = 1000
 """Largest bencoded `v` stored or sent (the BEP lets nodes refuse more)."""
@@ -39,12 +39,9 @@ SALT_TOO_BIG = 207
 CAS_MISMATCH = 301
 SEQ_TOO_LOW = 302
 
-_codec = bencodepy.Bencode(encoding=None, encoding_fallback=None, dict_ordered=False)
-
-
 def bencode(value: Any) -> bytes:
     """Canonical bencode of an item value (str is taken as UTF-8 bytes)."""
-    return _codec.encode(value.encode() if isinstance(value, str) else value)
+    return encode_bencode(value.encode() if isinstance(value, str) else value)
 
 
 def immutable_target(encoded_value: bytes) -> bytes:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .compact import Address, NodeInfo
-from .ids import ID_BITS, NodeId, common_prefix_bits, distance
+from .ids import ID_BITS, NodeId, common_prefix_bits
 
 K = 8
 GOOD_INTERVAL = 15 * 60.0
