@@ -39,6 +39,10 @@ class Candidate:
     state: CandidateState = CandidateState.NEW
     sent_at: float = 0.0
     token: bytes | None = None
+    hop: int = 0
+    """How far from our own knowledge: 0 for seeds and bootstrap addresses, h + 1 for a
+    node first learned from the reply of a hop-h node (lowered while still unqueried when
+    a nearer referrer names it too)."""
 
     @property
     def info(self) -> NodeInfo:
@@ -52,6 +56,10 @@ class LookupStats:
     answered: int = 0
     failed: int = 0
     peers: set[Address] = field(default_factory=set)
+    max_hop: int = 0
+    """The largest hop of any node that answered (0: only seeds answered)."""
+    first_peer_hop: int | None = None
+    """The hop of the node whose reply carried the first peer (None: no peer yet)."""
 
 
 class Lookup:
@@ -103,12 +111,18 @@ class Lookup:
             self._dirty = False
         return self._ordered
 
-    def add_nodes(self, nodes: Iterable[NodeInfo]) -> None:
-        """Learn about nodes (from the routing table or a `nodes` reply)."""
+    def add_nodes(self, nodes: Iterable[NodeInfo], hop: int = 0) -> None:
+        """Learn about nodes (from the routing table, hop 0, or a `nodes` reply of a node at
+        hop h, giving hop h + 1)."""
         for node in nodes:
-            if node.port == 0 or node.address in self._candidates:
+            if node.port == 0:
                 continue
-            self._insert(Candidate(node.address, node.id, distance(node.id, self.target)))
+            known = self._candidates.get(node.address)
+            if known is not None:
+                if hop < known.hop and known.state is CandidateState.NEW:
+                    known.hop = hop
+                continue
+            self._insert(Candidate(node.address, node.id, distance(node.id, self.target), hop=hop))
 
     # --- driving ------------------------------------------------------------------------
 
@@ -164,12 +178,15 @@ class Lookup:
             candidate.distance = distance(node_id, self.target)
             self._dirty = True
         self.stats.answered += 1
-        self.add_nodes(node for node in nodes if node.id != node_id)
+        self.stats.max_hop = max(self.stats.max_hop, candidate.hop)
+        self.add_nodes((node for node in nodes if node.id != node_id), candidate.hop + 1)
         fresh = []
         for peer in values:
             if peer not in self.stats.peers:  # also drops repeats within this reply
                 self.stats.peers.add(peer)
                 fresh.append(peer)
+        if fresh and self.stats.first_peer_hop is None:
+            self.stats.first_peer_hop = candidate.hop
         return fresh
 
     def on_failure(self, address: Address, now: float) -> None:

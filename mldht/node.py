@@ -114,6 +114,13 @@ class LookupSummary:
     """The closest nodes that answered, nearest first."""
     scrape: ScrapeEstimate | None = None
     """BEP 33 (get_peers with scrape=True): seeds and peers estimated from the nodes' filters."""
+    hops: int | None = None
+    """Hops to the closest node that answered: 0 when it came from our own routing table,
+    h + 1 when it was learned from the reply of a node at hop h (None: nobody answered)."""
+    max_hop: int = 0
+    """The largest hop of any node that answered."""
+    first_peer_hop: int | None = None
+    """The hop of the node whose reply carried the first peer (get_peers only)."""
 
 
 @dataclass(slots=True)
@@ -161,7 +168,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self.node = node
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.node._datagram_received(data, addr)
+        self.node.datagram_received(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable...) carry no usable address on a UDP socket.
@@ -176,7 +183,8 @@ class DHTNode:
     routers of `DEFAULT_BOOTSTRAP`, and an explicit list replaces them entirely.
     `state_file` keeps the node id and good nodes across runs. A `read_only` node (BEP 43)
     puts `ro`=1 in its queries and answers no queries: right for one-shot lookups.
-    `clock` and `rng` can be injected for tests.
+    `clock` (seconds, monotonic; default `time.monotonic`) and `rng` can be injected for
+    tests and simulations: a node run on a virtual-time event loop gets `clock=loop.time`.
     """
 
     def __init__(self, bind: Address | str = ("0.0.0.0", 0), *,
@@ -184,7 +192,10 @@ class DHTNode:
                  node_id: NodeId | bytes | None = None, state_file: str | None = None,
                  read_only: bool = False, config: NodeConfig | None = None,
                  rng: _random.Random | None = None, blocklist: Blocklist | None = None,
-                 peer_store: PeerStore | None = None, item_store: ItemStore | None = None) -> None:
+                 peer_store: PeerStore | None = None, item_store: ItemStore | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.clock: Callable[[], float] = clock or time.monotonic
+        """Where the node reads the time (seconds); every expiry and timeout uses it."""
         self.config = config or NodeConfig()
         self._bind = parse_host_port(bind, allow_any_port=True) if isinstance(bind, str) else (bind[0], bind[1])
         self._use_default_routers = bootstrap is None
@@ -236,13 +247,22 @@ class DHTNode:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    @staticmethod
-    def _now() -> float:
-        return time.monotonic()
+    def _now(self) -> float:
+        return self.clock()
 
-    async def start(self) -> None:
-        """Open the UDP socket and start maintenance. Does not bootstrap (see `bootstrap`)."""
+    async def start(self, transport: asyncio.DatagramTransport | None = None) -> None:
+        """Open the UDP socket and start maintenance. Does not bootstrap (see `bootstrap`).
+
+        With `transport`, no socket is opened: the node sends through `transport.sendto`
+        (its `get_extra_info("sockname")` is the node's address, and closing the node
+        closes it), and whoever owns the transport hands received datagrams to
+        `datagram_received`. This runs a node over a wrapped socket or a simulated network.
+        """
         if self._transport is not None:
+            return
+        if transport is not None:
+            self._transport = transport
+            self._start_maintenance()
             return
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if self.is_ipv6 else socket.AF_INET
@@ -259,6 +279,9 @@ class DHTNode:
             sock.close()
             raise
         self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+        self._start_maintenance()
+
+    def _start_maintenance(self) -> None:
         self._maintenance = asyncio.create_task(self._maintain(), name="mldht-maintenance")
         log.info("node %s listening on %s%s", self.node_id.hex(), format_address(self.address),
                  " (read-only)" if self.read_only else "")
@@ -346,6 +369,11 @@ class DHTNode:
             self.stats.replies_dropped += 1
             return
         self._send_data(data, address)
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        """Handle one datagram that arrived from `addr` (called by the socket's protocol, or by
+        the owner of a transport given to `start`). Never raises for what is in `data`."""
+        self._datagram_received(data, addr)
 
     def _datagram_received(self, data: bytes, addr: tuple) -> None:
         source: Address = (normalize_ip(addr[0]), addr[1])
@@ -636,12 +664,14 @@ class DHTNode:
                 await asyncio.gather(*running, return_exceptions=True)
 
     def _summary(self, lookup: Lookup, first_peer: float | None) -> LookupSummary:
+        closest = lookup.closest_answered()
         return LookupSummary(
             target=lookup.target, elapsed=self._now() - lookup.started,
             time_to_first_peer=None if first_peer is None else first_peer - lookup.started,
             queried=lookup.stats.queried, answered=lookup.stats.answered,
             timed_out=lookup.stats.failed, peers=len(lookup.stats.peers),
-            closest=[candidate.info for candidate in lookup.closest_answered()])
+            closest=[candidate.info for candidate in closest], hops=closest[0].hop if closest else None,
+            max_hop=lookup.stats.max_hop, first_peer_hop=lookup.stats.first_peer_hop)
 
     async def _new_lookup(self, target: NodeId) -> Lookup:
         seeds = self.routing_table.closest(target, count=self.config.k * 4)

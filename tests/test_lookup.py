@@ -446,3 +446,32 @@ def test_reply_from_a_candidate_never_queried_is_ignored():
     assert lookup.on_reply(never_asked.address, never_asked.id, 0.1, values=[("127.0.0.9", 1)]) == []
     assert lookup.stats.answered == 0
     assert lookup.closest_answered(0) == []
+
+
+def test_hops_count_referrals_from_the_seeds():
+    target = NodeId(bytes(20))
+    seed = NodeInfo(NodeId(b"\x80" + bytes(19)), "10.0.0.1", 6881)
+    learned = NodeInfo(NodeId(b"\x40" + bytes(19)), "10.0.0.2", 6881)
+    deeper = NodeInfo(NodeId(b"\x20" + bytes(19)), "10.0.0.3", 6881)
+    lookup = Lookup(target, [seed], 0.0, k=8, alpha=1)
+    assert lookup.next_queries(0.0) == [seed]
+    lookup.on_reply(seed.address, seed.id, 0.1, nodes=[learned])
+    assert lookup.next_queries(0.1) == [learned]
+    lookup.on_reply(learned.address, learned.id, 0.2, nodes=[deeper, seed])
+    assert lookup.next_queries(0.2) == [deeper]
+    lookup.on_reply(deeper.address, deeper.id, 0.3, values=[("10.9.9.9", 1)])
+    assert [c.hop for c in lookup.closest_answered()] == [2, 1, 0]  # nearest first
+    assert lookup.stats.max_hop == 2
+    assert lookup.stats.first_peer_hop == 2
+
+
+def test_hop_of_an_unqueried_candidate_drops_when_a_nearer_referrer_names_it():
+    target = NodeId(bytes(20))
+    near, far = (NodeInfo(NodeId(bytes([b]) + bytes(19)), f"10.0.0.{b}", 6881) for b in (0x10, 0x80))
+    lookup = Lookup(target, [far], 0.0, k=8, alpha=1)
+    lookup.next_queries(0.0)
+    lookup.on_reply(far.address, far.id, 0.1, nodes=[near])  # near: hop 1
+    lookup.add_nodes([near])  # the routing table knows it too: hop 0
+    lookup.next_queries(0.1)
+    lookup.on_reply(near.address, near.id, 0.2)
+    assert lookup.closest_answered()[0].hop == 0
