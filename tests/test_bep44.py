@@ -347,7 +347,7 @@ async def test_a_lying_node_cannot_fake_an_item(net: DhtNetwork):
     put = await net.nodes[8].put_immutable(b"genuine", timeout=10)
     liar = next(node for node in net.nodes if node.node_id == put.stored_on[0].id)
     liar.item_store._items[put.item.target] = _Stored(Item(value=b"fake", encoded=b"4:fake"),
-                                                       liar._now())
+                                                       liar.clock())
     got = await net.nodes[9].get_item(put.item.target, timeout=10)
     assert got.item is not None and got.item.value == b"genuine"
 

@@ -56,7 +56,7 @@ def test_sampler_returns_everything_when_it_fits_and_a_held_subset_otherwise():
 async def test_a_node_serves_and_queries_samples():
     async with DHTNode(("127.0.0.190", 0), bootstrap=[]) as server, \
             DHTNode(("127.0.0.191", 0), bootstrap=[]) as client:
-        now = server._now()
+        now = server.clock()
         hashes = [InfoHash(bytes([i]) * 20) for i in range(3)]
         for info_hash in hashes:
             server.peer_store.announce(info_hash, ("10.0.0.1", 1), now)
@@ -72,7 +72,7 @@ async def test_a_node_serves_and_queries_samples():
 @pytest.mark.network
 async def test_sample_command(tmp_path):
     async with DHTNode(("127.0.0.192", 0), bootstrap=[]) as server:
-        server.peer_store.announce(InfoHash(b"\x07" * 20), ("10.0.0.1", 1), server._now())
+        server.peer_store.announce(InfoHash(b"\x07" * 20), ("10.0.0.1", 1), server.clock())
         address = f"{server.address[0]}:{server.address[1]}"
         result = await run_cli("sample", address, "--json")
         assert result.returncode == 0, result.stderr

@@ -180,7 +180,7 @@ def test_replay_command_rejects_a_bad_file(tmp_path):
 async def test_replayed_get_peers_brings_the_target_s_values():
     async with DHTNode(("127.0.0.1", 0), bootstrap=[]) as node:
         info_hash = InfoHash(b"I" * 20)
-        node.peer_store.announce(info_hash, ("198.18.9.9", 99), node._now())
+        node.peer_store.announce(info_hash, ("198.18.9.9", 99), node.clock())
         get = query(b"get_peers", b"9:info_hash20:" + bytes(info_hash))
         analysis = analyze([get.datagram])
         [result] = await replay(analysis.exchanges, node.address, rate=0)

@@ -25,22 +25,46 @@ from mldht import DHTNode, InfoHash, NodeConfig
 
 
 class LossyTransport:
-    """Wraps a node's datagram transport and drops a fraction of what it sends."""
+    """Wraps a node's datagram transport and drops a fraction `loss` of what it sends (none
+    until `loss` is set)."""
 
-    def __init__(self, inner, loss: float, rng: random.Random) -> None:
+    def __init__(self, inner, rng: random.Random) -> None:
         self.inner = inner
-        self.loss = loss
+        self.loss = 0.0
         self.rng = rng
         self.dropped = 0
 
     def sendto(self, data: bytes, address) -> None:
-        if self.rng.random() < self.loss:
+        if self.loss and self.rng.random() < self.loss:
             self.dropped += 1
             return
         self.inner.sendto(data, address)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
+
+
+class ToNode(asyncio.DatagramProtocol):
+    """Hands what the socket receives to the node."""
+
+    def __init__(self, node: DHTNode) -> None:
+        self.node = node
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.node.datagram_received(data, addr)
+
+
+async def start_lossy(node: DHTNode, ip: str, rng: random.Random) -> LossyTransport:
+    """Start `node` on a UDP socket of `ip` wrapped in a `LossyTransport`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)  # as DHTNode.start
+    sock.bind((ip, 0))
+    sock.setblocking(False)
+    inner, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: ToNode(node), sock=sock)
+    lossy = LossyTransport(inner, rng)
+    await node.start(transport=lossy)
+    return lossy
 
 
 def node_ip(index: int) -> str:
@@ -57,12 +81,12 @@ async def run(nodes: int = 100, lookups: int = 400, kill: float = 0.3, loss: flo
     rng = random.Random(seed)
     config = NodeConfig(query_timeout=2.0)
     network = [DHTNode((node_ip(0), 0), bootstrap=[], config=config, rng=random.Random(seed))]
-    await network[0].start()
+    transports = [await start_lossy(network[0], node_ip(0), random.Random(rng.random()))]
     entry = f"{network[0].address[0]}:{network[0].address[1]}"
     for index in range(1, nodes):
         node = DHTNode((node_ip(index), 0), bootstrap=[entry], config=config,
                        rng=random.Random(seed * 1000 + index))
-        await node.start()
+        transports.append(await start_lossy(node, node_ip(index), random.Random(rng.random())))
         network.append(node)
     zombies: list[socket.socket] = []
     report: dict = {"nodes": nodes, "kill": kill, "loss": loss, "seed": seed}
@@ -78,8 +102,8 @@ async def run(nodes: int = 100, lookups: int = 400, kill: float = 0.3, loss: flo
             announcer = rng.choice(network)
             await announcer.announce(info_hash, 10_000 + i, timeout=15)
             swarms.append((info_hash, (announcer.address[0], 10_000 + i)))
-        for node in network:
-            node._transport = LossyTransport(node._transport, loss, random.Random(rng.random()))
+        for transport in transports:
+            transport.loss = loss
 
         live = list(network)
 
@@ -105,8 +129,7 @@ async def run(nodes: int = 100, lookups: int = 400, kill: float = 0.3, loss: flo
         victims = rng.sample(network[1:], int(kill * nodes))
         for victim in victims:
             address = victim.address
-            victim._transport = victim._transport.inner  # closing must close the real socket
-            await victim.close()
+            await victim.close()  # closes the wrapped socket too
             live.remove(victim)
             zombie = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             for _ in range(100):  # the transport releases its socket on the next loop turn
@@ -136,8 +159,8 @@ async def run(nodes: int = 100, lookups: int = 400, kill: float = 0.3, loss: flo
         report["before_kill"] = summarize(before)
         report["after_kill"] = summarize(after)
         report["killed"] = len(victims)
-        report["datagrams_dropped"] = sum(n._transport.dropped for n in live
-                                          if isinstance(n._transport, LossyTransport))
+        report["datagrams_dropped"] = sum(transport.dropped for node, transport
+                                          in zip(network, transports) if node in live)
         report["total_seconds"] = round(time.monotonic() - started, 1)
     finally:
         for node in network:

@@ -108,7 +108,7 @@ async def fuzz(count: int, seed: int = 1) -> dict:
     config = NodeConfig(inbound_rate=0, reply_bytes_per_second=0, query_timeout=0.5)
     node = DHTNode(("127.0.0.1", 0), bootstrap=[], config=config, rng=random.Random(seed))
     recorder = Recorder()
-    node._transport = recorder  # type: ignore[assignment]  # the receive path, no socket
+    await node.start(transport=recorder)  # type: ignore[arg-type]  # the receive path, no socket
     slowest = 0.0
     malformed_queries: dict[bytes, int] = {}
     missing_203 = 0
@@ -121,7 +121,7 @@ async def fuzz(count: int, seed: int = 1) -> dict:
             tid = expects_203(data)
             before = len(recorder.errors_203)
             t0 = time.perf_counter()
-            node._datagram_received(data, source)
+            node.datagram_received(data, source)
             slowest = max(slowest, time.perf_counter() - t0)
             if tid is not None:
                 malformed_queries[tid] = malformed_queries.get(tid, 0) + 1
@@ -131,7 +131,6 @@ async def fuzz(count: int, seed: int = 1) -> dict:
                 await asyncio.sleep(0)  # let verification pings and timeouts run
         elapsed = time.perf_counter() - started
     finally:
-        node._transport = None
         await node.close()
     stats = node.stats
     return {
