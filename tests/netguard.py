@@ -92,5 +92,7 @@ def guarded_env() -> dict[str, str]:
     """Environment for child processes: the guard is loaded through sitecustomize."""
     env = dict(os.environ)
     env["MLDHT_NETGUARD_LOG"] = child_log_path
+    # uvloop sends from C, past the patched socket methods: children use asyncio's own loop.
+    env["MLDHT_EVENT_LOOP"] = "asyncio"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [GUARD_DIR, env.get("PYTHONPATH")]))
     return env

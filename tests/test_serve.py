@@ -260,3 +260,22 @@ def test_sigterm_exits_0_and_saves_state(tmp_path):
     assert document["node_id"] == node_id.hex()
     assert isinstance(document["nodes"], list)
     assert not list(tmp_path.glob(".state.json.*")), "temporary state file left behind"
+
+
+def test_serve_on_uvloop(tmp_path):
+    # With the `fast` extra the command line runs on uvloop. uvloop sends from C, out of the
+    # network guard's sight, so this child gets only loopback addresses by construction.
+    env = guarded_env()
+    env["MLDHT_EVENT_LOOP"] = "uvloop"
+    server = start_server(tmp_path, "127.0.0.54", "127.0.0.55", env)
+    client = RawKrpcClient(CLIENT_IP)
+    try:
+        reply = client.request(server.address, b"get_peers", {b"id": CLIENT_ID, b"info_hash": INFO_HASH})
+        assert reply is not None and reply[b"r"][b"token"], reply
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(timeout=5)
+    finally:
+        client.close()
+        server.stop()
+    assert code == 0, server.log.read_text()
+    assert "event loop: uvloop.Loop" in server.log.read_text()
