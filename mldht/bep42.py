@@ -7,6 +7,7 @@ counts the `ip` keys of replies as votes without touching a socket. CRC32C comes
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random as _random
 from collections import OrderedDict
@@ -54,6 +55,7 @@ def secure_node_id(ip: str, rng: _random.Random) -> NodeId:
     return NodeId(bytes(raw))
 
 
+@functools.lru_cache(maxsize=16_384)  # parsing the address is most of the cost
 def is_exempt(ip: str) -> bool:
     """Local addresses cannot be verified: any id goes for them."""
     try:

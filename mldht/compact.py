@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -46,7 +47,12 @@ def format_address(address: Address) -> str:
 
 def pack_address(address: Address) -> bytes:
     """Compact peer info: 4 or 16 address bytes then the port, big endian."""
-    ip, port = address[0], address[1]
+    return _pack(address[0], address[1])
+
+
+@functools.lru_cache(maxsize=16_384)
+def _pack(ip: str, port: int) -> bytes:
+    # Cached: the same table nodes and swarm peers go into reply after reply.
     if not 0 <= port <= 0xFFFF:
         raise ValueError(f"port {port} out of range")
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -64,7 +70,7 @@ def unpack_address(data: bytes) -> Address:
 
 def pack_nodes(nodes: Iterable[NodeInfo]) -> bytes:
     """Concatenated compact node info; IPv4 and IPv6 nodes must not be mixed."""
-    return b"".join(bytes(node.id) + pack_address(node.address) for node in nodes)
+    return b"".join(node.id + _pack(node.ip, node.port) for node in nodes)
 
 
 def unpack_nodes(data: bytes, ipv6: bool = False) -> list[NodeInfo]:
@@ -103,6 +109,7 @@ def is_contactable(address: Address, referrer: Address) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=16_384)  # run on the source of every datagram
 def normalize_ip(ip: str) -> str:
     """The canonical text form of an IP address (IPv4-mapped IPv6 becomes IPv4)."""
     address = ipaddress.ip_address(ip.split("%", 1)[0])

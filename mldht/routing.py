@@ -210,11 +210,15 @@ class RoutingTable:
         # order and sort only within them, instead of sorting the whole table per query.
         buckets = self.buckets
         index = self.bucket_index(target)
-        classes = [buckets[index].nodes,
-                   [entry for bucket in buckets[index + 1:] for entry in bucket.nodes]]
-        classes += [buckets[lower].nodes for lower in range(index - 1, -1, -1)]
+
+        def classes() -> Iterator[list[RoutingEntry]]:  # lazily: most calls stop at the first
+            yield buckets[index].nodes
+            yield [entry for bucket in buckets[index + 1:] for entry in bucket.nodes]
+            for lower in range(index - 1, -1, -1):
+                yield buckets[lower].nodes
+
         result: list[NodeInfo] = []
-        for members in classes:
+        for members in classes():
             chosen = [entry for entry in members if usable(entry)]
             if len(chosen) > 1:
                 chosen.sort(key=lambda entry: entry.key ^ target_key)
@@ -294,6 +298,13 @@ class RoutingTable:
                 existing.last_query = now
             return InsertResult(InsertOutcome.UPDATED)
 
+        if not responded:
+            # A querier already waiting in the replacement cache: just note it queried again.
+            for waiting in self.buckets[self.bucket_index(node.id)].replacements:
+                if waiting.ip == node.ip and waiting.id == node.id:
+                    waiting.port = node.port
+                    waiting.last_query = now
+                    return InsertResult(InsertOutcome.REPLACEMENT, "not verified yet")
         # Known nodes were checked when they came in: only newcomers cost a CRC32C.
         secure = self.verify is None or self.verify(node.id, node.ip)
         if self.enforce and not secure:
