@@ -176,3 +176,40 @@ def test_the_simulator_opens_no_socket(monkeypatch):
     monkeypatch.setattr(socket, "socketpair", refuse)
     report = run_scenario(small(nodes=60, lookups=10, bootstrap="join")).report
     assert report["lookups"]["all"]["count"] == 10
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+def _simulate_tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "simulate.py"
+    spec = importlib.util.spec_from_file_location("simulate_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_builds_the_node_config_from_preset_set_and_flags():
+    tool = _simulate_tool()
+    args = tool.parser().parse_args(["--preset", "kademlia", "--alpha", "4", "--set",
+                                     "enforce_node_id=yes", "--set", "query_timeout=2.5"])
+    config = tool.build_config(args)
+    assert (config.alpha, config.soft_timeout, config.query_timeout) == (4, 4.0, 2.5)
+    assert config.enforce_node_id is True
+    with pytest.raises(SystemExit):
+        tool.build_config(tool.parser().parse_args(["--set", "no_such_field=1"]))
+
+
+def test_tool_prints_a_json_report(capsys):
+    import json
+
+    tool = _simulate_tool()
+    assert tool.main(["--nodes", "60", "--lookups", "10", "--bootstrap", "seeded", "--json",
+                      "--soft-timeout", "0.5"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["report"]["scenario"]["config"] == {"soft_timeout": 0.5}
+    assert printed["report"]["lookups"]["all"]["count"] == 10
+    assert printed["resources"]["peak_rss_mb"] > 0

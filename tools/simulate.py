@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import fields, replace
 
@@ -102,6 +103,7 @@ def parser() -> argparse.ArgumentParser:
     config.add_argument("--set", action="append", metavar="NAME=VALUE",
                         help="any other NodeConfig field (repeatable)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--verbose", action="store_true", help="log the phases (wall time) to stderr")
     return p
 
 
@@ -125,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"simulate: {exc}", file=sys.stderr)
         return 2
+    if args.verbose:
+        logging.basicConfig(format="%(asctime)s %(message)s", stream=sys.stderr)
+        logging.getLogger("mldht.sim").setLevel(logging.INFO)
     result = run_scenario(scenario)
     if args.json:
         print(json.dumps({"report": result.report, "resources": result.resources}, indent=1))

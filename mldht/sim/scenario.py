@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import random as _random
 import resource
@@ -42,6 +43,8 @@ from .network import Address, AddressPool, LatencyModel, NetworkStats, VirtualNe
 from .report import LookupRecord, build_report, table_fill
 from .seeding import Population, seed_table
 from .sybil import SybilSwarm
+
+log = logging.getLogger(__name__)
 
 BOOTSTRAP_CONTACTS = 3
 """Nodes a joining node is given to bootstrap through."""
@@ -226,15 +229,20 @@ class Simulation:
         self.swarm = SybilSwarm(self.network, sybil_addresses, self._roles_rng,
                                 k=scenario.config.k) if sybil_count else None
 
+        wall = time.perf_counter()
         if scenario.bootstrap == "seeded":
             await self._seeded_bootstrap(nat_flags)
         else:
             await self._join_bootstrap(nat_flags)
         self.phases["bootstrap"] = self.loop.time() - started
+        log.info("bootstrap (%s) done: %.1f virtual s, %.1f wall s", scenario.bootstrap,
+                 self.phases["bootstrap"], time.perf_counter() - wall)
         await asyncio.sleep(scenario.settle)
         tables_after_bootstrap = self._tables()
 
         swarms = await self._announce()
+        log.info("settled and announced %d swarms: %.1f wall s", len(swarms),
+                 time.perf_counter() - wall)
         await self._kill(round(scenario.dead * len(self.live)))
         before_lookups = self.network.stats.snapshot()
         queries_before = self._queries_received()
@@ -246,6 +254,8 @@ class Simulation:
         if churn is not None:
             await churn
         self.phases["lookups"] = self.loop.time() - lookups_started
+        log.info("%d lookups done: %.1f virtual s, %.1f wall s", len(self.records),
+                 self.phases["lookups"], time.perf_counter() - wall)
         lookup_traffic = self.network.stats.minus(before_lookups)
         queries_after = self._queries_received()
         lookup_queries = {method: count - queries_before.get(method, 0)
