@@ -18,6 +18,10 @@ from .ids import ID_BITS, NodeId, distance
 ALPHA = 5
 SOFT_TIMEOUT = 1.0
 K = 8
+MIN_SOFT_TIMEOUT = 0.25
+"""The adaptive soft timeout never goes below this (seconds)."""
+RTT_FACTOR = 3.0
+"""An answer slower than this many times the lookup's median round trip is not waited for."""
 UNKNOWN_DISTANCE = 1 << ID_BITS
 """Distance given to bootstrap addresses whose id is not known yet: queried last."""
 
@@ -27,8 +31,14 @@ class CandidateState(enum.Enum):
     IN_FLIGHT = "in_flight"
     SLOW = "slow"
     """Past the soft timeout: still awaited, but no longer holding a slot."""
+    ABANDONED = "abandoned"
+    """Past the full (unadapted) soft timeout, with `wait_for_slow` off: a late answer is
+    still taken, but the lookup may end without it."""
     ANSWERED = "answered"
     FAILED = "failed"
+
+
+_AWAITED = (CandidateState.IN_FLIGHT, CandidateState.SLOW, CandidateState.ABANDONED)
 
 
 @dataclass(slots=True)
@@ -67,18 +77,31 @@ class Lookup:
 
     `seeds` are the starting nodes (from the routing table) and `bootstrap` bare addresses
     whose ids are unknown. The lookup keeps `alpha` queries in flight among the closest
-    unqueried candidates; a query past `soft_timeout` stops holding a slot; it ends when
+    unqueried candidates; a query past the soft timeout stops holding a slot; it ends when
     the `k` closest non-failed candidates have all answered, or when nothing is left to ask.
     At most `max_candidates` are tracked (the farthest unqueried ones are dropped).
+
+    Two departures from libtorrent's traversal, both on by default and measured in the
+    simulator (README, Performance): with `adaptive_timeout` the soft timeout follows the
+    round trips seen in this lookup (RTT_FACTOR times their median, between
+    MIN_SOFT_TIMEOUT and `soft_timeout`), and without `wait_for_slow` a query past its soft
+    timeout no longer holds the end of the lookup: the closest nodes that did answer are the
+    result, rather than waiting out the hard timeout of a node that is most likely gone.
     """
 
     def __init__(self, target: NodeId, seeds: Iterable[NodeInfo], now: float, *,
                  bootstrap: Iterable[Address] = (), k: int = K, alpha: int = ALPHA,
-                 soft_timeout: float = SOFT_TIMEOUT, max_candidates: int = 128) -> None:
+                 soft_timeout: float = SOFT_TIMEOUT, max_candidates: int = 128,
+                 adaptive_timeout: bool = False, wait_for_slow: bool = True) -> None:
         self.target = target
         self.k = k
         self.alpha = alpha
+        self.max_soft_timeout = soft_timeout
         self.soft_timeout = soft_timeout
+        """The soft timeout in force (it moves when `adaptive_timeout` is on)."""
+        self.adaptive_timeout = adaptive_timeout
+        self.wait_for_slow = wait_for_slow
+        self._round_trips: list[float] = []
         self.max_candidates = max(max_candidates, k + alpha)
         self.started = now
         self.stats = LookupStats()
@@ -103,7 +126,7 @@ class Lookup:
             if len(self._ordered) > self.max_candidates:
                 keep = self._ordered[:self.max_candidates]
                 for dropped in self._ordered[self.max_candidates:]:
-                    if dropped.state in (CandidateState.IN_FLIGHT, CandidateState.SLOW):
+                    if dropped.state in _AWAITED:
                         keep.append(dropped)  # still awaited; keep to match the reply
                     else:
                         del self._candidates[dropped.address]
@@ -128,11 +151,14 @@ class Lookup:
 
     def _expire_soft(self, now: float) -> None:
         for candidate in self._ordered:
-            # Same expression as next_deadline(): `now - sent_at >= soft_timeout` can be
+            # Same expressions as next_deadline(): `now - sent_at >= soft_timeout` can be
             # false (float rounding) at the very deadline it reported.
             if (candidate.state is CandidateState.IN_FLIGHT
                     and now >= candidate.sent_at + self.soft_timeout):
                 candidate.state = CandidateState.SLOW
+            if (candidate.state is CandidateState.SLOW and not self.wait_for_slow
+                    and now >= candidate.sent_at + self.max_soft_timeout):
+                candidate.state = CandidateState.ABANDONED
 
     def next_queries(self, now: float) -> list[NodeInfo | Address]:
         """The nodes to query now (each returned once); bare addresses for unknown ids."""
@@ -157,9 +183,13 @@ class Lookup:
         return chosen
 
     def next_deadline(self) -> float | None:
-        """When the earliest in-flight query passes its soft timeout (None: nothing pending)."""
+        """When the earliest in-flight query passes its soft timeout, or (without
+        `wait_for_slow`) a slow one is abandoned; None when nothing is pending."""
         times = [c.sent_at + self.soft_timeout for c in self._ordered
                  if c.state is CandidateState.IN_FLIGHT]
+        if not self.wait_for_slow:
+            times += [c.sent_at + self.max_soft_timeout for c in self._ordered
+                      if c.state is CandidateState.SLOW]
         return min(times) if times else None
 
     def on_reply(self, address: Address, node_id: NodeId, now: float,
@@ -167,10 +197,12 @@ class Lookup:
                  values: Iterable[Address] = ()) -> list[Address]:
         """Record an answer from `address`; returns the peers in it not seen before."""
         candidate = self._candidates.get(address)
-        if candidate is None or candidate.state not in (CandidateState.IN_FLIGHT, CandidateState.SLOW):
+        if candidate is None or candidate.state not in _AWAITED:
             return []  # never asked, or already settled
         candidate.state = CandidateState.ANSWERED
         candidate.token = token
+        if self.adaptive_timeout:
+            self._learn_round_trip(now - candidate.sent_at)
         if candidate.node_id != node_id:
             # A bootstrap address, or a node whose id differs from what a referrer said:
             # rank it by the id it answers with.
@@ -189,6 +221,14 @@ class Lookup:
             self.stats.first_peer_hop = candidate.hop
         return fresh
 
+    def _learn_round_trip(self, seconds: float) -> None:
+        trips = self._round_trips
+        trips.append(seconds)
+        if len(trips) >= 3:  # a median of fewer says little
+            median = sorted(trips)[len(trips) // 2]
+            self.soft_timeout = min(self.max_soft_timeout,
+                                    max(MIN_SOFT_TIMEOUT, RTT_FACTOR * median))
+
     def on_failure(self, address: Address, now: float) -> None:
         """The query to `address` timed out for good, or was answered with an error."""
         candidate = self._candidates.get(address)
@@ -204,6 +244,8 @@ class Lookup:
         for candidate in self._sorted():
             if candidate.state is CandidateState.FAILED:
                 continue
+            if candidate.state is CandidateState.ABANDONED:
+                continue
             if candidate.state is not CandidateState.ANSWERED:
                 return False
             answered += 1
@@ -213,8 +255,7 @@ class Lookup:
 
     @property
     def pending(self) -> int:
-        return sum(1 for c in self._ordered
-                   if c.state in (CandidateState.IN_FLIGHT, CandidateState.SLOW))
+        return sum(1 for c in self._ordered if c.state in _AWAITED)
 
     def closest_answered(self, count: int | None = None, with_token: bool = False) -> list[Candidate]:
         """The closest candidates that answered (with a token, when asked)."""

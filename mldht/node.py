@@ -679,7 +679,9 @@ class DHTNode:
         if len(seeds) < self.config.k:
             bootstrap = await self._bootstrap_addresses()
         return Lookup(target, seeds, self._now(), bootstrap=bootstrap, k=self.config.k,
-                      alpha=self.config.alpha, soft_timeout=self.config.soft_timeout)
+                      alpha=self.config.alpha, soft_timeout=self.config.soft_timeout,
+                      adaptive_timeout=self.config.adaptive_soft_timeout,
+                      wait_for_slow=self.config.lookup_waits_for_slow)
 
     async def find_node_lookup(self, target: NodeId | bytes, timeout: float = 30.0) -> LookupSummary:
         """Iterative find_node towards `target`; the summary lists the closest nodes found."""

@@ -475,3 +475,38 @@ def test_hop_of_an_unqueried_candidate_drops_when_a_nearer_referrer_names_it():
     lookup.next_queries(0.1)
     lookup.on_reply(near.address, near.id, 0.2)
     assert lookup.closest_answered()[0].hop == 0
+
+
+def test_without_waiting_for_slow_nodes_a_lookup_ends_at_the_full_soft_timeout():
+    target = NodeId(bytes(20))
+    seeds = _line(3, target)
+    lookup = Lookup(target, seeds, 0.0, alpha=3, k=2, soft_timeout=1.0, wait_for_slow=False)
+    assert lookup.next_queries(0.0) == seeds
+    lookup.on_reply(seeds[1].address, seeds[1].id, 0.1)
+    lookup.on_reply(seeds[2].address, seeds[2].id, 0.1)
+    assert not lookup.done and lookup.next_deadline() == 1.0
+    lookup.next_queries(1.0)  # the closest is abandoned: the two that answered are the result
+    assert lookup._candidates[seeds[0].address].state is CandidateState.ABANDONED
+    assert lookup.done and [c.info for c in lookup.closest_answered()] == seeds[1:]
+    # A late answer is still taken.
+    lookup.on_reply(seeds[0].address, seeds[0].id, 1.2)
+    assert [c.info for c in lookup.closest_answered()] == seeds[:2]
+
+
+def test_adaptive_soft_timeout_follows_the_round_trips():
+    target = NodeId(bytes(20))
+    seeds = _line(12, target)
+    lookup = Lookup(target, seeds, 0.0, alpha=4, k=8, soft_timeout=1.0, adaptive_timeout=True)
+    first = lookup.next_queries(0.0)
+    assert lookup.soft_timeout == 1.0
+    for seed in first[:3]:  # three answers after 0.1 s: 3 x 0.1 s from now on
+        lookup.on_reply(seed.address, seed.id, 0.1)
+    assert abs(lookup.soft_timeout - 0.3) < 1e-9
+    # Never under the floor, never over the configured value.
+    for seed in lookup.next_queries(0.1):
+        lookup.on_reply(seed.address, seed.id, 0.101)
+    assert lookup.soft_timeout >= 0.25
+    slow = Lookup(target, seeds, 0.0, alpha=4, k=8, soft_timeout=1.0, adaptive_timeout=True)
+    for seed in slow.next_queries(0.0)[:3]:
+        slow.on_reply(seed.address, seed.id, 2.0)
+    assert slow.soft_timeout == 1.0

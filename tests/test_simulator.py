@@ -144,7 +144,9 @@ def test_loss_and_dead_nodes_cost_time_not_success():
     assert report["routing_tables"]["at_end"]["entry_fraction_gone"] > 0.1
     assert report["lookups"]["get_peers"]["success_rate"] >= 0.95, format_report(report)
     assert report["lookups"]["all"]["success_rate"] >= 0.9, format_report(report)
-    assert report["lookups"]["all"]["timeouts"]["mean"] > 1
+    # Dead nodes cost queries and time (lookups abandon them after the soft timeout rather
+    # than count hard timeouts, so `timeouts` stays low).
+    assert report["lookups"]["all"]["queries"]["mean"] > clean["lookups"]["all"]["queries"]["mean"]
     assert report["lookups"]["all"]["latency_s"]["p50"] > clean["lookups"]["all"]["latency_s"]["p50"]
 
 
