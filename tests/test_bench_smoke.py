@@ -55,3 +55,12 @@ def test_throughput_answers_every_target(python_loadgen):
         assert rows[(target, "get_peers_values")]["values"] == 50, rows[(target, "get_peers_values")]
         assert rows[(target, "get_peers_values")]["token"]
     assert set(result["ratio_to_libtorrent"]["mldht"]) == {"ping", "find_node", "get_peers_values"}
+
+
+def test_lookups_benchmark_compares_both_traversals():
+    # Virtual time, fixed seed: the comparison is deterministic, not a timing.
+    rows = benchtools.load("lookups").measure(nodes=150, lookups=30, dead=0.2, seed=2)
+    mine, theirs = rows["mldht"], rows["libtorrent"]
+    assert mine["success"] >= 0.9 and theirs["success"] >= 0.9
+    assert mine["latency_p90"] < theirs["latency_p90"]
+    assert mine["queries_mean"] > 0 and theirs["queries_mean"] > 0
