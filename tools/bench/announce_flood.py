@@ -21,10 +21,14 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import bencodepy
 
 CODEC = bencodepy.Bencode(encoding=None)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from krpcio import exchange  # noqa: E402
 PER_SOURCE = 25
 
 
@@ -45,27 +49,6 @@ def free_port() -> int:
 def source_ip(index: int) -> str:
     index += 1
     return f"127.{1 + index // 65000}.{(index // 250) % 260 % 256}.{index % 250 + 1}"
-
-
-def exchange(sock: socket.socket, messages: list[dict], target, timeout: float = 2.0) -> dict:
-    """Send every message, then collect replies by transaction id (bounded by `timeout`)."""
-    for message in messages:
-        sock.sendto(CODEC.encode(message), target)
-    replies: dict[bytes, dict] = {}
-    deadline = time.monotonic() + timeout
-    while len(replies) < len(messages) and (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            data = sock.recv(65535)
-        except (TimeoutError, socket.timeout):
-            break
-        try:
-            reply = CODEC.decode(data)
-        except Exception:
-            continue
-        if isinstance(reply, dict) and reply.get(b"y") in (b"r", b"e"):
-            replies[reply.get(b"t")] = reply
-    return replies
 
 
 def flood(announces: int, max_seconds: float) -> dict:

@@ -50,6 +50,9 @@ import bencodepy
 HERE = Path(__file__).resolve().parent
 LOADGEN_SOURCE = HERE / "loadgen.c"
 CODEC = bencodepy.Bencode(encoding=None)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from krpcio import exchange  # noqa: E402
 KINDS = ("ping", "find_node", "get_peers", "get_peers_values")
 TID_MARK = b"TTTT"
 ID_MARK = b"I" * 20
@@ -349,27 +352,6 @@ def write_templates(path: str, kind: str, count: int, rng: random.Random) -> Non
             tid_offset = data.index(b"1:t4:" + TID_MARK) + 5
             id_offset = data.index(b"2:id20:" + ID_MARK) + 7
             out.write(f"{tid_offset} {id_offset} {data.hex()}\n")
-
-
-def exchange(sock: socket.socket, messages: list[dict], target, timeout: float = 2.0) -> dict:
-    """Send every message, then collect replies by transaction id (bounded by `timeout`)."""
-    for message in messages:
-        sock.sendto(CODEC.encode(message), target)
-    replies: dict[bytes, dict] = {}
-    deadline = time.monotonic() + timeout
-    while len(replies) < len(messages) and (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            data = sock.recv(65535)
-        except (TimeoutError, socket.timeout):
-            break
-        try:
-            reply = CODEC.decode(data)
-        except Exception:
-            continue
-        if isinstance(reply, dict) and reply.get(b"y") in (b"r", b"e"):
-            replies[reply.get(b"t")] = reply | {b"_size": len(data)}
-    return replies
 
 
 def probe(target: tuple[str, int], kind: str, timeout: float = 2.0) -> dict:
