@@ -143,7 +143,6 @@ def build_report(*, scenario: dict, records: Sequence[LookupRecord], phases: dic
     traffic = asdict(lookup_traffic)
     traffic["datagrams_per_lookup"] = (round(lookup_traffic.sent / len(records), 1)
                                        if records else None)
-    # As counted by the nodes live at the end (churned-out nodes' counts are gone with them).
     traffic["queries_received_by_method"] = lookup_queries
     report = {
         "scenario": scenario,

@@ -172,6 +172,8 @@ class Simulation:
         self._bootstraps: list[asyncio.Task] = []
         self._churned = {"departed": 0, "joined": 0}
         self._dead = 0
+        self._everyone: list[SimulatedNode] = []
+        """Every honest node ever created (a stopped node keeps its counters)."""
         self._announced: list[int] = []
         self.sybil_addresses: set[Address] = set()
 
@@ -185,6 +187,7 @@ class Simulation:
                        config=replace(self.scenario.config),
                        rng=_random.Random(self._ids_rng.getrandbits(64)), clock=self.loop.time)
         member = SimulatedNode(node, NodeInfo(node_id, address[0], address[1]), nat)
+        self._everyone.append(member)
         if nat:
             self.nat_addresses.add(address)
         return member
@@ -402,9 +405,9 @@ class Simulation:
             self._bootstraps.append(task)
 
     def _queries_received(self) -> dict[str, int]:
-        """Queries received by the live honest nodes so far, by method."""
+        """Queries received by the honest nodes so far, by method."""
         totals: dict[str, int] = {}
-        for member in self.live.items:
+        for member in self._everyone:
             for method, count in member.node.stats.queries_received.items():
                 totals[method] = totals.get(method, 0) + count
         return totals
