@@ -39,7 +39,7 @@ from ..config import NodeConfig
 from ..ids import InfoHash, NodeId
 from ..node import DHTNode
 from .loop import VirtualTimeLoop
-from .network import Address, AddressPool, LatencyModel, NetworkStats, VirtualNetwork
+from .network import Address, AddressPool, LatencyModel, VirtualNetwork
 from .report import LookupRecord, build_report, table_fill
 from .seeding import Population, seed_table
 from .sybil import SybilSwarm
@@ -110,6 +110,8 @@ class Scenario:
 
 @dataclass(slots=True)
 class SimulatedNode:
+    """An honest node of the simulation, with what only the simulator knows about it."""
+
     node: DHTNode
     info: NodeInfo
     nat: bool

@@ -21,8 +21,7 @@ from ..compact import NodeInfo
 from ..errors import KrpcDecodeError
 from ..ids import ID_LENGTH, NodeId
 from ..krpc import (
-    AnnouncePeer, FindNode, Get, GetPeers, Ping, Query, Response, SampleInfohashes,
-    decode_message, encode_message,
+    FindNode, Get, GetPeers, Query, Response, SampleInfohashes, decode_message, encode_message,
 )
 from .network import Address, VirtualNetwork, VirtualTransport, mix64
 
@@ -89,9 +88,8 @@ class SybilSwarm:
             return  # replies to our introductions: nothing to do with them
         target = _target_of(message)
         if target is None:
-            sender = self.home_ids[me]
-            reply = Response(transaction_id=message.transaction_id, sender_id=sender,
-                             requester=source)
+            reply = Response(transaction_id=message.transaction_id,
+                             sender_id=self.home_ids[me], requester=source)
         else:
             reply = Response(transaction_id=message.transaction_id,
                              sender_id=self.claimed_id(target, me), requester=source,
@@ -102,12 +100,11 @@ class SybilSwarm:
 
 
 def _target_of(query: Query) -> bytes | None:
+    """The key a query looks for (None for ping, announce_peer, put and unknown methods)."""
     if isinstance(query, GetPeers):
         return query.info_hash
     if isinstance(query, (FindNode, Get, SampleInfohashes)):
         return query.target
-    if isinstance(query, (Ping, AnnouncePeer)):
-        return None
     return None
 
 
