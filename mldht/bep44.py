@@ -154,14 +154,20 @@ class Item:
             return immutable_target(self.encoded)
         return mutable_target(self.public_key, self.salt)
 
-    def problem(self) -> tuple[int, str] | None:
-        """Why a node must refuse to store this item, as (KRPC error code, message)."""
+    def size_problem(self) -> tuple[int, str] | None:
+        """A value or salt too big to store, as (KRPC error code, message): checked first,
+        since it needs no token and no signature check."""
         if len(self.encoded) > MAX_VALUE_BYTES:
             return VALUE_TOO_BIG, f"message (v field) too big: {len(self.encoded)} bytes"
-        if self.public_key is None:
-            return None
         if len(self.salt) > MAX_SALT_BYTES:
             return SALT_TOO_BIG, f"salt (salt field) too big: {len(self.salt)} bytes"
+        return None
+
+    def problem(self) -> tuple[int, str] | None:
+        """Why a node must refuse to store this item, as (KRPC error code, message)."""
+        too_big = self.size_problem()
+        if too_big is not None or self.public_key is None:
+            return too_big
         if not 0 <= self.seq <= MAX_SEQ:
             return 203, "seq must be from 0 to 2^63-1"
         if self.signature is None or not verify_signature(

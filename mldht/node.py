@@ -766,10 +766,10 @@ class DHTNode:
 
         def on_response(address: Address, response: Response, fresh: list[Address]) -> None:
             nonlocal invalid
+            if b"v" not in response.extra:
+                return  # no item here: just nodes
             item = _item_in(response, salt)
-            if item is None:
-                return
-            if item.is_valid_for(target):
+            if item is not None and item.is_valid_for(target):
                 found[address] = item
             else:
                 invalid += 1
@@ -960,20 +960,19 @@ class DHTNode:
 
 
 def _item_in(response: Response, salt: bytes) -> Item | None:
-    """The BEP 44 item a `get` reply carries (unverified), or None."""
+    """The BEP 44 item a `get` reply carries (still to be verified); None when its fields
+    are malformed."""
     extra = response.extra
-    if b"v" not in extra:
-        return None
     try:
         encoded = bencode_value(extra[b"v"])
-    except Exception:  # a value bencode.py cannot encode back: not an item
+    except Exception:  # a value that cannot be encoded back: not an item
         return None
     public_key, signature, seq = extra.get(b"k"), extra.get(b"sig"), extra.get(b"seq")
     if public_key is None and signature is None:
         return Item(value=extra[b"v"], encoded=encoded)
     if not (isinstance(public_key, bytes) and isinstance(signature, bytes)
             and isinstance(seq, int)):
-        return Item(value=extra[b"v"], encoded=encoded, public_key=b"", seq=-1)  # fails checks
+        return None
     return Item(value=extra[b"v"], encoded=encoded, public_key=public_key, salt=salt, seq=seq,
                 signature=signature)
 

@@ -12,7 +12,7 @@ from .krpc import (
     GetPeers, Ping, Put, Query, Response, SampleInfohashes, UnknownQuery, encode_message,
 )
 from .bep33 import BloomFilter
-from .bep44 import MAX_SALT_BYTES, MAX_VALUE_BYTES, Item, ItemStore, StoreRejected
+from .bep44 import Item, ItemStore, StoreRejected
 from .bep51 import Sampler
 from .peerstore import PeerStore
 from .routing import K, RoutingTable
@@ -154,11 +154,9 @@ class QueryHandler:
     def _put(self, query: Put, source: Address, now: float) -> Response | Error:
         item = Item(value=query.value, encoded=query.encoded_value, public_key=query.public_key,
                     salt=query.salt, seq=query.seq or 0, signature=query.signature)
-        # Sizes first (as libtorrent does): they need no token and no signature check.
-        if len(item.encoded) > MAX_VALUE_BYTES or len(item.salt) > MAX_SALT_BYTES:
-            problem = item.problem()
-            assert problem is not None
-            return self._error(query, *problem)
+        too_big = item.size_problem()  # first, as libtorrent does
+        if too_big is not None:
+            return self._error(query, *too_big)
         if not self.tokens.is_valid(query.token, source[0], item.target, now):
             return self._error(query, PROTOCOL_ERROR, "bad token: not issued to this IP "
                                "for this target, or expired")
