@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -212,8 +213,12 @@ class _Client:
     async def send(self, data: bytes, address) -> None:
         await self.socket.send(data, address)
 
-    async def reply(self, tid: bytes) -> dict | None:
-        while (received := await self.socket.recv(2.0)) is not None:
+    async def reply(self, tid: bytes, timeout: float = 2.0) -> dict | None:
+        deadline = time.monotonic() + timeout  # bounded even if other datagrams keep coming
+        while (left := deadline - time.monotonic()) > 0:
+            received = await self.socket.recv(left)
+            if received is None:
+                return None
             message = decode(received[0])
             if isinstance(message, dict) and message.get(b"t") == tid:
                 return message
