@@ -45,6 +45,7 @@ from .routing import InsertOutcome, InsertResult, RoutingTable
 from .server import QueryHandler
 from .state import load_state, save_state
 from .tokens import TokenManager
+from .udp import SocketDatagramTransport
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,11 @@ class DHTNode:
         except OSError:
             sock.close()
             raise
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+        try:
+            self._transport = SocketDatagramTransport(loop, sock, self.datagram_received)
+        except NotImplementedError:  # a loop without add_reader (Windows' proactor)
+            self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self),
+                                                                     sock=sock)
         self._start_maintenance()
 
     def _start_maintenance(self) -> None:
@@ -373,9 +378,6 @@ class DHTNode:
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         """Handle one datagram that arrived from `addr` (called by the socket's protocol, or by
         the owner of a transport given to `start`). Never raises for what is in `data`."""
-        self._datagram_received(data, addr)
-
-    def _datagram_received(self, data: bytes, addr: tuple) -> None:
         source: Address = (normalize_ip(addr[0]), addr[1])
         self.stats.datagrams_received += 1
         self.stats.bytes_received += len(data)
