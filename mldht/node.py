@@ -460,14 +460,17 @@ class DHTNode:
             self.stats.errors_sent += 1
         self._send_reply(reply, source, now)
         if not query.read_only:
-            result = self._heard_from(NodeInfo(query.sender_id, *source), now, responded=False)
-            entry = self.routing_table.get(source)
-            unverified = (entry is None and result.outcome is InsertOutcome.REPLACEMENT) or (
-                entry is not None and entry.last_response is None)
-            if (unverified and len(self._verifying) < MAX_VERIFY_PINGS
-                    and source not in self._verifying and self._may_verify(source[0], now)):
-                # A querier is not trusted until it answers us (as libtorrent does): ping it.
-                self._spawn(self._verify(NodeInfo(query.sender_id, *source)), "mldht-verify")
+            self._note_querier(query.sender_id, source, now)
+
+    def _note_querier(self, sender_id: NodeId, source: Address, now: float) -> None:
+        """A (not read-only) node queried us: the table hears of it, and one that has never
+        answered us is pinged (as libtorrent does) so that it can become a routing entry."""
+        querier = NodeInfo(sender_id, source[0], source[1])
+        result = self._heard_from(querier, now, responded=False)
+        if (not result.verified and result.outcome is not InsertOutcome.REJECTED
+                and len(self._verifying) < MAX_VERIFY_PINGS
+                and source not in self._verifying and self._may_verify(source[0], now)):
+            self._spawn(self._verify(querier), "mldht-verify")
 
     def _may_verify(self, ip: str, now: float) -> bool:
         """At most one verification ping per IP per VERIFY_INTERVAL: a sender that keeps

@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .compact import Address, NodeInfo
+from .compact import Address, NodeInfo, pack_address
 from .ids import ID_BITS, NodeId, common_prefix_bits
 
 K = 8
@@ -51,15 +51,30 @@ class RoutingEntry:
     key: int = field(init=False, repr=False, compare=False)
     """The id as an integer: XOR distances are computed on every find_node we answer."""
     _info: NodeInfo | None = field(default=None, init=False, repr=False, compare=False)
+    _compact: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.key = int.from_bytes(self.id, "big")
 
     @property
     def info(self) -> NodeInfo:
-        if self._info is None:  # id, ip and port never change for an entry
+        if self._info is None:  # cached until the port changes (id and ip never do)
             self._info = NodeInfo(self.id, self.ip, self.port)
         return self._info
+
+    @property
+    def compact(self) -> bytes:
+        """Compact node info (26 or 38 bytes), as it goes into `nodes` replies."""
+        if self._compact is None:
+            self._compact = self.id + pack_address((self.ip, self.port))
+        return self._compact
+
+    def move_to_port(self, port: int) -> None:
+        """The node now sends from `port` (a NAT remapped it): forget what was cached."""
+        if port != self.port:
+            self.port = port
+            self._info = None
+            self._compact = None
 
     @property
     def address(self) -> Address:
@@ -104,6 +119,13 @@ class InsertResult:
     reason: str = ""
     ping: list[NodeInfo] = field(default_factory=list)
     """Questionable nodes the caller should ping; failures make room for replacements."""
+    verified: bool = False
+    """The node (in the table or waiting as a replacement) has answered one of our queries:
+    a querier that has not is worth a verification ping."""
+
+
+def _eviction_order(entry: RoutingEntry) -> tuple[bool, float]:
+    return (entry.last_response is not None, entry.last_seen)
 
 
 class RoutingTable:
@@ -128,6 +150,7 @@ class RoutingTable:
         self.verify = verify
         self.enforce = enforce
         self.prefer_verified = prefer_verified
+        self.own_key = int.from_bytes(own_id, "big")
         self.buckets: list[Bucket] = [Bucket()]
         self._by_ip: dict[str, RoutingEntry] = {}
         self._id_changes: dict[str, float] = {}
@@ -165,7 +188,8 @@ class RoutingTable:
     # --- lookup -------------------------------------------------------------------------
 
     def bucket_index(self, node_id: bytes) -> int:
-        return min(common_prefix_bits(self.own_id, node_id), len(self.buckets) - 1)
+        shared = ID_BITS - (self.own_key ^ int.from_bytes(node_id, "big")).bit_length()
+        return min(shared, len(self.buckets) - 1)
 
     def get(self, address: Address) -> RoutingEntry | None:
         entry = self._by_ip.get(address[0])
@@ -192,38 +216,43 @@ class RoutingTable:
         Good nodes only when `include_questionable` is false (and `now` is given); only
         nodes that have answered us at least once when `verified_only`; never `exclude`.
         """
-        target_key = int.from_bytes(target, "big")
         good_only = not include_questionable and now is not None
+        return [entry.info for entry in self._closest_entries(target, count, verified_only,
+                                                              exclude, now if good_only else None)]
 
-        def usable(entry: RoutingEntry) -> bool:
-            if entry.failures >= BAD_AFTER_FAILURES:
-                return False
-            if verified_only and entry.last_response is None:
-                return False
-            if exclude is not None and entry.port == exclude[1] and entry.ip == exclude[0]:
-                return False
-            return not good_only or entry.state(now) is NodeState.GOOD  # type: ignore[arg-type]
+    def closest_compact(self, target: bytes, count: int = K,
+                        exclude: Address | None = None) -> bytes:
+        """`closest(target, count, verified_only=True, exclude=exclude)` as the packed compact
+        node info of a `nodes` or `nodes6` reply: what every find_node and get_peers costs."""
+        return b"".join([entry.compact for entry in
+                         self._closest_entries(target, count, True, exclude, None)])
 
+    def _closest_entries(self, target: bytes, count: int, verified_only: bool,
+                         exclude: Address | None, good_at: float | None) -> list[RoutingEntry]:
+        target_key = int.from_bytes(target, "big")
+        excluded_ip, excluded_port = exclude if exclude is not None else (None, None)
         # Buckets fall into classes of XOR distance to the target: the target's own bucket
         # b is nearest, then every deeper bucket (their distance has its top bit at b), then
         # buckets b-1, b-2, ... each farther than the one before. Walk the classes in that
         # order and sort only within them, instead of sorting the whole table per query.
         buckets = self.buckets
-        index = self.bucket_index(target)
-
-        def classes() -> Iterator[list[RoutingEntry]]:  # lazily: most calls stop at the first
-            yield buckets[index].nodes
-            yield [entry for bucket in buckets[index + 1:] for entry in bucket.nodes]
-            for lower in range(index - 1, -1, -1):
-                yield buckets[lower].nodes
-
-        result: list[NodeInfo] = []
-        for members in classes():
-            chosen = [entry for entry in members if usable(entry)]
-            if len(chosen) > 1:
-                chosen.sort(key=lambda entry: entry.key ^ target_key)
-            for entry in chosen:
-                result.append(entry.info)
+        index = min(ID_BITS - (self.own_key ^ target_key).bit_length(), len(buckets) - 1)
+        result: list[RoutingEntry] = []
+        for step in range(index + 2):
+            if step == 0:
+                members = buckets[index].nodes
+            elif step == 1:
+                members = [entry for bucket in buckets[index + 1:] for entry in bucket.nodes]
+            else:
+                members = buckets[index + 1 - step].nodes
+            chosen = [(entry.key ^ target_key, entry) for entry in members
+                      if entry.failures < BAD_AFTER_FAILURES
+                      and (not verified_only or entry.last_response is not None)
+                      and (entry.port != excluded_port or entry.ip != excluded_ip)
+                      and (good_at is None or entry.state(good_at) is NodeState.GOOD)]
+            chosen.sort()  # distances are distinct: ids are unique in the table
+            for _, entry in chosen:
+                result.append(entry)
                 if len(result) >= count:
                     return result
         return result
@@ -261,7 +290,7 @@ class RoutingTable:
                 bucket.nodes.append(replacement)
                 self._by_ip[replacement.ip] = replacement
 
-    def _check_address(self, node: NodeInfo, now: float) -> str | None:
+    def _check_address(self, node: NodeInfo, now: float, bucket: Bucket) -> str | None:
         if node.id == self.own_id:
             return "our own id"
         if not 0 < node.port <= 0xFFFF:
@@ -271,10 +300,8 @@ class RoutingTable:
         existing = self._by_ip.get(node.ip)
         if existing is not None and existing.id != node.id:
             return "another node id already uses this IP address"
-        if existing is None:
-            bucket = self.buckets[self.bucket_index(node.id)]
-            if any(entry.id == node.id for entry in bucket.nodes):
-                return "this node id is already in the table at another IP address"
+        if existing is None and any(entry.id == node.id for entry in bucket.nodes):
+            return "this node id is already in the table at another IP address"
         return None
 
     def heard_from(self, node: NodeInfo, now: float, responded: bool) -> InsertResult:
@@ -283,12 +310,9 @@ class RoutingTable:
         Only nodes heard from directly enter the table: never call this for nodes merely
         listed in someone's `nodes` reply, nor for read-only (BEP 43) senders.
         """
-        reason = self._check_address(node, now)
-        if reason:
-            return InsertResult(InsertOutcome.REJECTED, reason)
         existing = self._by_ip.get(node.ip)
-        if existing is not None:
-            existing.port = node.port  # same id, same IP: a NAT may have remapped the port
+        if existing is not None and existing.id == node.id and 0 < node.port <= 0xFFFF:
+            existing.move_to_port(node.port)  # same id, same IP: a NAT may have remapped it
             if responded:
                 existing.last_response = now
                 existing.failures = 0
@@ -296,15 +320,27 @@ class RoutingTable:
                 self.buckets[self.bucket_index(node.id)].last_changed = now
             else:
                 existing.last_query = now
-            return InsertResult(InsertOutcome.UPDATED)
+            return InsertResult(InsertOutcome.UPDATED,
+                                verified=existing.last_response is not None)
+        bucket = self.buckets[self.bucket_index(node.id)]
+        reason = self._check_address(node, now, bucket)
+        if reason:
+            return InsertResult(InsertOutcome.REJECTED, reason)
 
         if not responded:
-            # A querier already waiting in the replacement cache: just note it queried again.
-            for waiting in self.buckets[self.bucket_index(node.id)].replacements:
-                if waiting.ip == node.ip and waiting.id == node.id:
-                    waiting.port = node.port
+            replacements = bucket.replacements
+            for waiting in replacements:
+                if waiting.ip == node.ip and waiting.id == node.id:  # it queried us again
+                    waiting.move_to_port(node.port)
                     waiting.last_query = now
-                    return InsertResult(InsertOutcome.REPLACEMENT, "not verified yet")
+                    answered = waiting.last_response is not None
+                    return InsertResult(InsertOutcome.REPLACEMENT, "waiting for room" if answered
+                                        else "not verified yet", verified=answered)
+            if len(bucket.nodes) >= self.k and len(replacements) >= self.replacement_size and all(
+                    waiting.last_response is not None for waiting in replacements):
+                # It would be the first evicted: spare the work (and the verification ping).
+                return InsertResult(InsertOutcome.REJECTED,
+                                    "bucket and replacement cache full of nodes that answered")
         # Known nodes were checked when they came in: only newcomers cost a CRC32C.
         secure = self.verify is None or self.verify(node.id, node.ip)
         if self.enforce and not secure:
@@ -315,7 +351,7 @@ class RoutingTable:
         if not responded:
             # Main buckets hold only nodes that answered us (the8472's sanitizing rules): a
             # querier waits in the replacement cache until it answers a ping.
-            self._add_replacement(self.buckets[self.bucket_index(node.id)], entry)
+            self._add_replacement(bucket, entry)
             return InsertResult(InsertOutcome.REPLACEMENT, "not verified yet")
         while True:
             index = self.bucket_index(node.id)
@@ -325,7 +361,7 @@ class RoutingTable:
                 self._by_ip[node.ip] = entry
                 bucket.replacements = [r for r in bucket.replacements if r.ip != node.ip]
                 bucket.last_changed = now
-                return InsertResult(InsertOutcome.ADDED)
+                return InsertResult(InsertOutcome.ADDED, verified=True)
             if index == len(self.buckets) - 1 and len(self.buckets) < ID_BITS:
                 self._split_last()
                 continue
@@ -337,7 +373,7 @@ class RoutingTable:
                 bucket.nodes[position] = entry
                 self._by_ip[node.ip] = entry
                 bucket.last_changed = now
-                return InsertResult(InsertOutcome.ADDED, "replaced a bad node")
+                return InsertResult(InsertOutcome.ADDED, "replaced a bad node", verified=True)
 
         if self.prefer_verified and secure and responded:
             unverified = [old for old in bucket.nodes if not old.secure_id]
@@ -349,7 +385,7 @@ class RoutingTable:
                 self._add_replacement(bucket, old)
                 bucket.last_changed = now
                 return InsertResult(InsertOutcome.ADDED, "took the place of a node without "
-                                                         "a BEP 42 id")
+                                                         "a BEP 42 id", verified=True)
 
         self._add_replacement(bucket, entry)
         to_ping = sorted((old for old in bucket.nodes
@@ -358,17 +394,19 @@ class RoutingTable:
         for old in to_ping:
             old.ping_pending = True
         return InsertResult(InsertOutcome.REPLACEMENT, "bucket full",
-                            ping=[old.info for old in to_ping])
+                            ping=[old.info for old in to_ping], verified=True)
 
     def _add_replacement(self, bucket: Bucket, entry: RoutingEntry) -> None:
-        bucket.replacements = [old for old in bucket.replacements
-                               if old.ip != entry.ip and old.id != entry.id]
-        bucket.replacements.append(entry)
+        replacements = bucket.replacements
+        for old in replacements:
+            if old.ip == entry.ip or old.id == entry.id:
+                replacements = bucket.replacements = [
+                    old for old in replacements if old.ip != entry.ip and old.id != entry.id]
+                break
+        replacements.append(entry)
         # Prefer nodes that answered us; among equals, drop the oldest.
-        while len(bucket.replacements) > self.replacement_size:
-            victim = min(bucket.replacements,
-                         key=lambda old: (old.last_response is not None, old.last_seen))
-            bucket.replacements.remove(victim)
+        while len(replacements) > self.replacement_size:
+            replacements.remove(min(replacements, key=_eviction_order))
 
     def on_timeout(self, address: Address, now: float) -> bool:
         """A query to `address` went unanswered. Returns True when the node was evicted."""

@@ -384,6 +384,56 @@ def test_replacement_cache_deduplicates():
     assert table.buckets[0].replacements[0].last_response == 2.0
 
 
+def test_querier_that_answered_is_marked_verified_and_not_reverified():
+    table, infos = _full_far_bucket(0.0)
+    known = table.heard_from(infos[0], 5.0, False)  # a table node queries us
+    assert known.outcome is InsertOutcome.UPDATED and known.verified
+    waiting = node(far_id(100), 100)
+    first = table.heard_from(waiting, 5.0, False)
+    assert first.outcome is InsertOutcome.REPLACEMENT and not first.verified
+    table.heard_from(waiting, 6.0, True)  # it answered our verification ping: bucket full
+    again = table.heard_from(waiting, 7.0, False)
+    assert again.outcome is InsertOutcome.REPLACEMENT and again.verified
+
+
+def test_unverified_querier_is_refused_when_every_replacement_answered():
+    table = RoutingTable(OWN, k=K, replacement_size=2)
+    for n in range(K):
+        table.heard_from(node(far_id(n), n), 0.0, True)
+    table.heard_from(node(random_id_in_bucket(OWN, 5, random.Random(0)), 200), 0.0, True)
+    for n in (100, 101):
+        table.heard_from(node(far_id(n), n), 1.0, True)
+    assert [entry.last_response for entry in table.buckets[0].replacements] == [1.0, 1.0]
+    result = table.heard_from(node(far_id(102), 102), 2.0, False)
+    assert result.outcome is InsertOutcome.REJECTED and not result.verified
+    assert {entry.id for entry in table.buckets[0].replacements} == {far_id(100), far_id(101)}
+    check_invariants(table)
+
+
+def test_closest_compact_packs_what_closest_returns():
+    rng = random.Random(3)
+    table = RoutingTable(OWN)
+    for n in range(300):
+        table.heard_from(node(NodeId(rng.randbytes(20)), n), 0.0, responded=n % 3 != 0)
+    for _ in range(50):
+        target = rng.randbytes(20)
+        exclude = ("10.0.0.4", 6881)
+        expected = table.closest(target, K, verified_only=True, exclude=exclude)
+        packed = table.closest_compact(target, K, exclude=exclude)
+        assert packed == b"".join(info.id + bytes(map(int, info.ip.split("."))) +
+                                  info.port.to_bytes(2, "big") for info in expected)
+
+
+def test_port_change_refreshes_the_packed_node():
+    table = RoutingTable(OWN)
+    table.heard_from(node(far_id(1), 1, port=6881), 0.0, True)
+    target = far_id(1)
+    assert table.closest_compact(target).endswith((6881).to_bytes(2, "big"))
+    table.heard_from(node(far_id(1), 1, port=7000), 1.0, True)  # its NAT remapped the port
+    assert table.closest_compact(target).endswith((7000).to_bytes(2, "big"))
+    assert table.closest(target)[0].port == 7000
+
+
 # --- addresses --------------------------------------------------------------------------------
 
 
