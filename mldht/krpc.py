@@ -558,10 +558,21 @@ def _decode_error(message: dict, transaction_id: bytes, version: bytes | None) -
 
 def decode_message(data: bytes) -> Query | Response | Error:
     """Decode and validate one datagram; raise `KrpcDecodeError` on anything malformed."""
+    return interpret_message(decode_datagram(data), data)
+
+
+def decode_datagram(data: bytes) -> Any:
+    """The bencoded value of a datagram, not yet validated as KRPC (`interpret_message`
+    does that); raises `KrpcDecodeError` when it is not bencode."""
     try:
-        message = _bdecode(data)
+        return _bdecode(data)
     except Exception as exc:  # bencodepy raises several types, RecursionError included
         raise KrpcDecodeError(f"not valid bencode: {exc}") from None
+
+
+def interpret_message(message: Any, data: bytes) -> Query | Response | Error:
+    """The KRPC message in `message`, the decoded value of the datagram `data` (a put's
+    value is hashed as sent); raises `KrpcDecodeError` on anything malformed."""
     if not isinstance(message, dict):
         raise KrpcDecodeError("not a bencoded dictionary")
     transaction_id = message.get(b"t")

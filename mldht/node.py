@@ -37,7 +37,7 @@ from .ids import InfoHash, NodeId, random_id_in_bucket
 from .krpc import (
     PROTOCOL_ERROR, AnnouncePeer, Error, FindNode, Get, GetPeers, Ping, Put, Query, Response,
     SampleInfohashes,
-    decode_message, encode_message,
+    decode_datagram, encode_message, interpret_message,
 )
 from .lookup import Lookup
 from .peerstore import PeerStore
@@ -162,6 +162,9 @@ class PutResult:
     errors: dict[int, int]
     """KRPC error code -> how many nodes refused with it (302: their seq is higher...)."""
     timed_out: int
+
+
+_QUICK_METHOD_NAMES = {b"ping": "ping", b"find_node": "find_node", b"get_peers": "get_peers"}
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -369,7 +372,9 @@ class DHTNode:
 
     def _send_reply(self, message, address: Address, now: float) -> None:
         """Send an answer within the global reply budget (dropped beyond it)."""
-        data = encode_message(message)  # once: its size is charged, then it is sent
+        self._send_encoded_reply(encode_message(message), address, now)
+
+    def _send_encoded_reply(self, data: bytes, address: Address, now: float) -> None:
         if self.config.reply_bytes_per_second > 0 and not self._reply_budget.allow(now, len(data)):
             self.stats.replies_dropped += 1
             return
@@ -407,7 +412,14 @@ class DHTNode:
         matched reply is free; anything else still counts against the IP's rate."""
         now = self._now()
         try:
-            message = decode_message(data)
+            value = decode_datagram(data)
+            if type(value) is dict and value.get(b"y") == b"q" and not self.read_only:
+                reply = self._handler.quick_reply(value, source, now)
+                if reply is not None:  # a plain ping, find_node or get_peers: answered
+                    if not (charge and self._over_limit(source, now)):
+                        self._answered_quickly(value, reply, source, now)
+                    return
+            message = interpret_message(value, data)
         except KrpcDecodeError as exc:
             if charge and self._over_limit(source, now):
                 return
@@ -447,6 +459,15 @@ class DHTNode:
         else:
             self.stats.errors_received += 1
             pending.set_exception(RemoteError(message.code, message.message))
+
+    def _answered_quickly(self, query: dict, reply: bytes, source: Address, now: float) -> None:
+        """What `_on_query` does, for a query `QueryHandler.quick_reply` answered."""
+        method = _QUICK_METHOD_NAMES[query[b"q"]]
+        counts = self.stats.queries_received
+        counts[method] = counts.get(method, 0) + 1
+        self._send_encoded_reply(reply, source, now)
+        if query.get(b"ro") != 1:
+            self._note_querier(NodeId(query[b"a"][b"id"]), source, now)
 
     def _on_query(self, query: Query, source: Address, now: float) -> None:
         method = query.name.decode("ascii", "replace") if hasattr(query, "name") else query.method.decode()

@@ -124,10 +124,6 @@ class InsertResult:
     a querier that has not is worth a verification ping."""
 
 
-def _eviction_order(entry: RoutingEntry) -> tuple[bool, float]:
-    return (entry.last_response is not None, entry.last_seen)
-
-
 class RoutingTable:
     """BEP 5 routing table around `own_id`.
 
@@ -333,6 +329,8 @@ class RoutingTable:
                 if waiting.ip == node.ip and waiting.id == node.id:  # it queried us again
                     waiting.move_to_port(node.port)
                     waiting.last_query = now
+                    replacements.remove(waiting)  # now the most recently heard from
+                    replacements.append(waiting)
                     answered = waiting.last_response is not None
                     return InsertResult(InsertOutcome.REPLACEMENT, "waiting for room" if answered
                                         else "not verified yet", verified=answered)
@@ -404,9 +402,15 @@ class RoutingTable:
                     old for old in replacements if old.ip != entry.ip and old.id != entry.id]
                 break
         replacements.append(entry)
-        # Prefer nodes that answered us; among equals, drop the oldest.
+        # Prefer nodes that answered us; among equals, drop the oldest. The list is kept in
+        # the order the nodes were last heard from, so the oldest is the first one found.
         while len(replacements) > self.replacement_size:
-            replacements.remove(min(replacements, key=_eviction_order))
+            for position, old in enumerate(replacements):
+                if old.last_response is None:
+                    del replacements[position]
+                    break
+            else:
+                del replacements[0]
 
     def on_timeout(self, address: Address, now: float) -> bool:
         """A query to `address` went unanswered. Returns True when the node was evicted."""

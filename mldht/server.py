@@ -5,10 +5,10 @@ from __future__ import annotations
 import random as _random
 from typing import Callable
 
-from .compact import Address, NodeInfo
+from .compact import Address, NodeInfo, pack_address
 from .ids import InfoHash, NodeId
 from .krpc import (
-    METHOD_UNKNOWN, PROTOCOL_ERROR, WANT_IPV4, WANT_IPV6, AnnouncePeer, Error, FindNode, Get,
+    MAX_TRANSACTION_ID_LENGTH, METHOD_UNKNOWN, PROTOCOL_ERROR, WANT_IPV4, WANT_IPV6, AnnouncePeer, Error, FindNode, Get,
     GetPeers, Ping, Put, Query, Response, SampleInfohashes, UnknownQuery, encode_message,
 )
 from .bep33 import BloomFilter
@@ -99,6 +99,66 @@ class QueryHandler:
             name = query.name.decode("ascii", "replace")
             return self._error(query, METHOD_UNKNOWN, f"Method Unknown: {name}")
         return self._error(query, METHOD_UNKNOWN, "Method Unknown")
+
+    def quick_reply(self, message: dict, source: Address, now: float) -> bytes | None:
+        """The encoded reply to a decoded query in its plain form, or None to use `handle`.
+
+        Plain forms: ping with only `id`; find_node with only `id` and `target`; get_peers
+        with only `id` and `info_hash`. They are nearly every query a node gets, and this
+        builds their replies as bytes, without message objects: byte for byte what
+        `encode_message(handle(decode_message(datagram)))` gives (a differential test holds
+        both to that). Anything else, malformed queries included, gets None.
+        """
+        transaction_id = message.get(b"t")
+        arguments = message.get(b"a")
+        version = message.get(b"v")
+        read_only = message.get(b"ro", 0)
+        if (type(transaction_id) is not bytes or len(transaction_id) > MAX_TRANSACTION_ID_LENGTH
+                or type(arguments) is not dict or (version is not None and type(version) is not bytes)
+                or type(read_only) is not int or read_only not in (0, 1)):
+            return None
+        sender = arguments.get(b"id")
+        if type(sender) is not bytes or len(sender) != 20:
+            return None
+        method = message.get(b"q")
+        if method == b"ping":
+            if len(arguments) != 1:
+                return None
+            body = b""
+        elif method == b"find_node" or method == b"get_peers":
+            target = arguments.get(b"target" if method == b"find_node" else b"info_hash")
+            if type(target) is not bytes or len(target) != 20 or len(arguments) != 2:
+                return None
+            nodes = self.table.closest_compact(target, K, exclude=source)
+            ipv6 = ":" in source[0]
+            body = b"%s%d:%s" % (b"6:nodes6" if ipv6 else b"5:nodes", len(nodes), nodes)
+            if method == b"get_peers":
+                token = self.tokens.issue(source[0], target, now)
+                body += b"5:token%d:%s" % (len(token), token)
+                if target in self.peers:
+                    return self._quick_values(transaction_id, source, body, target, ipv6, now)
+        else:
+            return None
+        return self._quick_encode(transaction_id, source, body)
+
+    def _quick_encode(self, transaction_id: bytes, source: Address, body: bytes) -> bytes:
+        requester = pack_address(source)
+        return b"d2:ip%d:%s1:rd2:id20:%s%se1:t%d:%s%s1:y1:re" % (
+            len(requester), requester, self.own_id, body, len(transaction_id), transaction_id,
+            b"" if self.version is None else b"1:v%d:%s" % (len(self.version), self.version))
+
+    def _quick_values(self, transaction_id: bytes, source: Address, body: bytes,
+                      info_hash: bytes, ipv6: bool, now: float) -> bytes:
+        without_values = self._quick_encode(transaction_id, source, body)
+        per_peer = len(b"18:") + 18 if ipv6 else len(b"6:") + 6
+        room = MAX_REPLY_BYTES - len(without_values) - len(b"6:valuesle")
+        values = self.peers.get(info_hash, now, min(MAX_PEERS_PER_REPLY, room // per_peer),
+                                self.rng, ipv6=ipv6)
+        if not values:
+            return without_values
+        packed = [pack_address(peer) for peer in values]
+        body += b"6:valuesl%se" % b"".join(b"%d:%s" % (len(peer), peer) for peer in packed)
+        return self._quick_encode(transaction_id, source, body)
 
     def _get_peers(self, query: Query, info_hash: InfoHash, want: tuple[bytes, ...],
                    source: Address, now: float) -> Response:
