@@ -487,7 +487,8 @@ class DHTNode:
         """A (not read-only) node queried us: the table hears of it, and one that has never
         answered us is pinged (as libtorrent does) so that it can become a routing entry."""
         querier = NodeInfo(sender_id, source[0], source[1])
-        result = self._heard_from(querier, now, responded=False)
+        # Not `_heard_from`: a querier never makes the table ask for pings of its nodes.
+        result = self.routing_table.heard_from(querier, now, responded=False)
         if (not result.verified and result.outcome is not InsertOutcome.REJECTED
                 and len(self._verifying) < MAX_VERIFY_PINGS
                 and source not in self._verifying and self._may_verify(source[0], now)):

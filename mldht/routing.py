@@ -31,9 +31,9 @@ class NodeState(enum.Enum):
     BAD = "bad"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class RoutingEntry:
-    """A node in the table with what we know of its liveness."""
+    """A node in the table with what we know of its liveness (compared by identity)."""
 
     id: NodeId
     ip: str
@@ -113,15 +113,21 @@ class InsertOutcome(enum.Enum):
     REJECTED = "rejected"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class InsertResult:
     outcome: InsertOutcome
     reason: str = ""
-    ping: list[NodeInfo] = field(default_factory=list)
+    ping: tuple[NodeInfo, ...] = ()
     """Questionable nodes the caller should ping; failures make room for replacements."""
     verified: bool = False
     """The node (in the table or waiting as a replacement) has answered one of our queries:
     a querier that has not is worth a verification ping."""
+
+
+_UPDATED = InsertResult(InsertOutcome.UPDATED)
+_UPDATED_VERIFIED = InsertResult(InsertOutcome.UPDATED, verified=True)
+_WAITING = InsertResult(InsertOutcome.REPLACEMENT, "not verified yet")
+_WAITING_VERIFIED = InsertResult(InsertOutcome.REPLACEMENT, "waiting for room", verified=True)
 
 
 class RoutingTable:
@@ -316,8 +322,7 @@ class RoutingTable:
                 self.buckets[self.bucket_index(node.id)].last_changed = now
             else:
                 existing.last_query = now
-            return InsertResult(InsertOutcome.UPDATED,
-                                verified=existing.last_response is not None)
+            return _UPDATED_VERIFIED if existing.last_response is not None else _UPDATED
         bucket = self.buckets[self.bucket_index(node.id)]
         reason = self._check_address(node, now, bucket)
         if reason:
@@ -331,9 +336,7 @@ class RoutingTable:
                     waiting.last_query = now
                     replacements.remove(waiting)  # now the most recently heard from
                     replacements.append(waiting)
-                    answered = waiting.last_response is not None
-                    return InsertResult(InsertOutcome.REPLACEMENT, "waiting for room" if answered
-                                        else "not verified yet", verified=answered)
+                    return _WAITING_VERIFIED if waiting.last_response is not None else _WAITING
             if len(bucket.nodes) >= self.k and len(replacements) >= self.replacement_size and all(
                     waiting.last_response is not None for waiting in replacements):
                 # It would be the first evicted: spare the work (and the verification ping).
@@ -350,7 +353,7 @@ class RoutingTable:
             # Main buckets hold only nodes that answered us (the8472's sanitizing rules): a
             # querier waits in the replacement cache until it answers a ping.
             self._add_replacement(bucket, entry)
-            return InsertResult(InsertOutcome.REPLACEMENT, "not verified yet")
+            return _WAITING
         while True:
             index = self.bucket_index(node.id)
             bucket = self.buckets[index]
@@ -392,7 +395,7 @@ class RoutingTable:
         for old in to_ping:
             old.ping_pending = True
         return InsertResult(InsertOutcome.REPLACEMENT, "bucket full",
-                            ping=[old.info for old in to_ping], verified=True)
+                            ping=tuple(old.info for old in to_ping), verified=True)
 
     def _add_replacement(self, bucket: Bucket, entry: RoutingEntry) -> None:
         replacements = bucket.replacements

@@ -137,7 +137,7 @@ def test_invariants_under_random_operations(own_bytes, k, replacement_size, ops)
             else:
                 assert len(table) == size_before
             if result.outcome is not InsertOutcome.REPLACEMENT:
-                assert result.ping == []
+                assert result.ping == ()
         elif op[0] == "timeout":
             entries = _entries(table)
             if entries:
@@ -298,7 +298,7 @@ def test_bucket_of_good_nodes_puts_newcomer_in_replacement_cache():
     newcomer = node(far_id(100), 100)
     result = table.heard_from(newcomer, 10.0, True)
     assert result.outcome is InsertOutcome.REPLACEMENT
-    assert result.ping == []  # every node is good: nothing to ping
+    assert result.ping == ()  # every node is good: nothing to ping
     assert table.get(newcomer.address) is None
     assert [entry.id for entry in table.buckets[0].replacements] == [newcomer.id]
     assert {entry.id for entry in table.buckets[0].nodes} == {info.id for info in infos}
@@ -312,19 +312,19 @@ def test_full_bucket_with_questionable_nodes_asks_for_pings_then_replaces():
     result = table.heard_from(newcomer, later, True)
     assert result.outcome is InsertOutcome.REPLACEMENT
     # The least recently seen questionable node is to be pinged (added at t=0).
-    assert result.ping == [infos[0]]
+    assert result.ping == (infos[0],)
     assert table.get(infos[0].address).ping_pending
     assert table.buckets[0].replacements[0].id == newcomer.id
 
     # A querier that never answered waits in the cache and asks for no ping.
     stranger = node(far_id(102), 102)
     waiting = table.heard_from(stranger, later + 1, False)
-    assert waiting.outcome is InsertOutcome.REPLACEMENT and waiting.ping == []
+    assert waiting.outcome is InsertOutcome.REPLACEMENT and waiting.ping == ()
     # A second newcomer that answered asks for another ping (the first one is pending).
     second = node(far_id(101), 101)
     result2 = table.heard_from(second, later + 1, True)
     assert result2.outcome is InsertOutcome.REPLACEMENT
-    assert result2.ping == [infos[1]]
+    assert result2.ping == (infos[1],)
 
     # The pinged node fails twice: it is replaced by the best replacement (one that answered).
     assert table.on_timeout(infos[0].address, later + 5) is False
