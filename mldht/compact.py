@@ -47,12 +47,13 @@ def format_address(address: Address) -> str:
 
 def pack_address(address: Address) -> bytes:
     """Compact peer info: 4 or 16 address bytes then the port, big endian."""
-    return _pack(address[0], address[1])
+    return pack_ip_port(address[0], address[1])
 
 
 @functools.lru_cache(maxsize=16_384)
-def _pack(ip: str, port: int) -> bytes:
-    # Cached: the same table nodes and swarm peers go into reply after reply.
+def pack_ip_port(ip: str, port: int) -> bytes:
+    """`pack_address((ip, port))`, cached: the same table nodes and swarm peers go into
+    reply after reply."""
     if not 0 <= port <= 0xFFFF:
         raise ValueError(f"port {port} out of range")
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -70,7 +71,7 @@ def unpack_address(data: bytes) -> Address:
 
 def pack_nodes(nodes: Iterable[NodeInfo]) -> bytes:
     """Concatenated compact node info; IPv4 and IPv6 nodes must not be mixed."""
-    return b"".join(node.id + _pack(node.ip, node.port) for node in nodes)
+    return b"".join(node.id + pack_ip_port(node.ip, node.port) for node in nodes)
 
 
 def unpack_nodes(data: bytes, ipv6: bool = False) -> list[NodeInfo]:

@@ -6,7 +6,7 @@ import random as _random
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .compact import Address
+from .compact import Address, pack_address
 
 PEER_LIFETIME = 30 * 60.0
 MAX_INFOHASHES = 2000
@@ -17,6 +17,8 @@ MAX_PEERS_PER_INFOHASH = 500
 class StoredPeer:
     announced: float
     seed: bool = False
+    packed: bytes = b""
+    """Its compact peer info, packed once: a popular swarm is listed in reply after reply."""
 
 
 class PeerStore:
@@ -60,7 +62,7 @@ class PeerStore:
             swarm.move_to_end(peer)
         elif len(swarm) >= self.max_peers:
             swarm.popitem(last=False)
-        swarm[peer] = StoredPeer(now, seed)
+        swarm[peer] = StoredPeer(now, seed, pack_address(peer))
 
     def _live(self, info_hash: bytes, now: float) -> OrderedDict[Address, StoredPeer] | None:
         swarm = self._swarms.get(info_hash)
@@ -84,15 +86,25 @@ class PeerStore:
         `ipv6` True or False restricts the result to that family; None returns both.
         `noseed` (BEP 33): non-seeds first, seeds only to fill the rest.
         """
+        return [peer for peer, _ in self._choose(info_hash, now, limit, rng, ipv6, noseed)]
+
+    def get_packed(self, info_hash: bytes, now: float, limit: int, rng: _random.Random,
+                   ipv6: bool) -> list[bytes]:
+        """`get(info_hash, now, limit, rng, ipv6)` as compact peer info (the same choice
+        for the same `rng` state), ready for a `values` reply."""
+        return [stored.packed for _, stored in self._choose(info_hash, now, limit, rng, ipv6)]
+
+    def _choose(self, info_hash: bytes, now: float, limit: int, rng: _random.Random,
+                ipv6: bool | None, noseed: bool = False) -> list[tuple[Address, StoredPeer]]:
         swarm = self._live(info_hash, now)
         if swarm is None or limit <= 0:
             return []
-        peers = [peer for peer in swarm if ipv6 is None or (":" in peer[0]) == ipv6]
+        peers = [item for item in swarm.items() if ipv6 is None or (":" in item[0][0]) == ipv6]
         if len(peers) <= limit and not noseed:
             return peers
         if noseed:
-            leechers = [peer for peer in peers if not swarm[peer].seed]
-            seeds = [peer for peer in peers if swarm[peer].seed]
+            leechers = [item for item in peers if not item[1].seed]
+            seeds = [item for item in peers if item[1].seed]
             chosen = rng.sample(leechers, min(limit, len(leechers)))
             return chosen + rng.sample(seeds, min(limit - len(chosen), len(seeds)))
         return rng.sample(peers, limit)

@@ -152,13 +152,13 @@ class QueryHandler:
         without_values = self._quick_encode(transaction_id, source, body)
         per_peer = len(b"18:") + 18 if ipv6 else len(b"6:") + 6
         room = MAX_REPLY_BYTES - len(without_values) - len(b"6:valuesle")
-        values = self.peers.get(info_hash, now, min(MAX_PEERS_PER_REPLY, room // per_peer),
-                                self.rng, ipv6=ipv6)
+        values = self.peers.get_packed(info_hash, now, min(MAX_PEERS_PER_REPLY, room // per_peer),
+                                       self.rng, ipv6)
         if not values:
             return without_values
-        packed = [pack_address(peer) for peer in values]
-        body += b"6:valuesl%se" % b"".join(b"%d:%s" % (len(peer), peer) for peer in packed)
-        return self._quick_encode(transaction_id, source, body)
+        prefix = b"18:" if ipv6 else b"6:"  # every value is of the querier's family
+        packed = prefix.join(values)
+        return self._quick_encode(transaction_id, source, b"%s6:valuesl%s%se" % (body, prefix, packed))
 
     def _get_peers(self, query: Query, info_hash: InfoHash, want: tuple[bytes, ...],
                    source: Address, now: float) -> Response:
