@@ -655,6 +655,11 @@ class DHTNode:
             except (MldhtError, OSError):
                 lookup.on_failure(address, self._now())
             else:
+                if not self._acceptable(NodeInfo(response.sender_id, *address)):
+                    # An id it may not have (BEP 42, enforced) would rank it, and what it
+                    # lists, wherever it likes: a Sybil's way to the front of a lookup.
+                    lookup.on_failure(address, self._now())
+                    return
                 listed = response.nodes6 if ipv6 else response.nodes
                 nodes = [node for node in listed or []
                          if node.id != self.node_id and node.address != own_address

@@ -159,7 +159,7 @@ def test_nat_nodes_do_not_break_lookups():
     assert report["routing_tables"]["at_end"]["entry_fraction_nat"] < 0.05
 
 
-def test_sybils_eclipse_lookups_and_bep42_enforcement_protects_get_peers():
+def test_sybils_eclipse_lookups_and_bep42_enforcement_protects_lookups():
     honest = run_scenario(small(nodes=200, lookups=40)).report
     attacked = run_scenario(small(nodes=200, lookups=40, sybil=0.05)).report
     enforced = run_scenario(small(nodes=200, lookups=40, sybil=0.05,
@@ -168,6 +168,10 @@ def test_sybils_eclipse_lookups_and_bep42_enforcement_protects_get_peers():
     assert attacked["routing_tables"]["after_bootstrap"]["entries_to_sybil"] > 0
     assert attacked["lookups"]["get_peers"]["success_rate"] < honest["lookups"]["get_peers"]["success_rate"]
     assert enforced["lookups"]["get_peers"]["success_rate"] > attacked["lookups"]["get_peers"]["success_rate"]
+    # A Sybil answering with an id its IP may not have is a failed query, not the closest
+    # node found: with enforcement, find_node finds the true closest nodes again.
+    assert attacked["lookups"]["find_node"]["success_rate"] < 0.8
+    assert enforced["lookups"]["find_node"]["success_rate"] >= 0.95
 
 
 def test_the_simulator_opens_no_socket(monkeypatch):
