@@ -136,13 +136,19 @@ class DualStackNode:
 
 
 def merge_summaries(summaries: list[LookupSummary]) -> LookupSummary:
-    firsts = [s.time_to_first_peer for s in summaries if s.time_to_first_peer is not None]
+    """One summary for lookups run side by side (one per address family)."""
+    with_peer = [s for s in summaries if s.time_to_first_peer is not None]
+    first = min(with_peer, key=lambda s: s.time_to_first_peer) if with_peer else None
+    hops = [s.hops for s in summaries if s.hops is not None]
     return LookupSummary(
         target=summaries[0].target, elapsed=max(s.elapsed for s in summaries),
-        time_to_first_peer=min(firsts) if firsts else None,
+        time_to_first_peer=first.time_to_first_peer if first else None,
         queried=sum(s.queried for s in summaries), answered=sum(s.answered for s in summaries),
         timed_out=sum(s.timed_out for s in summaries), peers=sum(s.peers for s in summaries),
-        closest=[n for s in summaries for n in s.closest])
+        closest=[n for s in summaries for n in s.closest], hops=min(hops) if hops else None,
+        max_hop=max(s.max_hop for s in summaries),
+        first_peer_hop=first.first_peer_hop if first else None,
+        resent=sum(s.resent for s in summaries))
 
 
 class DualPeerLookup:

@@ -63,6 +63,8 @@ class Candidate:
 @dataclass(slots=True)
 class LookupStats:
     queried: int = 0
+    resent: int = 0
+    """Queries sent a second time (see `claim_resend`)."""
     answered: int = 0
     failed: int = 0
     peers: set[Address] = field(default_factory=set)
@@ -228,6 +230,25 @@ class Lookup:
             median = sorted(trips)[len(trips) // 2]
             self.soft_timeout = min(self.max_soft_timeout,
                                     max(MIN_SOFT_TIMEOUT, RTT_FACTOR * median))
+
+    def claim_resend(self, address: Address) -> bool:
+        """The query to `address` is past its soft timeout: send it again? Yes (and counted
+        in `stats.resent`) while the node is among the k closest candidates not known to
+        have failed, so that its answer would still shape the result; a far node's lost
+        answer changes nothing and is not worth a datagram."""
+        candidate = self._candidates.get(address)
+        if candidate is None or candidate.state not in _AWAITED:
+            return False
+        rank = 0
+        for other in self._sorted():
+            if other is candidate:
+                self.stats.resent += 1
+                return True
+            if other.state is not CandidateState.FAILED:
+                rank += 1
+                if rank >= self.k:
+                    return False
+        return False
 
     def on_failure(self, address: Address, now: float) -> None:
         """The query to `address` timed out for good, or was answered with an error."""

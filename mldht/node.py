@@ -79,6 +79,8 @@ class NodeStats:
     bytes_sent: int = 0
     queries_received: dict[str, int] = field(default_factory=dict)
     queries_sent: int = 0
+    queries_resent: int = 0
+    """Lookup queries sent a second time after going unanswered past the soft timeout."""
     responses_received: int = 0
     errors_received: int = 0
     errors_sent: int = 0
@@ -107,6 +109,7 @@ class LookupSummary:
     elapsed: float
     time_to_first_peer: float | None
     queried: int
+    """Nodes queried."""
     answered: int
     timed_out: int
     peers: int
@@ -122,6 +125,8 @@ class LookupSummary:
     """The largest hop of any node that answered."""
     first_peer_hop: int | None = None
     """The hop of the node whose reply carried the first peer (get_peers only)."""
+    resent: int = 0
+    """Queries sent a second time after a silence (queried + resent: datagrams sent)."""
 
 
 @dataclass(slots=True)
@@ -574,11 +579,15 @@ class DHTNode:
 
     # --- queries ------------------------------------------------------------------------
 
-    async def query(self, address: Address, query: Query, timeout: float | None = None) -> Response:
+    async def query(self, address: Address, query: Query, timeout: float | None = None, *,
+                    resend_after: float | None = None,
+                    resend_if: Callable[[], bool] | None = None) -> Response:
         """Send `query` to `address` and wait for its response.
 
         The transaction id is chosen here. Raises `QueryTimeout`, or `RemoteError` when the
-        node answers with a KRPC error.
+        node answers with a KRPC error. With `resend_after` (seconds), a query still
+        unanswered by then is sent once more, same transaction id (when `resend_if()`
+        agrees): one lost datagram then costs a round trip, not the node.
         """
         if self._transport is None:
             raise TransportClosed("node not started")
@@ -601,7 +610,13 @@ class DHTNode:
                     self.in_flight[method] = self.in_flight.get(method, 0) + 1
                     try:
                         self.stats.queries_sent += 1
-                        self._send(query, address)
+                        data = encode_message(query)
+                        self._send_data(data, address)
+                        if resend_after is not None:
+                            await asyncio.wait((future,), timeout=resend_after)
+                            if not future.done() and (resend_if is None or resend_if()):
+                                self.stats.queries_resent += 1
+                                self._send_data(data, address)
                         return await future
                     finally:
                         self._pending.pop(key, None)
@@ -651,7 +666,10 @@ class DHTNode:
         async def ask(target: NodeInfo | Address) -> None:
             address = target.address if isinstance(target, NodeInfo) else target
             try:
-                response = await self.query(address, make_query())
+                response = await self.query(
+                    address, make_query(),
+                    resend_after=lookup.soft_timeout if self.config.lookup_resends else None,
+                    resend_if=lambda: lookup.claim_resend(address))
             except (MldhtError, OSError):
                 lookup.on_failure(address, self._now())
             else:
@@ -703,7 +721,8 @@ class DHTNode:
             queried=lookup.stats.queried, answered=lookup.stats.answered,
             timed_out=lookup.stats.failed, peers=len(lookup.stats.peers),
             closest=[candidate.info for candidate in closest], hops=closest[0].hop if closest else None,
-            max_hop=lookup.stats.max_hop, first_peer_hop=lookup.stats.first_peer_hop)
+            max_hop=lookup.stats.max_hop, first_peer_hop=lookup.stats.first_peer_hop,
+            resent=lookup.stats.resent)
 
     async def _new_lookup(self, target: NodeId) -> Lookup:
         seeds = self.routing_table.closest(target, count=self.config.k * 4)

@@ -123,3 +123,19 @@ async def test_serve_listens_on_both_families():
             _, stderr = await process.communicate()
     assert process.returncode == 0, stderr
     assert stderr.decode().count("serving as") == 2
+
+
+def test_merge_summaries_keeps_hops_first_peer_and_resends():
+    from mldht.dualstack import merge_summaries
+    from mldht.node import LookupSummary
+
+    target = NodeId(b"\x01" * 20)
+    v4 = LookupSummary(target=target, elapsed=2.0, time_to_first_peer=0.9, queried=10,
+                       answered=8, timed_out=2, peers=3, closest=[], hops=2, max_hop=3,
+                       first_peer_hop=2, resent=1)
+    v6 = LookupSummary(target=target, elapsed=1.5, time_to_first_peer=0.4, queried=6,
+                       answered=6, timed_out=0, peers=1, closest=[], hops=1, max_hop=2,
+                       first_peer_hop=1, resent=2)
+    merged = merge_summaries([v4, v6])
+    assert (merged.elapsed, merged.time_to_first_peer, merged.queried, merged.resent) == (2.0, 0.4, 16, 3)
+    assert (merged.hops, merged.max_hop, merged.first_peer_hop) == (1, 3, 1)

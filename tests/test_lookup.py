@@ -510,3 +510,19 @@ def test_adaptive_soft_timeout_follows_the_round_trips():
     for seed in slow.next_queries(0.0)[:3]:
         slow.on_reply(seed.address, seed.id, 2.0)
     assert slow.soft_timeout == 1.0
+
+
+def test_only_a_silent_query_to_one_of_the_k_closest_is_resent():
+    target = NodeId(bytes(20))
+    seeds = _line(10, target)
+    lookup = Lookup(target, seeds, 0.0, alpha=6, k=3)
+    assert lookup.next_queries(0.0) == seeds[:6]
+    lookup.on_reply(seeds[0].address, seeds[0].id, 0.1)
+    lookup.on_failure(seeds[1].address, 0.2)
+    assert lookup.claim_resend(seeds[2].address)      # 2nd closest not known to have failed
+    assert lookup.claim_resend(seeds[3].address)      # 3rd
+    assert not lookup.claim_resend(seeds[4].address)  # 4th: its answer changes nothing
+    assert not lookup.claim_resend(seeds[0].address)  # answered already
+    assert not lookup.claim_resend(seeds[1].address)  # failed
+    assert not lookup.claim_resend(("10.9.9.9", 1))   # never queried
+    assert lookup.stats.resent == 2

@@ -23,6 +23,7 @@ class LookupRecord:
     elapsed: float
     first_peer: float | None
     queried: int
+    """Queries sent, second sends after a silence included."""
     answered: int
     timed_out: int
     hops: int | None
@@ -32,7 +33,8 @@ class LookupRecord:
 
     @classmethod
     def of(cls, kind: str, success: bool, summary: LookupSummary, from_nat: bool) -> "LookupRecord":
-        return cls(kind, success, summary.elapsed, summary.time_to_first_peer, summary.queried,
+        return cls(kind, success, summary.elapsed, summary.time_to_first_peer,
+                   summary.queried + summary.resent,
                    summary.answered, summary.timed_out, summary.hops, summary.max_hop,
                    summary.first_peer_hop, from_nat)
 
