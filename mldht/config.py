@@ -37,9 +37,9 @@ class NodeConfig:
     """Whether a lookup waits for the hard timeout of nodes past their soft timeout before it
     ends, as libtorrent does; by default the closest nodes that answered are enough."""
     lookup_resends: bool = True
-    """A lookup query to one of the k closest candidates still unanswered at the soft
-    timeout is sent once more (libtorrent does not): at 5 % loss, find_node finds the
-    true closest nodes 98.5 % of the time instead of 86.5 % (tools/simulate.py)."""
+    """A lookup query to one of the 3 closest candidates still unanswered at the soft
+    timeout is sent once more (libtorrent does not): at 5 % loss and 20 % dead nodes,
+    find_node finds the closest node 96 % of the time instead of 86.5 % (tools/simulate.py)."""
     query_timeout: float = 4.0
     """Hard timeout of one query: the node has failed to answer."""
     max_pending: int = 4096

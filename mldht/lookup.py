@@ -22,6 +22,9 @@ MIN_SOFT_TIMEOUT = 0.25
 """The adaptive soft timeout never goes below this (seconds)."""
 RTT_FACTOR = 3.0
 """An answer slower than this many times the lookup's median round trip is not waited for."""
+RESEND_RANK = 3
+"""Only the closest few candidates are asked twice (`claim_resend`): with 20 % dead nodes,
+resending to all k closest cost 12 % more queries; to the closest 3, (see README)."""
 UNKNOWN_DISTANCE = 1 << ID_BITS
 """Distance given to bootstrap addresses whose id is not known yet: queried last."""
 
@@ -233,9 +236,9 @@ class Lookup:
 
     def claim_resend(self, address: Address) -> bool:
         """The query to `address` is past its soft timeout: send it again? Yes (and counted
-        in `stats.resent`) while the node is among the k closest candidates not known to
-        have failed, so that its answer would still shape the result; a far node's lost
-        answer changes nothing and is not worth a datagram."""
+        in `stats.resent`) while the node is among the RESEND_RANK closest candidates not
+        known to have failed, whose answers decide the result; a farther node's lost answer
+        is not worth a datagram (a silent node is more often dead than unlucky)."""
         candidate = self._candidates.get(address)
         if candidate is None or candidate.state not in _AWAITED:
             return False
@@ -246,7 +249,7 @@ class Lookup:
                 return True
             if other.state is not CandidateState.FAILED:
                 rank += 1
-                if rank >= self.k:
+                if rank >= RESEND_RANK:
                     return False
         return False
 

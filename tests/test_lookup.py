@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mldht.compact import NodeInfo
 from mldht.ids import NodeId, common_prefix_bits, distance
-from mldht.lookup import ALPHA, K, SOFT_TIMEOUT, CandidateState, Lookup
+from mldht.lookup import ALPHA, K, RESEND_RANK, SOFT_TIMEOUT, CandidateState, Lookup
 
 HARD_TIMEOUT = 4.0
 
@@ -512,10 +512,11 @@ def test_adaptive_soft_timeout_follows_the_round_trips():
     assert slow.soft_timeout == 1.0
 
 
-def test_only_a_silent_query_to_one_of_the_k_closest_is_resent():
+def test_only_a_silent_query_to_one_of_the_closest_few_is_resent():
     target = NodeId(bytes(20))
     seeds = _line(10, target)
-    lookup = Lookup(target, seeds, 0.0, alpha=6, k=3)
+    assert RESEND_RANK == 3
+    lookup = Lookup(target, seeds, 0.0, alpha=6, k=8)
     assert lookup.next_queries(0.0) == seeds[:6]
     lookup.on_reply(seeds[0].address, seeds[0].id, 0.1)
     lookup.on_failure(seeds[1].address, 0.2)
