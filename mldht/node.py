@@ -249,6 +249,7 @@ class DHTNode:
         self._verifying: set[Address] = set()
         self._verified_at: dict[str, float] = {}
         """IP -> when we last pinged it to verify a querier (bounded, oldest first out)."""
+        self._query_observers: list[Callable[[Query, Address], None]] = []
         self._last_bootstrap = self._now()
         self._tasks: set[asyncio.Task] = set()
         self._maintenance: asyncio.Task | None = None
@@ -418,7 +419,8 @@ class DHTNode:
         now = self._now()
         try:
             value = decode_datagram(data)
-            if type(value) is dict and value.get(b"y") == b"q" and not self.read_only:
+            if (type(value) is dict and value.get(b"y") == b"q" and not self.read_only
+                    and not self._query_observers):
                 reply = self._handler.quick_reply(value, source, now)
                 if reply is not None:  # a plain ping, find_node or get_peers: answered
                     if not (charge and self._over_limit(source, now)):
@@ -474,7 +476,22 @@ class DHTNode:
         if query.get(b"ro") != 1:
             self._note_querier(NodeId(query[b"a"][b"id"]), source, now)
 
+    def observe_queries(self, observer: Callable[[Query, Address], None]) -> Callable[[], None]:
+        """Call `observer(query, source)` for every well-formed query received, before it is
+        answered: what a crawler or a test bed sees of who asks what. The observer must not
+        raise. While any is registered, plain queries skip the quick reply path (they are
+        decoded into `Query` objects for it). Returns a function that removes the observer.
+        """
+        self._query_observers.append(observer)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._query_observers.remove(observer)
+        return remove
+
     def _on_query(self, query: Query, source: Address, now: float) -> None:
+        for observer in self._query_observers:
+            observer(query, source)
         method = query.name.decode("ascii", "replace") if hasattr(query, "name") else query.method.decode()
         counts = self.stats.queries_received
         if method in counts or len(counts) < 64:  # bounded: unknown method names are many

@@ -122,3 +122,28 @@ async def test_a_query_unanswered_at_resend_after_is_sent_again_and_its_answer_t
                 await with_no
         assert asked == [1] and node.stats.queries_resent == 1
     remote.close()
+
+
+async def test_query_observers_see_plain_queries_and_can_be_removed():
+    client = _udp_socket("127.0.0.4")
+    loop = asyncio.get_running_loop()
+    async with DHTNode(("127.0.0.1", 0), bootstrap=[]) as node:
+        seen = []
+        remove = node.observe_queries(lambda query, source: seen.append((query, source)))
+
+        async def ping(tid: bytes) -> dict:
+            query = {b"t": tid, b"y": b"q", b"q": b"ping", b"a": {b"id": b"\x05" * 20}}
+            await loop.sock_sendto(client, encode_bencode(query), node.address)
+            async with asyncio.timeout(5):
+                data, _ = await loop.sock_recvfrom(client, 2048)
+            return decode_bencode(data)
+
+        first = await ping(b"p1")
+        assert len(seen) == 1 and isinstance(seen[0][0], Ping)
+        assert seen[0][0].sender_id == b"\x05" * 20 and seen[0][1] == client.getsockname()
+        remove()
+        second = await ping(b"p2")  # answered by the quick path, unobserved
+        assert len(seen) == 1
+        assert first[b"r"] == second[b"r"] and second[b"t"] == b"p2"
+        assert node.stats.queries_received["ping"] == 2
+    client.close()

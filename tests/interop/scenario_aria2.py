@@ -90,10 +90,9 @@ class RejectingTokens:
 
 
 def record_queries(node, label: str, log: list[dict]) -> None:
-    """Wrap a node's query handler to log every query it receives (who, what, when)."""
-    original = node._on_query
+    """Log every query `node` receives (who, what, when)."""
 
-    def on_query(query, source, now):
+    def on_query(query, source):
         entry = {"node": label, "from": list(source), "method": (
             query.name if isinstance(query, UnknownQuery) else query.method).decode(errors="replace"),
             "v": _version(query.version), "sender_id": query.sender_id.hex(),
@@ -102,9 +101,8 @@ def record_queries(node, label: str, log: list[dict]) -> None:
             entry.update(port=query.port, implied_port=query.implied_port,
                          token_length=len(query.token))
         log.append(entry)
-        return original(query, source, now)
 
-    node._on_query = on_query
+    node.observe_queries(on_query)
 
 
 def labels_of(nodes: dict, aria2: Aria2, address) -> str:

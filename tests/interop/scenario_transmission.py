@@ -75,9 +75,7 @@ class Watch:
         self.first_query_at: float | None = None
 
     def attach(self, index: int, node: DHTNode) -> None:
-        original = node._on_query
-
-        def on_query(query, source, now):
+        def on_query(query, source):
             if source[0] == self.ip:
                 at = time.monotonic()
                 self.first_query_at = self.first_query_at or at
@@ -93,9 +91,8 @@ class Watch:
                                  token_length=len(query.token))
                 self.queries.append(entry)
                 self.answered_by.add(index)
-            original(query, source, now)
 
-        node._on_query = on_query  # type: ignore[method-assign]
+        node.observe_queries(on_query)
 
 
 def spread_info_hashes(count: int, rng: random.Random) -> list[InfoHash]:
