@@ -361,9 +361,6 @@ class DHTNode:
 
     # --- sending and receiving ----------------------------------------------------------
 
-    def _send(self, message, address: Address) -> None:
-        self._send_data(encode_message(message), address)
-
     def _send_data(self, data: bytes, address: Address) -> None:
         if self._transport is None:
             raise TransportClosed("node not started")
