@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -107,6 +108,7 @@ class Lab:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, subprocess.Popen] = {}
         self._capture: subprocess.Popen | None = None
+        self.capture_stats: dict = {}
 
     async def __aenter__(self) -> "Lab":
         return self
@@ -150,20 +152,33 @@ class Lab:
         return process.returncode
 
     def start_capture(self, path: Path, bpf: str = "udp") -> None:
-        """Record every datagram on the lab loopback to a pcap file (tcpdump, unbuffered)."""
+        """Record every datagram on the lab loopback to a pcap file (tcpdump, unbuffered).
+
+        A 64 KiB snapshot covers any datagram on loopback; the 16 MiB kernel buffer is there
+        so that a tcpdump starved of CPU on a loaded machine still loses nothing
+        (`capture_stats` counts what the kernel dropped, after `stop_capture`)."""
         if shutil.which("tcpdump") is None:
             raise RuntimeError("tcpdump is needed to capture packets")
-        self._capture = self.spawn("tcpdump", ["tcpdump", "-i", "lo", "-U", "-n", "-s", "0", "-Z", "root",
-                                               "-w", str(path), bpf])
-        deadline = time.monotonic() + 5
-        while "listening on" not in self.log("tcpdump") and time.monotonic() < deadline:
+        self._capture = self.spawn("tcpdump", [
+            "tcpdump", "-i", "lo", "-U", "-n", "-s", "65535", "-B", "16384", "-Z", "root",
+            "-w", str(path), bpf])
+        deadline = time.monotonic() + 30
+        while "listening on" not in self.log("tcpdump"):
+            if self._capture.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tcpdump did not start: {self.log('tcpdump')[-500:]}")
             time.sleep(0.05)
 
     async def stop_capture(self) -> None:
+        """Stop tcpdump and read its counters into `capture_stats`."""
         if self._capture is not None:
-            await asyncio.sleep(0.2)  # let the last datagrams reach the file
-            await self.stop("tcpdump", sig=signal.SIGINT)
+            # libpcap hands datagrams over in blocks, retired after at most a second.
+            await asyncio.sleep(1.2)
+            exit_code = await self.stop("tcpdump", sig=signal.SIGINT)
             self._capture = None
+            self.capture_stats = {"exit": exit_code}
+            for count, what in re.findall(r"^(\d+) packets? (captured|received by filter|"
+                                          r"dropped by kernel)", self.log("tcpdump"), re.M):
+                self.capture_stats[what.replace(" ", "_")] = int(count)
 
     async def close(self) -> None:
         await self.stop_capture()
@@ -266,8 +281,10 @@ def krpc_traffic(path: Path, ips: set[str]) -> dict:
                 sent[kind] = sent.get(kind, 0) + 1
             if captured.datagram.destination[0] in ips:
                 received[kind] = received.get(kind, 0) + 1
+    times = [captured.datagram.time for captured in analysis.messages]
     return {"path": str(path), "bytes": Path(path).stat().st_size,
             "datagrams": len(analysis.messages), "sent": sent, "received": received,
+            "first_time": min(times, default=None), "last_time": max(times, default=None),
             "reply_problems": [problem for _, problem in analysis.reply_problems]}
 
 

@@ -237,6 +237,7 @@ async def scenario_all(lab_: lab.Lab, capture: Path | None) -> dict:
     daemon = TransmissionDaemon(lab_, transmission_ip, PEER_PORT, RPC_PORT,
                                 bootstrap=[entry.address])
     await daemon.start()
+    started_wall = time.time()  # capture timestamps are wall-clock
     await daemon.add_magnet(info_hash)
     for index, other in enumerate(info_hashes):
         await daemon.add_magnet(other, f"mldht-extra-{index}")
@@ -360,8 +361,12 @@ async def scenario_all(lab_: lab.Lab, capture: Path | None) -> dict:
     report["transmission_exit"] = {"code": exit_code, "stop_s": stop_s}
     if capture is not None:
         pcap = capture / "transmission.pcap"
-        report["capture"] = {"path": str(pcap),
-                             **lab.krpc_traffic(pcap, {transmission_ip})}
+        traffic = lab.krpc_traffic(pcap, {transmission_ip})
+        first, last = traffic.pop("first_time"), traffic.pop("last_time")
+        report["capture"] = {
+            **traffic, "tcpdump": lab_.capture_stats,
+            "first_s": None if first is None else round(first - started_wall, 3),
+            "last_s": None if last is None else round(last - started_wall, 3)}
     everyone = [*nodes, announcer, probe_node]
     report["mldht_stats"] = {
         name: sum(getattr(node.stats, name) for node in everyone)
