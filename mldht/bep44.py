@@ -9,6 +9,7 @@ store a node serves `get` and `put` from; `KeyPair` signs mutable items.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -198,12 +199,18 @@ class _Stored:
 class ItemStore:
     """The items a node serves: at most `max_items`, each forgotten `lifetime` seconds after
     its last put. When full, the item farthest from our node id goes (the newcomer included):
-    the nodes nearest to an item are the ones that must keep it."""
+    the nodes nearest to an item are the ones that must keep it. The `now` passed to its
+    methods must not go backwards (the node passes its loop's clock)."""
 
     def __init__(self, max_items: int = MAX_ITEMS, lifetime: float = ITEM_LIFETIME) -> None:
         self.max_items = max_items
         self.lifetime = lifetime
         self._items: OrderedDict[bytes, _Stored] = OrderedDict()
+        # Farthest first, so that a full store finds what to drop in O(log n): entries
+        # of items gone since are skipped when popped, and the heap is rebuilt when they
+        # outnumber the live ones or when our own id changes.
+        self._by_distance: list[tuple[int, bytes]] = []
+        self._heap_owner: bytes | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -235,21 +242,48 @@ class ItemStore:
         if current is None and len(self._items) >= self.max_items:
             self.expire(now)
             if len(self._items) >= self.max_items:
-                farthest = max(self._items, key=lambda key: distance(key, own_id))
+                farthest = self._farthest(own_id)
                 if distance(farthest, own_id) <= distance(target, own_id):
                     return  # the newcomer is the farthest: not ours to keep
+                heapq.heappop(self._by_distance)
                 del self._items[farthest]
         # The same item put again (same seq and value) only renews its lifetime.
         self._items[target] = _Stored(item, now)
         self._items.move_to_end(target)
+        if current is None:
+            self._remember_distance(target, own_id)
+
+    def _remember_distance(self, target: bytes, own_id: bytes) -> None:
+        if own_id != self._heap_owner or len(self._by_distance) > 2 * len(self._items) + 16:
+            self._rebuild_heap(own_id)  # the new target is among the items already
+        else:
+            heapq.heappush(self._by_distance, (-distance(target, own_id), target))
+
+    def _rebuild_heap(self, own_id: bytes) -> None:
+        self._heap_owner = own_id
+        self._by_distance = [(-distance(key, own_id), key) for key in self._items]
+        heapq.heapify(self._by_distance)
+
+    def _farthest(self, own_id: bytes) -> bytes:
+        """The stored target farthest from `own_id`, left at the top of the heap."""
+        if own_id != self._heap_owner:
+            self._rebuild_heap(own_id)
+        heap = self._by_distance
+        while heap[0][1] not in self._items:
+            heapq.heappop(heap)
+        return heap[0][1]
 
     def expire(self, now: float) -> int:
         """Forget items not put again within `lifetime`; returns how many went."""
-        expired = [key for key, stored in self._items.items()
-                   if now - stored.stored_at >= self.lifetime]
-        for key in expired:
+        # Items are kept in the order of their last put, so the expired ones come first.
+        expired = 0
+        while self._items:
+            key, stored = next(iter(self._items.items()))
+            if now - stored.stored_at < self.lifetime:
+                break
             del self._items[key]
-        return len(expired)
+            expired += 1
+        return expired
 
     def targets(self) -> list[bytes]:
         return list(self._items)

@@ -17,6 +17,7 @@ from mldht.bep44 import (
     StoreRejected, _Stored, immutable_target, mutable_target, signable, verify_signature,
 )
 from mldht.errors import KrpcDecodeError
+from mldht.ids import distance
 from mldht.krpc import Get, Put, decode_message, encode_message
 
 # --- the spec's test vectors (bep_0044.rst, "Test Vectors") ------------------------------
@@ -145,6 +146,39 @@ def test_store_is_bounded_and_keeps_the_items_nearest_to_us():
     nearest = sorted(items, key=lambda item: int.from_bytes(item.target, "big"))[:10]
     assert sorted(store.targets()) == sorted(item.target for item in nearest)
     assert store.expire(7200.0) == 10 and len(store) == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 20), st.booleans(),
+                          st.sampled_from([OWN_ID, b"\xff" * 20])), max_size=80))
+def test_store_matches_a_plain_model_of_its_rules(operations):
+    """The heap-backed store keeps exactly what the rules say: expire what was not put again
+    within the lifetime, then, when full, drop the item farthest from our id (the newcomer
+    when it is the farthest), measured from the own id of that put."""
+    store = ItemStore(max_items=8, lifetime=100.0)
+    model: dict[bytes, float] = {}
+    now = 0.0
+    for value, step, expire, own_id in operations:
+        now += step
+        if expire:
+            expected = {t for t, at in model.items() if now - at >= 100.0}
+            assert store.expire(now) == len(expected)
+            model = {t: at for t, at in model.items() if t not in expected}
+        item = Item.immutable(value)
+        if item.target in model and now - model[item.target] >= 100.0:
+            del model[item.target]
+        if item.target not in model and len(model) >= 8:
+            model = {t: at for t, at in model.items() if now - at < 100.0}
+        if item.target not in model and len(model) >= 8:
+            farthest = max(model, key=lambda t: distance(t, own_id))
+            if distance(farthest, own_id) <= distance(item.target, own_id):
+                store.put(item, now, own_id)
+                assert sorted(store.targets()) == sorted(model)
+                continue
+            del model[farthest]
+        model[item.target] = now
+        store.put(item, now, own_id)
+        assert sorted(store.targets()) == sorted(model)
 
 
 # --- wire: decoding ----------------------------------------------------------------------
