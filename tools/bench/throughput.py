@@ -526,7 +526,6 @@ def mldht_node_main(argv: list[str]) -> None:
         import uvloop
         uvloop.run(main())
     else:
-        import asyncio
         asyncio.run(main())
 
 
@@ -595,8 +594,7 @@ def libtorrent_node_main(argv: list[str]) -> None:
                 break
             print(json.dumps(answer), flush=True)
     finally:
-        session.pause()
-        del session
+        session.pause()  # the session itself goes with the process
 
 
 # --- measurement ------------------------------------------------------------------------
