@@ -212,6 +212,9 @@ def run_scenario_main(scenarios: dict, argv: list[str] | None = None) -> None:
     report.setdefault("scenario", args.scenario)
     report["wall_seconds"] = round(time.monotonic() - started, 2)
     report["workdir"] = str(workdir)
+    if args.capture:  # kept beside the pcap, for reading a failed run afterwards
+        Path(args.capture).mkdir(parents=True, exist_ok=True)
+        (Path(args.capture) / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
     print(json.dumps(report, sort_keys=True), flush=True)
 
 
