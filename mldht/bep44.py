@@ -241,6 +241,8 @@ class ItemStore:
                                                  f"({current.seq})")
         if current is None and len(self._items) >= self.max_items:
             self.expire(now)
+            if not self._items:
+                return  # max_items 0: this node keeps no items
             if len(self._items) >= self.max_items:
                 farthest = self._farthest(own_id)
                 if distance(farthest, own_id) <= distance(target, own_id):

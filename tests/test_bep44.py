@@ -146,6 +146,9 @@ def test_store_is_bounded_and_keeps_the_items_nearest_to_us():
     nearest = sorted(items, key=lambda item: int.from_bytes(item.target, "big"))[:10]
     assert sorted(store.targets()) == sorted(item.target for item in nearest)
     assert store.expire(7200.0) == 10 and len(store) == 0
+    keeps_none = ItemStore(max_items=0)
+    keeps_none.put(items[0], 0.0, OWN_ID)
+    assert len(keeps_none) == 0
 
 
 @settings(max_examples=150, deadline=None)
