@@ -13,6 +13,20 @@ MAX_INFOHASHES = 2000
 MAX_PEERS_PER_INFOHASH = 500
 
 
+class _Swarm(OrderedDict):
+    """One infohash's peers, oldest announce first. `ipv6` counts the IPv6 ones, so that a
+    swarm of one family (on a single-stack node, every swarm) needs no filter; `listed` is
+    its items as a list, kept between changes: listing an OrderedDict of 500 peers takes
+    25 µs, and a popular swarm is asked for far more often than it is announced to."""
+
+    ipv6 = 0
+    listed: list | None = None
+
+
+def _is_ipv6(peer: Address) -> bool:
+    return ":" in peer[0]
+
+
 @dataclass(slots=True)
 class StoredPeer:
     announced: float
@@ -33,7 +47,7 @@ class PeerStore:
         self.max_infohashes = max_infohashes
         self.max_peers = max_peers
         self.lifetime = lifetime
-        self._swarms: dict[bytes, OrderedDict[Address, StoredPeer]] = {}
+        self._swarms: dict[bytes, _Swarm] = {}
 
     def __len__(self) -> int:
         """How many infohashes have peers."""
@@ -57,14 +71,17 @@ class PeerStore:
             if len(self._swarms) >= self.max_infohashes:
                 smallest = min(self._swarms, key=lambda key: len(self._swarms[key]))
                 del self._swarms[smallest]
-            swarm = self._swarms[info_hash] = OrderedDict()
+            swarm = self._swarms[info_hash] = _Swarm()
+        swarm.listed = None
         if peer in swarm:
             swarm.move_to_end(peer)
-        elif len(swarm) >= self.max_peers:
-            swarm.popitem(last=False)
+        else:
+            if len(swarm) >= self.max_peers:
+                swarm.ipv6 -= _is_ipv6(swarm.popitem(last=False)[0])
+            swarm.ipv6 += _is_ipv6(peer)
         swarm[peer] = StoredPeer(now, seed, pack_address(peer))
 
-    def _live(self, info_hash: bytes, now: float) -> OrderedDict[Address, StoredPeer] | None:
+    def _live(self, info_hash: bytes, now: float) -> _Swarm | None:
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             return None
@@ -74,6 +91,8 @@ class PeerStore:
             if now - stored.announced < self.lifetime:
                 break
             swarm.popitem(last=False)
+            swarm.ipv6 -= _is_ipv6(peer)
+            swarm.listed = None
         if not swarm:
             del self._swarms[info_hash]
             return None
@@ -99,7 +118,12 @@ class PeerStore:
         swarm = self._live(info_hash, now)
         if swarm is None or limit <= 0:
             return []
-        peers = [item for item in swarm.items() if ipv6 is None or (":" in item[0][0]) == ipv6]
+        if swarm.listed is None:
+            swarm.listed = list(swarm.items())
+        if ipv6 is None or swarm.ipv6 == (len(swarm) if ipv6 else 0):
+            peers = swarm.listed
+        else:
+            peers = [item for item in swarm.listed if _is_ipv6(item[0]) == ipv6]
         if len(peers) <= limit and not noseed:
             return peers
         if noseed:

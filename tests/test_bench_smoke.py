@@ -33,6 +33,14 @@ def test_memory_figures_are_positive():
         assert row["tracemalloc_bytes_per_item"] > 0, row
 
 
+def test_store_figures_are_positive():
+    rows = benchtools.load("stores").measure(items=50, peers=20, number=200, repeat=1)
+    assert [row["operation"] for row in rows] == [
+        "ItemStore.put, full", "PeerStore.announce, full swarm", "PeerStore.get_packed, 50 values"]
+    for row in rows:
+        assert row["us_per_op"] > 0, row
+
+
 @pytest.mark.network
 @pytest.mark.parametrize("python_loadgen", [False, True], ids=["c-loadgen", "python-loadgen"])
 def test_throughput_answers_every_target(python_loadgen):

@@ -232,3 +232,30 @@ def test_without_caps_store_equals_live_model(ops):
             assert everything(store, known, now) == live
             assert everything(store, known, now, ipv6=True) == {a for a in live if ":" in a[0]}
             assert everything(store, known, now, ipv6=False) == {a for a in live if ":" not in a[0]}
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 9), st.booleans(), st.integers(0, 400),
+                          st.sampled_from([None, False, True]), st.integers(1, 6)),
+                max_size=60))
+def test_listing_by_family_follows_announces_evictions_and_expiry(operations):
+    """Each family's peers, as listed (whole or sampled), are always those of a plain model:
+    the swarm's cached listing and its IPv6 count must follow every change."""
+    store = PeerStore(max_peers=6, lifetime=1000.0)
+    model: dict[tuple[str, int], float] = {}  # oldest announce first
+    now = 0.0
+    for number, is_v6, step, family, limit in operations:
+        now += step
+        address = peer6(number) if is_v6 else peer(number)
+        model = {p: at for p, at in model.items() if now - at < 1000.0}
+        model.pop(address, None)
+        if len(model) >= 6:
+            del model[next(iter(model))]
+        model[address] = now
+        store.announce(H1, address, now)
+        expected = {p for p in model if family is None or (":" in p[0]) == family}
+        assert everything(store, H1, now, family) == expected
+        sampled = store.get(H1, now, limit, random.Random(number), ipv6=family)
+        assert len(sampled) == min(limit, len(expected)) and set(sampled) <= expected
+        packed = store.get_packed(H1, now, limit, random.Random(number), bool(family))
+        assert len(packed) == min(limit, len({p for p in model if (":" in p[0]) == bool(family)}))
