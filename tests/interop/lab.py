@@ -308,6 +308,13 @@ def settled_id(ip: str):
     return secure_node_id(ip, random.SystemRandom())
 
 
+async def close_all(*closables) -> None:
+    """Close, in order, everything a scenario started that has an async `close()`: mldht
+    nodes, reference clients, listeners."""
+    for closable in closables:
+        await closable.close()
+
+
 async def start_mldht(ip: str, port: int = 0, bootstrap: list[str] | None = None,
                       query_timeout: float = 2.0):
     """A started mldht node on `ip` with a settled BEP 42 id (no default routers: only

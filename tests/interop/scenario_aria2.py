@@ -397,9 +397,7 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
     }
     await again.stop()
 
-    await listener.close()
-    for node in [*nodes.values(), prober]:
-        await node.close()
+    await lab.close_all(listener, *nodes.values(), prober)
     report["mldht_stats"] = {label: {"receive_path_failures": node.stats.receive_path_failures,
                                      "malformed_received": node.stats.malformed_received,
                                      "errors_sent": node.stats.errors_sent,

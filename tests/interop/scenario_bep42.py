@@ -92,9 +92,7 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
             lab.lab_ip(40)) is not None
         report["receive_path_failures"] = sum(n.stats.receive_path_failures for n in nodes)
     finally:
-        await libtorrent.close()
-        for node in nodes:
-            await node.close()
+        await lab.close_all(libtorrent, *nodes)
     return report
 
 

@@ -214,9 +214,7 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
     finally:
         if wt is not None:
             await wt.close()
-        await libtorrent.close()
-        for node in nodes:
-            await node.close()
+        await lab.close_all(libtorrent, *nodes)
     return report
 
 

@@ -119,9 +119,7 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
         report["mldht_stats"] = [dict(n.stats.queries_received) for n in nodes]
         report["total_seconds"] = round(time.monotonic() - started, 2)
     finally:
-        await libtorrent.close()
-        for node in nodes:
-            await node.close()
+        await lab.close_all(libtorrent, *nodes)
     return report
 
 

@@ -225,12 +225,7 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
             await client.stop()
         for daemon in transmission:
             await daemon.stop()
-        await webtorrent.close()
-        for node in libtorrent:
-            await node.close()
-        await listener.close()
-        for node in mldht:
-            await node.close()
+        await lab.close_all(webtorrent, *libtorrent, listener, *mldht)
     return report
 
 

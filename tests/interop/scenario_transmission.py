@@ -375,9 +375,7 @@ async def scenario_all(lab_: lab.Lab, capture: Path | None) -> dict:
     report["log_errors"] = [line.strip() for line in log_text.splitlines()
                             if " ERR " in line or "rror" in line][:10]
 
-    await listener.close()
-    for node in [*nodes, announcer, probe_node]:
-        await node.close()
+    await lab.close_all(listener, *nodes, announcer, probe_node)
     return report
 
 
