@@ -88,8 +88,18 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
             await asyncio.sleep(1.0)
         report["libtorrent_table"] = len(table)
         report["mldht_in_libtorrent_table"] = len(table & ours)
+        # The enforcing node may not have met libtorrent in its lookups: it asks it now.
+        await asyncio.gather(enforcing.ping((lab.lab_ip(40), PORT), timeout=3),
+                             return_exceptions=True)
         report["libtorrent_in_enforcing_table"] = enforcing.routing_table.by_ip(
             lab.lab_ip(40)) is not None
+        # With 12 nodes, libtorrent's bucket may already hold k mldht nodes that answered:
+        # then it is kept waiting as a replacement, which is not a BEP 42 rejection.
+        table_ = enforcing.routing_table
+        bucket = table_.buckets[table_.bucket_index(lt_id)]
+        report["libtorrent_bucket_in_enforcing_table"] = len(bucket.nodes)
+        report["libtorrent_waiting_in_enforcing_table"] = any(
+            entry.ip == lab.lab_ip(40) for entry in bucket.replacements)
         report["receive_path_failures"] = sum(n.stats.receive_path_failures for n in nodes)
     finally:
         await lab.close_all(libtorrent, *nodes)

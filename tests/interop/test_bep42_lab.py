@@ -27,5 +27,9 @@ def test_an_enforcing_node_keeps_only_secure_ids_and_still_finds_peers(lab_repor
 def test_enforcing_libtorrent_keeps_mldht_and_mldht_keeps_it(lab_report):
     assert lab_report["mldht_in_libtorrent_table"] >= 8, lab_report
     assert lab_report["libtorrent_id_secure"]
-    assert lab_report["libtorrent_in_enforcing_table"]
+    # The enforcing mldht node keeps libtorrent (a secure id): in its table, or waiting to
+    # replace one of a full bucket of nodes that answered.
+    assert lab_report["libtorrent_in_enforcing_table"] or (
+        lab_report["libtorrent_waiting_in_enforcing_table"]
+        and lab_report["libtorrent_bucket_in_enforcing_table"] == 8), lab_report
     assert lab_report["receive_path_failures"] == 0
