@@ -19,12 +19,12 @@ from .compact import format_address, parse_host_port
 from .bep44 import MAX_SALT_BYTES, Item, KeyPair, bencode as bencode_value, mutable_target
 from .bep51 import InvalidSample
 from .blocklist import Blocklist
-from .dualstack import DualStackNode, ipv6_available
 from .config import DEFAULT_BOOTSTRAP, NodeConfig
 from .errors import InvalidInput, MldhtError
 from .ids import NodeId, parse_infohash
 from .krpc import decode_bencode
-from .node import DHTNode, LookupSummary
+from .engine import LookupSummary
+from .node import Node, ipv6_available
 
 EXIT_FOUND = 0
 EXIT_NOT_FOUND = 1
@@ -204,13 +204,11 @@ def _lookup_binds(args, bootstrap: list[str] | None) -> list[str]:
     return binds
 
 
-def _node_for(binds: list[str], **kwargs) -> DHTNode | DualStackNode:
-    """One DHTNode for one address, a DualStackNode for one of each family."""
-    if len(binds) == 1:
-        return DHTNode(parse_host_port(binds[0], allow_any_port=True), **kwargs)
+def _node_for(binds: list[str], **kwargs) -> Node:
+    """A node on one address, or on one of each family."""
     try:
-        return DualStackNode(binds, **kwargs)
-    except ValueError as exc:
+        return Node(binds, **kwargs)
+    except InvalidInput as exc:
         raise InvalidInput(f"--bind: {exc}") from None
 
 
@@ -244,9 +242,12 @@ async def _get_peers(args) -> int:
     else:
         first = ("no peer" if summary.time_to_first_peer is None
                  else f"first after {summary.time_to_first_peer:.3f} s")
-        _print(f"{summary.peers} distinct peers in {summary.elapsed:.3f} s ({first}); nodes "
+        peers = f"{summary.peers} distinct peer{'' if summary.peers == 1 else 's'}"
+        _print(f"{peers} in {summary.elapsed:.3f} s ({first}); nodes "
                f"queried {summary.queried}, answered {summary.answered}, "
-               f"timed out {summary.timed_out}", sys.stderr)
+               f"no answer {summary.timed_out}"
+               + (f" ({summary.in_flight} still in flight at the end)" if summary.in_flight
+                  else ""), sys.stderr)
         if summary.scrape is not None:
             _print(f"scrape (BEP 33, {summary.scrape.filters} nodes' filters): about "
                    f"{summary.scrape.seeds:.0f} seeds and {summary.scrape.peers:.0f} other peers",
@@ -400,7 +401,7 @@ async def _get(args) -> int:
 
 async def _ping(args) -> int:
     address = parse_host_port(args.address)
-    async with DHTNode(parse_host_port(args.bind, allow_any_port=True), bootstrap=[], read_only=True) as node:
+    async with Node(parse_host_port(args.bind, allow_any_port=True), bootstrap=[], read_only=True) as node:
         started = time.monotonic()
         try:
             node_id = await node.ping(address, timeout=args.timeout)
@@ -419,7 +420,7 @@ async def _sample(args) -> int:
     address = parse_host_port(args.address)
     target = NodeId.from_hex(args.target) if args.target else None
     bind = parse_host_port(args.bind, allow_any_port=True)
-    async with DHTNode(bind, bootstrap=[], read_only=True) as node:
+    async with Node(bind, bootstrap=[], read_only=True) as node:
         try:
             sample = await node.sample_infohashes(address, target, timeout=args.timeout)
         except (MldhtError, InvalidSample) as exc:
@@ -464,20 +465,19 @@ async def _serve(args) -> int:
         server = _node_for(args.bind or ["0.0.0.0:6881"], bootstrap=bootstrap,
                            state_file=args.state, blocklist=_blocklist(args))
         async with server:
-            members = server.nodes if isinstance(server, DualStackNode) else [server]
-            for node in members:
-                log.warning("serving as %s on %s", node.node_id.hex(),
-                            format_address(node.address))
+            for name, node_id in server.node_ids.items():
+                log.warning("serving as %s on %s", node_id.hex(),
+                            format_address(server.address_of(name)))
             joining = asyncio.create_task(server.bootstrap())
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(args.stats_interval):
                         await stop.wait()
-                for node in members:
-                    counts = node.routing_table.counts(time.monotonic())
+                for name in server.families:
+                    counts = server.routing_table_of(name).counts(time.monotonic())
                     log.info("%s: table %s, stored infohashes %d, stats %s",
-                             format_address(node.address), counts, len(node.peer_store),
-                             node.stats)
+                             format_address(server.address_of(name)), counts,
+                             len(server.peer_store), server.stats)
             log.warning("stopping")
             joining.cancel()
             with contextlib.suppress(asyncio.CancelledError, MldhtError):
@@ -501,7 +501,7 @@ async def _replay(args) -> int:
         target = parse_host_port(args.target)
     else:
         # A throwaway target: no per-IP or reply limits, every query is one source's.
-        own_node = DHTNode(("127.0.0.1", 0), bootstrap=[],
+        own_node = Node(("127.0.0.1", 0), bootstrap=[],
                            config=NodeConfig(inbound_rate=0, reply_bytes_per_second=0))
         await own_node.start()
         target = own_node.address

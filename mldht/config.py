@@ -14,6 +14,11 @@ DEFAULT_BOOTSTRAP: tuple[str, ...] = (
 )
 """Routers contacted when no `bootstrap` list is given. Their addresses never enter the table."""
 
+DEFAULT_K = 8
+"""Bucket size and the closest nodes a lookup settles on (BEP 5, libtorrent)."""
+DEFAULT_ALPHA = 4
+"""Queries in flight per lookup (libtorrent: 5; see NodeConfig.alpha)."""
+
 CLIENT_VERSION = b"ML\x00\x01"
 """Our `v` key: two letters for the client (ML = mldht) and two version bytes."""
 
@@ -22,9 +27,9 @@ CLIENT_VERSION = b"ML\x00\x01"
 class NodeConfig:
     """Everything a node can be tuned with; times are in seconds."""
 
-    k: int = 8
+    k: int = DEFAULT_K
     """Bucket size and the number of closest nodes a lookup settles on."""
-    alpha: int = 4
+    alpha: int = DEFAULT_ALPHA
     """Queries in flight per lookup (libtorrent: 5). With the adaptive soft timeout, 4 sends
     fewer queries than libtorrent's traversal and still ends sooner (README, Performance)."""
     soft_timeout: float = 1.0
@@ -43,7 +48,21 @@ class NodeConfig:
     query_timeout: float = 4.0
     """Hard timeout of one query: the node has failed to answer."""
     max_pending: int = 4096
-    """Bound on outstanding transactions; more queries wait for a slot."""
+    """Bound on queries in flight; more wait in the queue (never a timeout)."""
+    query_rate: float = 250.0
+    """Queries per second leaving the node, every operation together (0: no limit).
+    Waiting for it is never a timeout and never counts against a node."""
+    query_burst: float = 100.0
+    """Queries that may leave at once before `query_rate` applies."""
+    per_ip_query_rate: float = 3.0
+    """Queries per second to any one IP (0: no limit). libtorrent bans for 5 minutes an IP
+    that sends it 50 packets within 10 s: 10 + 10 x 3 = 40 at most from us."""
+    per_ip_query_burst: float = 10.0
+    max_queued_queries: int = 65_536
+    """Queries waiting for the budget at most; beyond, a query fails with QueryNotSent."""
+    max_events: int = 10_000
+    """Observation events the engine buffers for its driver at most (the oldest go first,
+    counted in NodeStats.events_dropped)."""
     max_infohashes: int = 2000
     max_peers_per_infohash: int = 500
     peer_lifetime: float = 30 * 60.0
@@ -51,6 +70,14 @@ class NodeConfig:
     """BEP 44 items stored for others at most (libtorrent: 700)."""
     item_lifetime: float = 2 * 60 * 60.0
     """A BEP 44 item not put again within this long is forgotten (the BEP's 2 hours)."""
+    reannounce_interval: float = 15 * 60.0
+    """`keep_announced` announces again this often: peers expire after `peer_lifetime`
+    (30 minutes here and in libtorrent)."""
+    item_republish_interval: float = 60 * 60.0
+    """`keep_item` puts again this often (BEP 44: nodes keep an item 2 hours)."""
+    republish_jitter: float = 0.1
+    """Fraction of those intervals drawn at random either way, so that many keepers started
+    together do not stay in step."""
     token_rotation: float = 5 * 60.0
     bucket_refresh: float = 15 * 60.0
     """Buckets unchanged for this long get a refresh lookup."""

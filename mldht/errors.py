@@ -41,3 +41,17 @@ class RemoteError(MldhtError):
 
 class TransportClosed(MldhtError):
     """The node is not running, so nothing can be sent."""
+
+
+class QueryNotSent(MldhtError):
+    """A query was dropped before it left (the outbound queue was full, the destination is
+    blocklisted, or the operation or node was closed): nothing is known about the node."""
+
+
+class JoinFailed(MldhtError):
+    """Bootstrapping reached nobody: no router or saved node answered (the message says
+    which were tried and what failed)."""
+
+    def __init__(self, message: str, tried: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.tried = tried or []

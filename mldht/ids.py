@@ -94,3 +94,22 @@ def parse_infohash(text: str) -> InfoHash:
     if re.fullmatch(r"[A-Za-z2-7]{32}", text):
         return InfoHash(base64.b32decode(text.upper()))
     raise InvalidInput(f"infohash {text!r} is not 40 hex digits, 32 base32 characters or a magnet link")
+
+
+def random_id_with_prefix(prefix: bytes | int, bits: int, rng: _random.Random | None = None) -> NodeId:
+    """A random id whose first `bits` bits are those of `prefix` (an id-length bytes value
+    or an integer holding just the `bits` leading bits): keyspace partitioning, e.g.
+    crawler `I` of `N` walking ids with prefix I. `bits` from 0 (any id) to 160."""
+    if not 0 <= bits <= ID_BITS:
+        raise InvalidInput(f"a prefix is 0 to {ID_BITS} bits, not {bits}")
+    if isinstance(prefix, (bytes, bytearray)):
+        value = int.from_bytes(bytes(prefix).ljust(ID_LENGTH, b"\0")[:ID_LENGTH], "big")
+        high = value >> (ID_BITS - bits) if bits else 0
+    else:
+        if prefix < 0 or prefix >> bits:
+            raise InvalidInput(f"prefix {prefix} does not fit in {bits} bits")
+        high = prefix
+    rng = rng or _random.SystemRandom()
+    low_bits = ID_BITS - bits
+    low = rng.getrandbits(low_bits) if low_bits else 0
+    return NodeId(((high << low_bits) | low).to_bytes(ID_LENGTH, "big"))

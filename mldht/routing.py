@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .compact import Address, NodeInfo, pack_address
+from .config import DEFAULT_K
 from .ids import ID_BITS, NodeId, common_prefix_bits
 
-K = 8
+K = DEFAULT_K
 GOOD_INTERVAL = 15 * 60.0
 """A node is good while it answered us, or queried us after having answered once, this recently."""
 BAD_AFTER_FAILURES = 2
@@ -159,6 +160,12 @@ class RoutingTable:
         """IP -> when its node last changed id (bounded, oldest forgotten first)."""
         self._distrusted: dict[str, float] = {}
         """IP -> until when it stays out of the table (bounded likewise)."""
+        self.listener: Callable[[str, RoutingEntry], None] | None = None
+        """Told `("added", entry)` / `("removed", entry)` when a main bucket changes."""
+
+    def _notify(self, change: str, entry: RoutingEntry) -> None:
+        if self.listener is not None:
+            self.listener(change, entry)
 
     def with_own_id(self, own_id: NodeId) -> "RoutingTable":
         """A table around a new id holding the same nodes (after our external IP changed)."""
@@ -291,6 +298,7 @@ class RoutingTable:
                 bucket.replacements.remove(replacement)
                 bucket.nodes.append(replacement)
                 self._by_ip[replacement.ip] = replacement
+                self._notify("added", replacement)
 
     def _check_address(self, node: NodeInfo, now: float, bucket: Bucket) -> str | None:
         if node.id == self.own_id:
@@ -362,6 +370,7 @@ class RoutingTable:
                 self._by_ip[node.ip] = entry
                 bucket.replacements = [r for r in bucket.replacements if r.ip != node.ip]
                 bucket.last_changed = now
+                self._notify("added", entry)
                 return InsertResult(InsertOutcome.ADDED, verified=True)
             if index == len(self.buckets) - 1 and len(self.buckets) < ID_BITS:
                 self._split_last()
@@ -374,6 +383,8 @@ class RoutingTable:
                 bucket.nodes[position] = entry
                 self._by_ip[node.ip] = entry
                 bucket.last_changed = now
+                self._notify("removed", old)
+                self._notify("added", entry)
                 return InsertResult(InsertOutcome.ADDED, "replaced a bad node", verified=True)
 
         if self.prefer_verified and secure and responded:
@@ -385,6 +396,8 @@ class RoutingTable:
                 self._by_ip[node.ip] = entry
                 self._add_replacement(bucket, old)
                 bucket.last_changed = now
+                self._notify("removed", old)
+                self._notify("added", entry)
                 return InsertResult(InsertOutcome.ADDED, "took the place of a node without "
                                                          "a BEP 42 id", verified=True)
 
@@ -434,6 +447,8 @@ class RoutingTable:
         bucket.nodes.append(replacement)
         self._by_ip[replacement.ip] = replacement
         bucket.last_changed = now
+        self._notify("removed", entry)
+        self._notify("added", replacement)
         return True
 
     def _best_replacement(self, bucket: Bucket) -> RoutingEntry | None:
@@ -457,11 +472,13 @@ class RoutingTable:
             bucket = self.buckets[self.bucket_index(entry.id)]
             bucket.nodes.remove(entry)
             del self._by_ip[entry.ip]
+            self._notify("removed", entry)
             replacement = self._best_replacement(bucket)
             if replacement is not None:
                 bucket.replacements.remove(replacement)
                 bucket.nodes.append(replacement)
                 self._by_ip[replacement.ip] = replacement
+                self._notify("added", replacement)
         previous = self._id_changes.pop(address[0], None)
         self._id_changes[address[0]] = now
         trusted = previous is None or now - previous >= ID_CHANGE_WINDOW
@@ -479,6 +496,7 @@ class RoutingTable:
             bucket = self.buckets[self.bucket_index(entry.id)]
             bucket.nodes.remove(entry)
             del self._by_ip[entry.ip]
+            self._notify("removed", entry)
 
     def questionable(self, now: float, limit: int) -> list[NodeInfo]:
         """Questionable nodes not yet being pinged, least recently seen first."""

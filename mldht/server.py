@@ -28,8 +28,10 @@ class QueryHandler:
 
     def __init__(self, own_id: NodeId, table: RoutingTable, tokens: TokenManager,
                  peers: PeerStore, rng: _random.Random, version: bytes | None = None,
-                 items: ItemStore | None = None) -> None:
+                 items: ItemStore | None = None, k: int = K) -> None:
         self.own_id = own_id
+        self.k = k
+        """How many nodes a reply lists (NodeConfig.k)."""
         self.table = table
         self.tokens = tokens
         self.peers = peers
@@ -65,10 +67,12 @@ class QueryHandler:
             if table is None:
                 continue
             # Only nodes that answered us: others may be unreachable (NAT) or spoofed sources.
-            fields[key] = table.closest(target, count=K, verified_only=True, exclude=source)
+            fields[key] = table.closest(target, count=self.k, verified_only=True,
+                                        exclude=source)
         if not fields:  # only the family we lack was wanted: still answer with ours
             key = "nodes6" if source_ipv6 else "nodes"
-            fields[key] = self.table.closest(target, count=K, verified_only=True, exclude=source)
+            fields[key] = self.table.closest(target, count=self.k, verified_only=True,
+                                             exclude=source)
         return fields
 
     def handle(self, query: Query, source: Address, now: float) -> Response | Error:
@@ -129,7 +133,7 @@ class QueryHandler:
             target = arguments.get(b"target" if method == b"find_node" else b"info_hash")
             if type(target) is not bytes or len(target) != 20 or len(arguments) != 2:
                 return None
-            nodes = self.table.closest_compact(target, K, exclude=source)
+            nodes = self.table.closest_compact(target, self.k, exclude=source)
             ipv6 = ":" in source[0]
             body = b"%s%d:%s" % (b"6:nodes6" if ipv6 else b"5:nodes", len(nodes), nodes)
             if method == b"get_peers":

@@ -6,10 +6,12 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .compact import NodeInfo, normalize_ip
+from .errors import InvalidInput
 from .ids import NodeId
 
 log = logging.getLogger(__name__)
@@ -46,19 +48,51 @@ def save_state(path: str | os.PathLike, node_id: NodeId, nodes: list[NodeInfo]) 
         raise
 
 
+def check_state_path(path: str | os.PathLike) -> None:
+    """Raise `InvalidInput` naming `path` when a state file could not be written there: a
+    directory, a missing parent directory, or no write permission (checked at start, not
+    found out at shutdown)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidInput(f"state file {str(path)!r} is a directory")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InvalidInput(f"state file {str(path)!r}: its folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidInput(f"state file {str(path)!r}: cannot write in {str(folder)!r}")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise InvalidInput(f"state file {str(path)!r} is not readable and writable")
+
+
+def _keep_aside(path: Path, why: str) -> None:
+    """A damaged state file is renamed, never overwritten: it may be worth a look."""
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        log.warning("state file %s is unusable (%s) and could not be moved aside: %s",
+                    path, why, exc)
+        return
+    log.warning("state file %s is unusable (%s): kept as %s; starting afresh", path, why, aside)
+
+
 def load_state(path: str | os.PathLike, max_nodes: int = 1000) -> SavedState:
-    """Read a state file; a missing file gives an empty state, a damaged one is logged and ignored."""
+    """Read a state file; a missing file gives an empty state, a damaged one is renamed
+    aside (FILE.damaged-TIME) with a warning and an empty state is returned."""
     path = Path(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return SavedState()
     except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable state file %s: %s", path, exc)
+        if isinstance(exc, ValueError):
+            _keep_aside(path, f"not JSON: {exc}")
+        else:
+            log.warning("ignoring unreadable state file %s: %s", path, exc)
         return SavedState()
     state = SavedState()
     if not isinstance(document, dict):
-        log.warning("ignoring state file %s: not a JSON object", path)
+        _keep_aside(path, "not a JSON object")
         return state
     try:
         state.node_id = NodeId.from_hex(document.get("node_id", ""))

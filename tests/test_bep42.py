@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from mldht.bep42 import ExternalIpVoter, crc_for, is_exempt, is_secure_id, secure_node_id
+from mldht.ids import NodeId
 
 VECTORS = [  # from BEP 42: IP, r byte, a valid node id
     ("124.31.75.21", 1, "5fbfbff10c5d6a4ec8a88e4c6ab4c28b95eee401", 0x5FBFBDB2),
@@ -100,21 +101,42 @@ def test_voter_memory_is_bounded_and_ignores_nonsense():
     assert voter.vote("198.51.100.1", "224.0.0.1") is None
 
 
-async def test_node_moves_to_a_secure_id_unless_its_id_was_given():
-    from mldht import DHTNode, NodeId
+def _vote_through_pings(engine, voters, reported_ip: str, now: float) -> None:
+    """Each voter answers one of our pings with `ip` = reported_ip (BEP 42's key)."""
+    from mldht.compact import pack_address
+    from mldht.krpc import Response, decode_message, encode_message
+
+    for voter in voters:
+        engine.start_ping(voter, now)
+        for data, address in engine.datagrams_to_send(now):
+            query = decode_message(data)
+            reply = Response(transaction_id=query.transaction_id, sender_id=NodeId.random(),
+                             requester=(reported_ip, 6881))
+            engine.receive_datagram(encode_message(reply), address, now)
+
+
+def test_node_moves_to_a_secure_id_unless_its_id_was_given():
+    from mldht.engine import Engine, ExternalIpChanged, NodeIdChanged
 
     voters = [("198.51.100.1", 1), ("198.51.101.1", 1), ("198.51.102.1", 1)]
-    async with DHTNode(("127.0.0.1", 0), bootstrap=[]) as node:
-        before = node.node_id
-        for voter in voters:
-            node._vote_external_ip(voter, "203.0.113.5")
-        assert node.external_ip == "203.0.113.5"
-        assert node.node_id != before and is_secure_id(node.node_id, "203.0.113.5")
-        assert node.routing_table.own_id == node.node_id == node._handler.own_id
-        assert node._handler.table is node.routing_table
-        assert node.stats.id_changes == 1
+    engine = Engine(100.0)
+    engine.set_address(("127.0.0.1", 6881))
+    engine.observing = True
+    before = engine.node_id
+    _vote_through_pings(engine, voters, "203.0.113.5", 100.0)
+    family = engine.families[0]
+    assert engine.external_ip() == "203.0.113.5"
+    assert engine.node_id != before and is_secure_id(engine.node_id, "203.0.113.5")
+    assert family.table.own_id == engine.node_id == family.handler.own_id
+    assert family.handler.table is family.table
+    assert engine.stats.id_changes == 1
+    events = []
+    while (event := engine.next_event()) is not None:
+        events.append(event)
+    assert [type(e) for e in events if isinstance(e, (ExternalIpChanged, NodeIdChanged))] == [
+        ExternalIpChanged, NodeIdChanged]
     fixed = NodeId(b"\x01" * 20)
-    async with DHTNode(("127.0.0.1", 0), bootstrap=[], node_id=fixed) as node:
-        for voter in voters:
-            node._vote_external_ip(voter, "203.0.113.5")
-        assert node.external_ip == "203.0.113.5" and node.node_id == fixed
+    engine = Engine(100.0, node_ids={"ipv4": fixed})
+    engine.set_address(("127.0.0.1", 6881))
+    _vote_through_pings(engine, voters, "203.0.113.5", 100.0)
+    assert engine.external_ip() == "203.0.113.5" and engine.node_id == fixed

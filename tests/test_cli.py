@@ -20,8 +20,9 @@ from mldht import InfoHash, NodeId
 
 pytestmark = [pytest.mark.network, pytest.mark.asyncio(loop_scope="module")]
 
-SUMMARY = re.compile(r"(\d+) distinct peers in [\d.]+ s \((?:no peer|first after [\d.]+ s)\); "
-                     r"nodes queried (\d+), answered (\d+), timed out (\d+)$")
+SUMMARY = re.compile(r"(\d+) distinct peers? in [\d.]+ s \((?:no peer|first after [\d.]+ s)\); "
+                     r"nodes queried (\d+), answered (\d+), no answer (\d+)"
+                     r"(?: \(\d+ still in flight at the end\))?$")
 NODE_LINE = re.compile(r"([0-9a-f]{40}) (127\.0\.0\.\d+):(\d+)$")
 
 

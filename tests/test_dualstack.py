@@ -1,4 +1,5 @@
-"""BEP 32 on ::1 and 127/8: dual-stack nodes, `want`, IPv6 peers, and the CLI over both."""
+"""BEP 32 on ::1 and 127/8: one `Node` on both families, `want`, IPv6 peers, and the CLI
+over both."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ import sys
 import pytest
 
 from dhtnet import free_udp_port, run_cli
-from mldht import DHTNode, InfoHash, NodeId
-from mldht.dualstack import DualStackNode
+from mldht import InfoHash, InvalidInput, Node, NodeId, NodeInfo
 from mldht.krpc import FindNode, GetPeers
 from netguard import guarded_env
 
@@ -27,9 +27,9 @@ def spec(address) -> str:
 @pytest.fixture
 async def pair():
     """B serves both families; A joins it through one address of each."""
-    b = DualStackNode(["127.0.0.171:0", "[::1]:0"], bootstrap=[])
+    b = Node(["127.0.0.171:0", "[::1]:0"], bootstrap=[])
     await b.start()
-    a = DualStackNode(["127.0.0.170:0", "[::1]:0"], bootstrap=[spec(x) for x in b.addresses])
+    a = Node(["127.0.0.170:0", "[::1]:0"], bootstrap=[spec(x) for x in b.addresses])
     await a.start()
     try:
         assert await a.bootstrap(timeout=5) >= 2
@@ -41,23 +41,23 @@ async def pair():
 
 async def test_each_family_has_its_own_socket_and_table(pair):
     a, b = pair
-    assert a.ipv4.address[0] == "127.0.0.170" and a.ipv6.address[0] == "::1"
-    assert [e.address for e in a.ipv4.routing_table] == [b.ipv4.address]
-    assert [e.address for e in a.ipv6.routing_table] == [b.ipv6.address]
-    assert a.ipv4.node_id != a.ipv6.node_id  # one id per address (BEP 42 ties them)
+    assert a.address_of("ipv4")[0] == "127.0.0.170" and a.address_of("ipv6")[0] == "::1"
+    assert [e.address for e in a.routing_table_of("ipv4")] == [b.address_of("ipv4")]
+    assert [e.address for e in a.routing_table_of("ipv6")] == [b.address_of("ipv6")]
+    assert a.node_ids["ipv4"] != a.node_ids["ipv6"]  # one id per address (BEP 42 ties them)
 
 
 async def test_want_asks_for_the_other_family(pair):
     a, b = pair
-    for node in (b.ipv4, b.ipv6):  # B has verified A on both families by now
-        await node.ping(a.ipv4.address if not node.is_ipv6 else a.ipv6.address)
-    reply = await a.ipv4.query(b.ipv4.address, FindNode(
-        transaction_id=b"", sender_id=a.ipv4.node_id, target=NodeId(b"\x00" * 20),
+    for family in ("ipv4", "ipv6"):  # B has verified A on both families by now
+        await b.ping(a.address_of(family))
+    reply = await a.query(b.address_of("ipv4"), FindNode(
+        transaction_id=b"", sender_id=a.node_ids["ipv4"], target=NodeId(b"\x00" * 20),
         want=(b"n4", b"n6")))
     assert [n.address for n in reply.nodes] == []  # the requester itself is left out
-    assert [n.address for n in reply.nodes6] == [a.ipv6.address]
-    reply6 = await a.ipv6.query(b.ipv6.address, FindNode(
-        transaction_id=b"", sender_id=a.ipv6.node_id, target=NodeId(b"\x00" * 20)))
+    assert [n.address for n in reply.nodes6] == [a.address_of("ipv6")]
+    reply6 = await a.query(b.address_of("ipv6"), FindNode(
+        transaction_id=b"", sender_id=a.node_ids["ipv6"], target=NodeId(b"\x00" * 20)))
     assert reply6.nodes is None and reply6.nodes6 is not None  # the source's family by default
 
 
@@ -67,8 +67,8 @@ async def test_peers_of_both_families_are_stored_once_and_served_with_18_byte_va
     result = await a.announce(info_hash, 7000, timeout=5)
     assert {n.ip for n in result.announced_to} == {"127.0.0.171", "::1"}
     assert len(b.peer_store) == 1  # one store for both sockets
-    reply = await a.ipv6.query(b.ipv6.address, GetPeers(
-        transaction_id=b"", sender_id=a.ipv6.node_id, info_hash=info_hash))
+    reply = await a.query(b.address_of("ipv6"), GetPeers(
+        transaction_id=b"", sender_id=a.node_ids["ipv6"], info_hash=info_hash))
     assert reply.values == [("::1", 7000)]  # IPv6 requester: IPv6 (18-byte) peers
     lookup = a.get_peers(info_hash, timeout=5)
     peers = await lookup.collect()
@@ -89,8 +89,8 @@ async def test_get_peers_cli_uses_both_families(pair):
 
 
 async def test_serve_with_two_binds_rejects_two_of_one_family():
-    with pytest.raises(ValueError, match="one per address family"):
-        DualStackNode(["127.0.0.1:0", "127.0.0.2:0"])
+    with pytest.raises(InvalidInput, match="one per address family"):
+        Node(["127.0.0.1:0", "127.0.0.2:0"])
     result = await run_cli("get-peers", "aa" * 20, "--bind", "127.0.0.1:0", "--bind",
                            "127.0.0.2:0", "--bootstrap", "127.0.0.1:9")
     assert result.returncode == 2 and "one per address family" in result.stderr
@@ -106,8 +106,8 @@ async def test_serve_listens_on_both_families():
         "--bind", f"[::1]:{port6}", "--bootstrap", "127.0.0.1:9", env=guarded_env(),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     try:
-        async with DHTNode(("127.0.0.173", 0), bootstrap=[]) as v4, \
-                DHTNode(("::1", 0), bootstrap=[]) as v6:
+        async with Node(("127.0.0.173", 0), bootstrap=[]) as v4, \
+                Node(("::1", 0), bootstrap=[]) as v6:
             ids = []
             for node, address in ((v4, ("127.0.0.172", port4)), (v6, ("::1", port6))):
                 for _ in range(50):  # up to ~5 s for serve to start
@@ -125,17 +125,20 @@ async def test_serve_listens_on_both_families():
     assert stderr.decode().count("serving as") == 2
 
 
-def test_merge_summaries_keeps_hops_first_peer_and_resends():
-    from mldht.dualstack import merge_summaries
-    from mldht.node import LookupSummary
+def test_merge_summaries_keeps_hops_first_peer_and_resends_and_sorts_closest():
+    from mldht.engine import LookupSummary, merge_summaries
 
     target = NodeId(b"\x01" * 20)
+    near4 = NodeInfo(NodeId(b"\x01" * 19 + b"\x03"), "127.0.0.1", 1)
+    far4 = NodeInfo(NodeId(b"\x81" + b"\x01" * 19), "127.0.0.2", 1)
+    mid6 = NodeInfo(NodeId(b"\x01" * 10 + b"\xff" * 10), "::1", 1)
     v4 = LookupSummary(target=target, elapsed=2.0, time_to_first_peer=0.9, queried=10,
-                       answered=8, timed_out=2, peers=3, closest=[], hops=2, max_hop=3,
-                       first_peer_hop=2, resent=1)
+                       answered=8, timed_out=2, peers=3, closest=[near4, far4], hops=2,
+                       max_hop=3, first_peer_hop=2, resent=1)
     v6 = LookupSummary(target=target, elapsed=1.5, time_to_first_peer=0.4, queried=6,
-                       answered=6, timed_out=0, peers=1, closest=[], hops=1, max_hop=2,
+                       answered=6, timed_out=0, peers=1, closest=[mid6], hops=1, max_hop=2,
                        first_peer_hop=1, resent=2)
     merged = merge_summaries([v4, v6])
     assert (merged.elapsed, merged.time_to_first_peer, merged.queried, merged.resent) == (2.0, 0.4, 16, 3)
     assert (merged.hops, merged.max_hop, merged.first_peer_hop) == (1, 3, 1)
+    assert merged.closest == [near4, mid6, far4]  # one list, nearest first

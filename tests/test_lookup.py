@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mldht.compact import NodeInfo
 from mldht.ids import NodeId, common_prefix_bits, distance
-from mldht.lookup import ALPHA, K, RESEND_RANK, SOFT_TIMEOUT, CandidateState, Lookup
+from mldht.engine.lookup import ALPHA, K, RESEND_RANK, SOFT_TIMEOUT, CandidateState, Lookup
 
 HARD_TIMEOUT = 4.0
 

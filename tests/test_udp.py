@@ -1,4 +1,5 @@
-"""The node's UDP transport (mldht.udp) and the second send of a silent lookup query."""
+"""The node's UDP transport (mldht.udp), the second send of a silent lookup query, and
+observers of what the node receives."""
 
 from __future__ import annotations
 
@@ -25,14 +26,17 @@ async def test_every_datagram_of_a_burst_is_delivered_in_order():
     received: list[bytes] = []
     done = asyncio.Event()
 
-    def on_datagram(data: bytes, addr) -> None:
-        received.append(data)
+    batches = []
+
+    def on_datagrams(batch) -> None:
+        batches.append(len(batch))
+        received.extend(data for data, _ in batch)
         if len(received) == 300:
             done.set()
 
     receiving = _udp_socket()
     receiving.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # room for the burst
-    transport = SocketDatagramTransport(loop, receiving, on_datagram)
+    transport = SocketDatagramTransport(loop, receiving, on_datagrams)
     sender = _udp_socket("127.0.0.2")
     try:
         for n in range(300):  # more than one wake-up reads (READS_PER_WAKEUP)
@@ -40,6 +44,7 @@ async def test_every_datagram_of_a_burst_is_delivered_in_order():
         async with asyncio.timeout(5):
             await done.wait()
         assert received == [b"%d" % n for n in range(300)]
+        assert len(batches) < 300  # several datagrams per wake-up
     finally:
         transport.close()
         sender.close()
@@ -75,7 +80,7 @@ class _FullOnce:
 async def test_a_full_send_buffer_queues_and_keeps_the_order():
     loop = asyncio.get_running_loop()
     fake = _FullOnce(_udp_socket(), full=1)
-    transport = SocketDatagramTransport(loop, fake, lambda data, addr: None)  # type: ignore[arg-type]
+    transport = SocketDatagramTransport(loop, fake, lambda batch: None)  # type: ignore[arg-type]
     try:
         for n in range(5):
             transport.sendto(b"%d" % n, ("127.0.0.1", 9))
@@ -88,48 +93,68 @@ async def test_a_full_send_buffer_queues_and_keeps_the_order():
         transport.close()
 
 
-async def test_a_query_unanswered_at_resend_after_is_sent_again_and_its_answer_taken():
-    remote = _udp_socket("127.0.0.3")
-    loop = asyncio.get_running_loop()
-    async with DHTNode(("127.0.0.1", 0), bootstrap=[], config=NodeConfig()) as node:
+def test_a_query_unanswered_at_resend_after_is_sent_again_and_its_answer_taken():
+    """The transaction layer (sans-I/O): a query past `resend_after` goes once more with the
+    same transaction id when its owner claims it, and the answer to either copy is taken."""
+    from mldht.engine import Engine
+    from mldht.engine.transactions import Transaction, TransactionOwner
+    from mldht.krpc import Response, decode_message, encode_message
 
-        async def silent_once() -> int:
-            seen = []
-            while len(seen) < 2:  # drop the first query, answer the second
-                data, source = await loop.sock_recvfrom(remote, 2048)
-                seen.append(decode_bencode(data))
-            reply = {b"t": seen[1][b"t"], b"y": b"r", b"r": {b"id": b"\x07" * 20}}
-            await loop.sock_sendto(remote, encode_bencode(reply), source)
-            assert seen[0][b"t"] == seen[1][b"t"]  # the same transaction
-            return len(seen)
+    class Owner(TransactionOwner):
+        def __init__(self, claim: bool) -> None:
+            self.claim, self.asked, self.responses, self.failures = claim, 0, [], []
 
-        answering = asyncio.create_task(silent_once())
-        query = Ping(transaction_id=b"", sender_id=node.node_id)
-        async with asyncio.timeout(5):
-            response = await node.query(remote.getsockname(), query, timeout=3.0,
-                                        resend_after=0.2)
-            assert await answering == 2
-        assert response.sender_id == NodeId(b"\x07" * 20)
-        assert node.stats.queries_resent == 1 and node.stats.timeouts == 0
+        def claim_resend(self, tx) -> bool:
+            self.asked += 1
+            return self.claim
 
-        # With resend_if saying no, a silent node is not asked twice.
-        asked = []
-        with_no = asyncio.create_task(node.query(remote.getsockname(), query, timeout=0.5,
-                                                 resend_after=0.1,
-                                                 resend_if=lambda: asked.append(1) or False))
-        async with asyncio.timeout(5):
-            with pytest.raises(QueryTimeout):
-                await with_no
-        assert asked == [1] and node.stats.queries_resent == 1
-    remote.close()
+        def on_response(self, tx, response, now) -> None:
+            self.responses.append(response)
+
+        def on_failure(self, tx, error, now) -> None:
+            self.failures.append(error)
+
+    engine = Engine(0.0)
+    engine.set_address(("127.0.0.1", 6881))
+    remote = ("127.0.0.3", 7000)
+    owner = Owner(claim=True)
+    engine.submit(Transaction(remote, Ping(transaction_id=b"", sender_id=engine.node_id), owner,
+                              timeout=3.0, resend_after=0.2), 0.0)
+    first = engine.datagrams_to_send(0.0)
+    engine.handle_timer(0.1)
+    assert engine.datagrams_to_send(0.1) == []
+    engine.handle_timer(0.2)
+    second = engine.datagrams_to_send(0.2)
+    assert first == second and len(first) == 1  # the same datagram, same transaction id
+    tid = decode_message(first[0][0]).transaction_id
+    engine.receive_datagram(encode_message(Response(transaction_id=tid,
+                                                    sender_id=NodeId(b"\x07" * 20))), remote, 0.3)
+    assert [r.sender_id for r in owner.responses] == [NodeId(b"\x07" * 20)]
+    assert engine.stats.queries_resent == 1 and engine.stats.timeouts == 0
+
+    # When the owner says no, a silent node is not asked twice, and it times out.
+    refusing = Owner(claim=False)
+    engine.submit(Transaction(remote, Ping(transaction_id=b"", sender_id=engine.node_id),
+                              refusing, timeout=0.5, resend_after=0.1), 1.0)
+    assert len(engine.datagrams_to_send(1.0)) == 1
+    engine.handle_timer(1.1)
+    assert engine.datagrams_to_send(1.1) == []
+    engine.handle_timer(1.5)
+    assert refusing.asked == 1 and engine.stats.queries_resent == 1
+    assert [type(e) for e in refusing.failures] == [QueryTimeout]
 
 
-async def test_query_observers_see_plain_queries_and_can_be_removed():
+async def test_observers_see_plain_queries_answered_by_the_quick_path_and_can_be_removed():
+    from mldht.engine import QueryReceived
+
     client = _udp_socket("127.0.0.4")
     loop = asyncio.get_running_loop()
     async with DHTNode(("127.0.0.1", 0), bootstrap=[]) as node:
+        def full_path(*args):
+            raise AssertionError("an observed plain ping must not leave the quick path")
+        node.engine.families[0].handler.handle = full_path
         seen = []
-        remove = node.observe_queries(lambda query, source: seen.append((query, source)))
+        remove = node.add_observer(lambda event: isinstance(event, QueryReceived) and seen.append(event))
 
         async def ping(tid: bytes) -> dict:
             query = {b"t": tid, b"y": b"q", b"q": b"ping", b"a": {b"id": b"\x05" * 20}}
@@ -141,10 +166,10 @@ async def test_query_observers_see_plain_queries_and_can_be_removed():
                         return message
 
         first = await ping(b"p1")
-        assert len(seen) == 1 and isinstance(seen[0][0], Ping)
-        assert seen[0][0].sender_id == b"\x05" * 20 and seen[0][1] == client.getsockname()
+        assert [(e.method, e.sender_id, e.source) for e in seen] == [
+            ("ping", b"\x05" * 20, client.getsockname())]
         remove()
-        second = await ping(b"p2")  # answered by the quick path, unobserved
+        second = await ping(b"p2")
         assert len(seen) == 1
         assert first[b"r"] == second[b"r"] and second[b"t"] == b"p2"
         assert node.stats.queries_received["ping"] == 2

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab  # noqa: E402
 from aria2 import Aria2, aria2c_path, aria2c_version  # noqa: E402
 
+from mldht.engine import QueryReceived  # noqa: E402
 from mldht.errors import QueryTimeout, RemoteError  # noqa: E402
 from mldht.ids import InfoHash, NodeId  # noqa: E402
 from mldht.krpc import (  # noqa: E402
@@ -92,17 +93,20 @@ class RejectingTokens:
 def record_queries(node, label: str, log: list[dict]) -> None:
     """Log every query `node` receives (who, what, when)."""
 
-    def on_query(query, source):
-        entry = {"node": label, "from": list(source), "method": (
-            query.name if isinstance(query, UnknownQuery) else query.method).decode(errors="replace"),
-            "v": _version(query.version), "sender_id": query.sender_id.hex(),
-            "t": time.monotonic(), "ro": query.read_only}
-        if isinstance(query, AnnouncePeer):
-            entry.update(port=query.port, implied_port=query.implied_port,
-                         token_length=len(query.token))
+    def on_event(event):
+        if not isinstance(event, QueryReceived):
+            return
+        entry = {"node": label, "from": list(event.source), "method": event.method,
+                 "v": _version(event.version), "sender_id": (event.sender_id or b"").hex(),
+                 "t": time.monotonic(), "ro": event.read_only}
+        if event.method == "announce_peer":
+            arguments = event.arguments or {}
+            entry.update(port=arguments.get(b"port"),
+                         implied_port=bool(arguments.get(b"implied_port")),
+                         token_length=len(arguments.get(b"token") or b""))
         log.append(entry)
 
-    node.observe_queries(on_query)
+    node.add_observer(on_event)
 
 
 def labels_of(nodes: dict, aria2: Aria2, address) -> str:
@@ -212,7 +216,8 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
     n1 = await lab.start_mldht(lab.lab_ip(1))
     n2 = await lab.start_mldht(lab.lab_ip(2), bootstrap=[lab.address_spec(n1.address)])
     n3 = await lab.start_mldht(lab.lab_ip(3), bootstrap=[lab.address_spec(n1.address)])
-    n3._handler.tokens = RejectingTokens(n3._handler.tokens)
+    handler = n3.engine.family("ipv4").handler
+    handler.tokens = RejectingTokens(handler.tokens)
     nodes = {"n1": n1, "n2": n2, "n3": n3}
     for label, node in nodes.items():
         record_queries(node, label, queries)

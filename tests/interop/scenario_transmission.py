@@ -39,6 +39,7 @@ from transmission import (  # noqa: E402
     INSTALL_HINT, TransmissionDaemon, daemon_path)
 
 from mldht import DHTNode, NodeConfig  # noqa: E402
+from mldht.engine import QueryReceived  # noqa: E402
 from mldht.errors import QueryTimeout, RemoteError  # noqa: E402
 from mldht.ids import InfoHash, NodeId  # noqa: E402
 from mldht.krpc import AnnouncePeer, FindNode, GetPeers, Ping, UnknownQuery  # noqa: E402
@@ -75,24 +76,24 @@ class Watch:
         self.first_query_at: float | None = None
 
     def attach(self, index: int, node: DHTNode) -> None:
-        def on_query(query, source):
-            if source[0] == self.ip:
+        def on_event(event):
+            if isinstance(event, QueryReceived) and event.source[0] == self.ip:
                 at = time.monotonic()
                 self.first_query_at = self.first_query_at or at
-                method = (query.name if isinstance(query, UnknownQuery) else query.method).decode(
-                    "ascii", "replace")
-                entry = {"at": at, "node": index, "method": method,
-                         "v": None if query.version is None else query.version.hex(),
-                         "source_port": source[1]}
-                if isinstance(query, (GetPeers, AnnouncePeer)):
-                    entry["info_hash"] = query.info_hash.hex()
-                if isinstance(query, AnnouncePeer):
-                    entry.update(port=query.port, implied_port=query.implied_port,
-                                 token_length=len(query.token))
+                arguments = event.arguments or {}
+                entry = {"at": at, "node": index, "method": event.method,
+                         "v": None if event.version is None else event.version.hex(),
+                         "source_port": event.source[1]}
+                if event.method in ("get_peers", "announce_peer"):
+                    entry["info_hash"] = (arguments.get(b"info_hash") or b"").hex()
+                if event.method == "announce_peer":
+                    entry.update(port=arguments.get(b"port"),
+                                 implied_port=bool(arguments.get(b"implied_port")),
+                                 token_length=len(arguments.get(b"token") or b""))
                 self.queries.append(entry)
                 self.answered_by.add(index)
 
-        node.observe_queries(on_query)
+        node.add_observer(on_event)
 
 
 def spread_info_hashes(count: int, rng: random.Random) -> list[InfoHash]:

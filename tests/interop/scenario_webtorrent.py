@@ -57,14 +57,15 @@ class RecordingNode(DHTNode):
         self.watched = watched
         self.wire: list[tuple[float, tuple[str, int], dict | None, int]] = []
 
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        if addr[0] in self.watched and len(self.wire) < 2000:
-            try:
-                message = _raw.decode(data)
-            except Exception:
-                message = None
-            self.wire.append((time.monotonic(), (addr[0], addr[1]), message, len(data)))
-        super().datagram_received(data, addr)
+    def datagrams_received(self, batch: list) -> None:
+        for data, addr in batch:
+            if addr[0] in self.watched and len(self.wire) < 2000:
+                try:
+                    message = _raw.decode(data)
+                except Exception:
+                    message = None
+                self.wire.append((time.monotonic(), (addr[0], addr[1]), message, len(data)))
+        super().datagrams_received(batch)
 
 
 def text(value: Any) -> Any:

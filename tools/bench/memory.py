@@ -11,7 +11,7 @@ as the growth of the process's RSS (VmRSS, after gc) and once as the bytes trace
   100,000 peers.
 - routing: `--tables` routing tables (default 100), each given 16 answering nodes at each of
   the first 20 depths (8 in the bucket, 8 in its replacement cache); per entry.
-- pending: one `DHTNode` on 127.0.0.1 with `--pending` pings (default 20,000) outstanding to
+- pending: one `Node` on 127.0.0.1 with `--pending` pings (default 20,000) outstanding to
   a loopback socket that never answers (each ping is a task awaiting its transaction, as in a
   lookup); per pending query. The node sends these pings to 127.0.0.1 only.
 
@@ -108,14 +108,16 @@ def measure_pending(meter: Meter, count: int) -> dict:
     import asyncio
     import socket
 
-    from mldht import DHTNode, NodeConfig
+    from mldht import Node, NodeConfig
 
     async def run() -> dict:
-        config = NodeConfig(max_pending=count + 10, query_timeout=120.0, inbound_rate=0)
+        # No outbound budget: every ping to the one silent address must be out at once.
+        config = NodeConfig(max_pending=count + 10, query_timeout=120.0, inbound_rate=0,
+                            query_rate=0, per_ip_query_rate=0)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
             silent.bind(("127.0.0.1", 0))  # never read: queries to it are never answered
             target = silent.getsockname()
-            async with DHTNode(("127.0.0.1", 0), bootstrap=[], config=config) as node:
+            async with Node(("127.0.0.1", 0), bootstrap=[], config=config) as node:
                 warm = asyncio.create_task(node.ping(target))
                 await asyncio.sleep(0.05)
                 warm.cancel()

@@ -1,9 +1,12 @@
-"""The iterative Kademlia lookup as a sans-I/O state machine.
+"""The iterative Kademlia lookup as a sans-I/O state machine: which candidates to ask, in
+what order, and when the lookup is over.
 
-One class serves find_node, get_peers and the get_peers phase of announce. The runtime
-asks `next_queries(now)` what to send, reports each outcome with `on_reply` or
-`on_failure` (hard timeout or error), wakes up at `next_deadline()` to let soft timeouts
-open new slots, and stops when `done` is true.
+Every traversal (find_node, get_peers, BEP 44 get, an application's own) runs on this
+class; `traversal.py` drives it. The driver asks `next_queries(now)` what to send, says
+when each query really left with `on_sent` (it may wait for the outbound budget first, and
+its soft timeout only starts then), reports each outcome with `on_reply` or `on_failure`
+(hard timeout or error), wakes up at `next_deadline()` to let soft timeouts open new
+slots, and stops when `done` is true.
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ import enum
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .compact import Address, NodeInfo
-from .ids import ID_BITS, NodeId, distance
+import math
 
-ALPHA = 5
+from ..compact import Address, NodeInfo
+from ..config import DEFAULT_ALPHA, DEFAULT_K
+from ..ids import ID_BITS, NodeId, distance
+
+ALPHA = DEFAULT_ALPHA
 SOFT_TIMEOUT = 1.0
-K = 8
+K = DEFAULT_K
 MIN_SOFT_TIMEOUT = 0.25
 """The adaptive soft timeout never goes below this (seconds)."""
 RTT_FACTOR = 3.0
@@ -32,6 +38,7 @@ UNKNOWN_DISTANCE = 1 << ID_BITS
 class CandidateState(enum.Enum):
     NEW = "new"
     IN_FLIGHT = "in_flight"
+    """Chosen and holding a slot: waiting for the budget (`sent_at` is inf) or sent."""
     SLOW = "slow"
     """Past the soft timeout: still awaited, but no longer holding a slot."""
     ABANDONED = "abandoned"
@@ -165,8 +172,11 @@ class Lookup:
                     and now >= candidate.sent_at + self.max_soft_timeout):
                 candidate.state = CandidateState.ABANDONED
 
-    def next_queries(self, now: float) -> list[NodeInfo | Address]:
-        """The nodes to query now (each returned once); bare addresses for unknown ids."""
+    def next_queries(self, now: float, assume_sent: bool = True) -> list[NodeInfo | Address]:
+        """The nodes to query now (each returned once); bare addresses for unknown ids.
+
+        With `assume_sent` false their soft timeouts wait for `on_sent` (the driver's
+        queries may wait for the outbound budget first); by default they start now."""
         self._expire_soft(now)
         if self.done:
             return []
@@ -181,17 +191,23 @@ class Lookup:
                 answered += 1
             elif candidate.state is CandidateState.NEW:
                 candidate.state = CandidateState.IN_FLIGHT
-                candidate.sent_at = now
+                candidate.sent_at = now if assume_sent else math.inf
                 self.stats.queried += 1
                 slots -= 1
                 chosen.append(candidate.info if candidate.node_id is not None else candidate.address)
         return chosen
 
+    def on_sent(self, address: Address, now: float) -> None:
+        """The query to `address` left now: its soft timeout starts."""
+        candidate = self._candidates.get(address)
+        if candidate is not None and candidate.state is CandidateState.IN_FLIGHT:
+            candidate.sent_at = now
+
     def next_deadline(self) -> float | None:
         """When the earliest in-flight query passes its soft timeout, or (without
-        `wait_for_slow`) a slow one is abandoned; None when nothing is pending."""
+        `wait_for_slow`) a slow one is abandoned; None when nothing sent is pending."""
         times = [c.sent_at + self.soft_timeout for c in self._ordered
-                 if c.state is CandidateState.IN_FLIGHT]
+                 if c.state is CandidateState.IN_FLIGHT and c.sent_at != math.inf]
         if not self.wait_for_slow:
             times += [c.sent_at + self.max_soft_timeout for c in self._ordered
                       if c.state is CandidateState.SLOW]
@@ -253,13 +269,22 @@ class Lookup:
                     return False
         return False
 
-    def on_failure(self, address: Address, now: float) -> None:
-        """The query to `address` timed out for good, or was answered with an error."""
+    def on_failure(self, address: Address, now: float, sent: bool = True) -> None:
+        """The query to `address` timed out for good, or was answered with an error; with
+        `sent` false it never left (it is then not counted as queried)."""
         candidate = self._candidates.get(address)
         if candidate is None or candidate.state in (CandidateState.ANSWERED, CandidateState.FAILED):
             return
         candidate.state = CandidateState.FAILED
-        self.stats.failed += 1
+        if sent:
+            self.stats.failed += 1
+        else:
+            self.stats.queried -= 1
+
+    def unsent(self) -> list[Address]:
+        """Candidates chosen whose queries have not left yet (waiting for the budget)."""
+        return [c.address for c in self._ordered
+                if c.state is CandidateState.IN_FLIGHT and c.sent_at == math.inf]
 
     @property
     def done(self) -> bool:
@@ -276,6 +301,10 @@ class Lookup:
             if answered >= self.k:
                 return True
         return True
+
+    def in_flight_count(self) -> int:
+        """Queries sent and still within their soft timeout."""
+        return sum(1 for c in self._ordered if c.state is CandidateState.IN_FLIGHT)
 
     @property
     def pending(self) -> int:
