@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import difflib
+import math
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields, replace
+
+from .errors import InvalidInput
 
 DEFAULT_BOOTSTRAP: tuple[str, ...] = (
     # Routers found answering in 2026; router.bittorrent.com and router.utorrent.com have
@@ -110,3 +117,133 @@ class NodeConfig:
     adopt_secure_id: bool = True
     """Move to a BEP 42 id once the external IP is known and our id does not match it
     (never when an explicit `node_id` was given)."""
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, object] | Iterable[str] = (),
+                       base: "NodeConfig | None" = None) -> "NodeConfig":
+        """`base` (default: the defaults) with `overrides` applied: a mapping of field names
+        to values (text, or booleans and numbers as TOML gives them), or `NAME=VALUE`
+        strings as given to --set. Raises InvalidInput naming the field for an unknown
+        field or a value that does not fit it (see `parse_config_value`)."""
+        if isinstance(overrides, Mapping):
+            changes = {_field_name(name): config_value(name, value)
+                       for name, value in overrides.items()}
+        else:
+            changes = dict(parse_override(item) for item in overrides)
+        return replace(base if base is not None else cls(), **changes)
+
+
+# --- setting fields from text: `--set NAME=VALUE`, a TOML file ---------------------------
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def config_field_names() -> list[str]:
+    return [f.name for f in fields(NodeConfig)]
+
+
+def _field_name(name: str) -> str:
+    """`name` as a NodeConfig field (dashes allowed for underscores), or InvalidInput."""
+    clean = str(name).strip().replace("-", "_")
+    names = config_field_names()
+    if clean not in names:
+        close = difflib.get_close_matches(clean, names, n=3)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise InvalidInput(f"unknown NodeConfig field {name!r}{hint}")
+    return clean
+
+
+def _kind(name: str) -> str:
+    """"bool", "int", "float", or something text cannot set (`version`), from the field's
+    annotation (a default such as 256 * 1024 may be an int in a float field)."""
+    annotation = next(f.type for f in fields(NodeConfig) if f.name == name)
+    return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+
+
+_KIND_WORDS = {"bool": "a boolean (true or false)", "int": "a whole number",
+               "float": "a number"}
+
+
+def _checked(name: str, kind: str, value):
+    if kind in ("int", "float") and (math.isnan(value) or value < 0):
+        raise InvalidInput(f"{name} must be a number not below 0, not {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def parse_config_value(name: str, text: str):
+    """The value of NodeConfig field `name` written as `text`: a boolean (1/0, true/false,
+    yes/no, on/off), a whole number or a number, by the field's type; numbers may not be
+    negative. Raises InvalidInput naming the field for an unknown field or a value that does
+    not fit it."""
+    name = _field_name(name)
+    kind = _kind(name)
+    text = str(text).strip()
+    if kind == "bool":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+    elif kind in ("int", "float"):
+        try:
+            value = int(text) if kind == "int" else float(text)
+        except ValueError:
+            pass
+        else:
+            return _checked(name, kind, value)
+    else:
+        raise InvalidInput(f"{name} cannot be set from text")
+    raise InvalidInput(f"{name} is {_KIND_WORDS[kind]}, not {text!r}")
+
+
+def config_value(name: str, value):
+    """`value` (text, or a boolean or number as TOML gives it) checked and converted for
+    field `name`."""
+    name = _field_name(name)
+    if isinstance(value, str):
+        return parse_config_value(name, value)
+    kind = _kind(name)
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if not isinstance(value, bool) and (
+            (kind == "int" and isinstance(value, int))
+            or (kind == "float" and isinstance(value, (int, float)))):
+        return _checked(name, kind, value)
+    if kind not in _KIND_WORDS:
+        raise InvalidInput(f"{name} cannot be set from a config file")
+    raise InvalidInput(f"{name} is {_KIND_WORDS[kind]}, not {value!r}")
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    """`NAME=VALUE` (as given to --set) as a field name and its converted value."""
+    name, equals, text = str(item).partition("=")
+    if not equals or not name.strip() or not text.strip():
+        raise InvalidInput(f"expected NAME=VALUE with a NodeConfig field, not {item!r}")
+    name = _field_name(name)
+    return name, parse_config_value(name, text)
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, object]:
+    """The NodeConfig fields set in a TOML file: at the top level, or in a `[node]` table
+    (not both). Raises InvalidInput naming the file and the field at fault."""
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as exc:
+        raise InvalidInput(f"config file {str(path)!r}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    table = document
+    if "node" in document:
+        table = document["node"]
+        if not isinstance(table, dict) or len(document) > 1:
+            raise InvalidInput(f"config file {str(path)!r}: put the fields either at the top "
+                               "level or in a [node] table, not both")
+    overrides: dict[str, object] = {}
+    for key, value in table.items():
+        try:
+            name = _field_name(key)
+            overrides[name] = config_value(name, value)
+        except InvalidInput as exc:
+            raise InvalidInput(f"config file {str(path)!r}: {exc}") from None
+    return overrides

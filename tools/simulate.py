@@ -16,9 +16,10 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 
-from mldht import NodeConfig
+from mldht import InvalidInput, NodeConfig
+from mldht.config import parse_override
 from mldht.sim import Scenario, format_report, run_scenario
 
 PRESETS: dict[str, dict] = {
@@ -40,31 +41,15 @@ AUTO_SEEDED_ABOVE = 2000
 some 300 queries)."""
 
 
-def _config_value(name: str, text: str):
-    default = getattr(NodeConfig(), name)
-    if isinstance(default, bool):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise argparse.ArgumentTypeError(f"{name} is a boolean, not {text!r}")
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float):
-        return float(text)
-    raise argparse.ArgumentTypeError(f"{name} cannot be set from the command line")
-
-
 def build_config(args: argparse.Namespace) -> NodeConfig:
     """NodeConfig from the preset, then --set, then the dedicated flags."""
     overrides = dict(PRESETS[args.preset])
-    names = {f.name for f in fields(NodeConfig)}
     for item in args.set or []:
-        name, _, value = item.partition("=")
-        name = name.strip().replace("-", "_")
-        if name not in names or not value:
-            raise SystemExit(f"--set wants NAME=VALUE with a NodeConfig field, got {item!r}")
-        overrides[name] = _config_value(name, value.strip())
+        try:
+            name, value = parse_override(item)  # the parsing of `mldht serve --set`
+        except InvalidInput as exc:
+            raise SystemExit(f"--set {item!r}: {exc}") from None
+        overrides[name] = value
     for name in ("alpha", "soft_timeout", "query_timeout", "k"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
