@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -19,16 +21,23 @@ from .compact import format_address, parse_host_port
 from .bep44 import MAX_SALT_BYTES, Item, KeyPair, bencode as bencode_value, mutable_target
 from .bep51 import InvalidSample
 from .blocklist import Blocklist
-from .config import DEFAULT_BOOTSTRAP, NodeConfig
-from .errors import InvalidInput, MldhtError
+from .config import DEFAULT_BOOTSTRAP, NodeConfig, load_config_file, parse_override
+from .errors import InvalidInput, JoinFailed, MldhtError
 from .ids import NodeId, parse_infohash
 from .krpc import decode_bencode
 from .engine import LookupSummary
 from .node import Node, ipv6_available
+from .state import check_state_path
 
 EXIT_FOUND = 0
+"""A lookup found what it looked for (peers, an item, nodes, nodes that took the value)."""
 EXIT_NOT_FOUND = 1
+"""The DHT was joined but the lookup found nothing."""
 EXIT_BAD_INPUT = 2
+"""Bad input: an argument, a file, an address that cannot be bound."""
+EXIT_JOIN_FAILED = 3
+"""Could not join the DHT: no bootstrap node or saved node answered, or none could be
+resolved."""
 
 log = logging.getLogger("mldht")
 
@@ -37,17 +46,57 @@ class _Parser(argparse.ArgumentParser):
     """Reports bad input as one line and exit status 2, without the usage block."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_BAD_INPUT, f"mldht: error: {message}\n")
 
 
 def _bootstrap_list(values: list[str] | None) -> list[str] | None:
-    """Repeated --bootstrap flags and comma-separated lists; None when none was given."""
-    if not values:
+    """Repeated --bootstrap flags and comma-separated lists; None when none was given.
+    An empty entry ('', 'a:1,,b:2', a trailing comma) is an error, not 'no bootstrap'."""
+    if values is None:
         return None
-    entries = [item.strip() for value in values for item in value.split(",") if item.strip()]
-    for entry in entries:
-        parse_host_port(entry)  # raises InvalidInput with a one-line message
+    entries = []
+    for value in values:
+        for item in value.split(","):
+            if not item.strip():
+                raise InvalidInput(f"--bootstrap {value!r}: empty entry (give HOST:PORT, "
+                                   "several separated by commas)")
+            parse_host_port(item)  # raises InvalidInput with a one-line message
+            entries.append(item.strip())
     return entries
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE.toml",
+                        help="NodeConfig fields from a TOML file: NAME = VALUE lines at the top "
+                             "level or under a [node] table")
+    parser.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
+                        help="set a NodeConfig field, after --config (repeatable), e.g. "
+                             "--set inbound_rate=0 --set enforce_node_id=true")
+
+
+def _node_config(args) -> NodeConfig:
+    """NodeConfig: the defaults, then --config FILE, then each --set in order."""
+    overrides: dict = {}
+    if getattr(args, "config", None):
+        overrides.update(load_config_file(args.config))
+    for item in getattr(args, "set", None) or []:
+        try:
+            name, value = parse_override(item)
+        except InvalidInput as exc:
+            raise InvalidInput(f"--set {item!r}: {exc}") from None
+        overrides[name] = value
+    return NodeConfig.from_overrides(overrides)
 
 
 def _add_network_options(parser: argparse.ArgumentParser, timeout: float) -> None:
@@ -58,9 +107,10 @@ def _add_network_options(parser: argparse.ArgumentParser, timeout: float) -> Non
                         help="local UDP address; give one IPv4 and one IPv6 address for both "
                              "families (default: any IPv4 address, plus any IPv6 address when "
                              "a bootstrap node is IPv6; free ports)")
-    parser.add_argument("--timeout", type=float, default=timeout, metavar="S",
+    parser.add_argument("--timeout", type=_positive_seconds, default=timeout, metavar="S",
                         help=f"give up after S seconds (default {timeout:g})")
     _add_blocklist_option(parser)
+    _add_config_options(parser)
 
 
 def _add_blocklist_option(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     ping = commands.add_parser("ping", help="ping one node and print its id")
     ping.add_argument("address", metavar="HOST:PORT")
     ping.add_argument("--bind", default="0.0.0.0:0", metavar="IP:PORT")
-    ping.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    ping.add_argument("--timeout", type=_positive_seconds, default=5.0, metavar="S")
     ping.add_argument("--json", action="store_true")
 
     sample = commands.add_parser(
@@ -136,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--target", metavar="ID", help="40 hex digits: also return the node's "
                         "nodes closest to this id (default: random)")
     sample.add_argument("--bind", default="0.0.0.0:0", metavar="IP:PORT")
-    sample.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    sample.add_argument("--timeout", type=_positive_seconds, default=5.0, metavar="S")
     sample.add_argument("--json", action="store_true")
 
     find_node = commands.add_parser("find-node", help="print the nodes closest to an id")
@@ -150,10 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "IPv6 address, e.g. --bind [::]:6881, for a dual-stack node (BEP 32)")
     serve.add_argument("--bootstrap", action="append", metavar="HOST:PORT",
                        help="node to join through (repeatable, or comma-separated)")
-    serve.add_argument("--state", metavar="FILE", help="keep the node id and good nodes here")
-    serve.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
-                       help="log counters every S seconds (default 60)")
+    serve.add_argument("--state", metavar="FILE",
+                       help="keep the node id and good nodes here (checked at start: its folder "
+                            "must exist and be writable; a damaged file is kept aside as "
+                            "FILE.damaged-TIME and the node starts afresh)")
+    serve.add_argument("--stats-interval", type=_positive_seconds, default=60.0, metavar="S",
+                       help="log a status line every S seconds (default 60)")
     _add_blocklist_option(serve)
+    _add_config_options(serve)
     replay = commands.add_parser(
         "replay", help="check a packet capture of KRPC traffic and replay its queries to a node")
     replay.add_argument("capture", help="pcap or pcapng file (tcpdump -w, tshark -w)")
@@ -167,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "libtorrent bans an IP that sends more than 50 in 10 s)")
     replay.add_argument("--limit", type=int, default=10_000, metavar="N",
                         help="replay at most N queries (default 10000)")
-    replay.add_argument("--timeout", type=float, default=2.0, metavar="S",
+    replay.add_argument("--timeout", type=_positive_seconds, default=2.0, metavar="S",
                         help="seconds to wait for each reply (default 2)")
     replay.add_argument("--json", action="store_true", help="one JSON object with every finding")
     return parser
@@ -212,16 +266,21 @@ def _node_for(binds: list[str], **kwargs) -> Node:
         raise InvalidInput(f"--bind: {exc}") from None
 
 
-async def _joined_node(args, read_only: bool, single: bool = False):
-    """Start and bootstrap a node (dual-stack when binds allow, unless `single`); returns it
-    with the time left before --timeout."""
+async def _joined_node(args, read_only: bool):
+    """Start and bootstrap a node (both families when the binds allow: every operation runs
+    on each and merges); returns it with the time left before --timeout. Raises JoinFailed
+    (the node closed) when nobody answered."""
     started = time.monotonic()
     bootstrap = _bootstrap_list(args.bootstrap)
     binds = _lookup_binds(args, bootstrap)
-    node = _node_for(binds[:1] if single else binds, bootstrap=bootstrap, read_only=read_only,
-                     blocklist=_blocklist(args))
+    node = _node_for(binds, bootstrap=bootstrap, read_only=read_only,
+                     blocklist=_blocklist(args), config=_node_config(args))
     await node.start()
-    await node.bootstrap(timeout=args.timeout / 2)
+    try:
+        await node.bootstrap(timeout=args.timeout / 2)
+    except BaseException:
+        await node.close()
+        raise
     return node, max(args.timeout - (time.monotonic() - started), 1.0)
 
 
@@ -339,7 +398,7 @@ async def _put(args) -> int:
                else Item.mutable(keys, value, args.seq or 0, salt)).problem()
     if problem is not None:
         raise InvalidInput(problem[1])
-    node, remaining = await _joined_node(args, read_only=True, single=True)
+    node, remaining = await _joined_node(args, read_only=True)
     async with node:
         if keys is None:
             result = await node.put_immutable(value, timeout=remaining)
@@ -378,7 +437,7 @@ async def _get(args) -> int:
     else:
         raise InvalidInput(f"TARGET {args.target!r} is neither 40 hex digits (a target) nor 64 "
                            "(a public key)")
-    node, remaining = await _joined_node(args, read_only=True, single=True)
+    node, remaining = await _joined_node(args, read_only=True)
     async with node:
         result = await node.get_item(target, salt=salt, timeout=remaining)
     item = result.item
@@ -442,7 +501,7 @@ async def _sample(args) -> int:
 
 async def _find_node(args) -> int:
     target = NodeId.from_hex(args.node_id)
-    node, remaining = await _joined_node(args, read_only=True, single=True)
+    node, remaining = await _joined_node(args, read_only=True)
     async with node:
         summary = await node.find_node_lookup(target, timeout=remaining)
     for found in summary.closest:
@@ -454,31 +513,70 @@ async def _find_node(args) -> int:
     return EXIT_FOUND if summary.closest else EXIT_NOT_FOUND
 
 
+def status_line(status: dict) -> str:
+    """One readable line from `Node.status()`: the routing tables, the stores, the queries
+    in and out, timeouts and datagrams dropped by the inbound rate limit."""
+    families = status["families"]
+    tables = []
+    for name, family in families.items():
+        table = family["table"]
+        label = "" if len(families) == 1 else ("IPv6 " if name == "ipv6" else "IPv4 ")
+        tables.append(f"{label}{table['nodes']} nodes ({table['good']} good)")
+    counters, stores = status["counters"], status["stores"]
+    queries_in = sum(counters["queries_received"].values())
+    return (f"{'table' if len(tables) == 1 else 'tables'} {', '.join(tables)}, "
+            f"stored {stores['infohashes']} infohashes / {stores['peers']} peers / "
+            f"{stores['items']} items, in {queries_in} q / out {counters['queries_sent']} q, "
+            f"timeouts {counters['timeouts']}, rate-limited {counters['rate_limited']}")
+
+
+def _changed_fields(config: NodeConfig) -> dict:
+    default = NodeConfig()
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(NodeConfig)
+            if getattr(config, f.name) != getattr(default, f.name)}
+
+
+def _log_join(task: asyncio.Task) -> None:
+    if task.cancelled():
+        return
+    problem = task.exception()
+    if isinstance(problem, JoinFailed):
+        log.warning("%s; serving anyway (nodes that contact this one will fill its table)",
+                    problem)
+    elif problem is not None:
+        log.warning("bootstrap failed: %s", problem)
+
+
 async def _serve(args) -> int:
     bootstrap = _bootstrap_list(args.bootstrap)
+    config = _node_config(args)
+    if args.state:
+        check_state_path(args.state)  # InvalidInput naming the path, before any socket
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    log.info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
+        # OSError naming the address for a port in use.
         server = _node_for(args.bind or ["0.0.0.0:6881"], bootstrap=bootstrap,
-                           state_file=args.state, blocklist=_blocklist(args))
+                           state_file=args.state, blocklist=_blocklist(args), config=config)
         async with server:
+            log.info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
+            changed = _changed_fields(config)
+            if changed:
+                log.info("config: %s", ", ".join(f"{name}={value!r}"
+                                                 for name, value in changed.items()))
             for name, node_id in server.node_ids.items():
-                log.warning("serving as %s on %s", node_id.hex(),
-                            format_address(server.address_of(name)))
+                log.info("serving as %s on %s", node_id.hex(),
+                         format_address(server.address_of(name)))
             joining = asyncio.create_task(server.bootstrap())
+            joining.add_done_callback(_log_join)
             while not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(args.stats_interval):
                         await stop.wait()
-                for name in server.families:
-                    counts = server.routing_table_of(name).counts(time.monotonic())
-                    log.info("%s: table %s, stored infohashes %d, stats %s",
-                             format_address(server.address_of(name)), counts,
-                             len(server.peer_store), server.stats)
-            log.warning("stopping")
+                log.info("%s", status_line(server.status()))
+            log.info("stopping")
             joining.cancel()
             with contextlib.suppress(asyncio.CancelledError, MldhtError):
                 await joining
@@ -576,19 +674,46 @@ def _run(coroutine):
     return asyncio.run(coroutine)
 
 
+def _error(message: object) -> None:
+    print(f"mldht: error: {message}", file=sys.stderr, flush=True)
+
+
+def _os_error_text(exc: OSError) -> str:
+    """'cannot bind 127.0.0.1:6881: address already in use ...', 'FILE: No such file...',
+    without the '[Errno N]' prefix."""
+    if exc.strerror and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return exc.strerror or str(exc)
+
+
+async def run_command(args: argparse.Namespace) -> int:
+    """Run the command of parsed `args` on the running loop; returns the exit status, with
+    a one-line `mldht: error: ...` on stderr for bad input (2) and a failed join (3)."""
+    try:
+        return await COMMANDS[args.command](args)
+    except JoinFailed as exc:
+        _error(exc)
+        return EXIT_JOIN_FAILED
+    except InvalidInput as exc:
+        _error(exc)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        _error(_os_error_text(exc))
+        return EXIT_BAD_INPUT
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Exit status: 0 found, 1 none found, 2 bad input, 3 could not join the DHT (130 on
+    Ctrl-C); `serve` exits 0 on SIGINT/SIGTERM."""
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * args.verbose if args.command != "serve" else logging.INFO - 10 * args.verbose
     logging.basicConfig(level=max(level, logging.DEBUG), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return _run(COMMANDS[args.command](args))
+        return _run(run_command(args))
     except InvalidInput as exc:
-        print(f"mldht: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as exc:
-        print(f"mldht: error: {exc}", file=sys.stderr)
+        _error(exc)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130

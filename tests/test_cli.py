@@ -15,10 +15,12 @@ import socket
 
 import pytest
 
-from dhtnet import DhtNetwork, free_udp_port, net, run_cli  # noqa: F401 (net: fixture)
+import dhtnet
+from dhtnet import DhtNetwork, free_udp_port, run_cli
 from mldht import InfoHash, NodeId
 
 pytestmark = [pytest.mark.network, pytest.mark.asyncio(loop_scope="module")]
+net = dhtnet.net  # the module's 30-node network (a fixture)
 
 SUMMARY = re.compile(r"(\d+) distinct peers? in [\d.]+ s \((?:no peer|first after [\d.]+ s)\); "
                      r"nodes queried (\d+), answered (\d+), no answer (\d+)"
@@ -231,11 +233,96 @@ async def test_repeated_bootstrap_flags(net: DhtNetwork, silent_port):
     assert result.stdout.splitlines() == ["127.0.0.16:7005"]
 
 
-async def test_only_silent_bootstrap_finds_nothing(silent_port):
-    result = await run_cli("get-peers", new_info_hash(111).hex(), "--bootstrap", silent_port,
-                           "--bind", "127.0.0.200:0", "--timeout", "3", timeout=20)
-    assert result.returncode == 1, result
+LOOKUPS = {
+    "get-peers": ["get-peers", "aa" * 20],
+    "announce": ["announce", "aa" * 20, "--port", "6881"],
+    "put": ["put", "hello"],
+    "get": ["get", "bb" * 20],
+    "find-node": ["find-node", "cc" * 20],
+}
+
+
+@pytest.mark.parametrize("command", sorted(LOOKUPS))
+async def test_only_silent_bootstrap_exits_3_with_one_line(silent_port, command):
+    """Nobody answered the join: exit 3 and the join failure as the one line on stderr."""
+    result = await run_cli(*LOOKUPS[command], "--bootstrap", silent_port,
+                           "--bind", "127.0.0.200:0", "--timeout", "2", timeout=20)
+    assert result.returncode == 3, result
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"mldht: error: could not join the DHT: no answer from {silent_port}"], result.stderr
     assert result.elapsed < 15
+
+
+async def test_closed_port_bootstrap_exits_3():
+    result = await run_cli("get-peers", "aa" * 20, "--bootstrap", "127.0.0.1:9",
+                           "--bind", "127.0.0.200:0", "--timeout", "2", timeout=20)
+    assert result.returncode == 3, result
+    assert result.stderr.splitlines() == [
+        "mldht: error: could not join the DHT: no answer from 127.0.0.1:9"], result.stderr
+
+
+def _unresolvable(calls: list):
+    async def getaddrinfo(host, port, *args, **kwargs):
+        calls.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    return getaddrinfo
+
+
+@pytest.mark.parametrize("bootstrap", [["--bootstrap", "router.invalid:6881,dht.invalid:25401"],
+                                       []])
+async def test_unresolvable_routers_warn_once_each_and_exit_3(monkeypatch, capsys, caplog,
+                                                             bootstrap):
+    """In process, the loop's getaddrinfo failing as DNS would (no name is really resolved):
+    one warning per router name, then the join failure as one line and exit 3. Without
+    --bootstrap the default routers are the names."""
+    from mldht import DEFAULT_BOOTSTRAP, parse_host_port
+    from mldht.cli import EXIT_JOIN_FAILED, build_parser, run_command
+
+    calls: list = []
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", _unresolvable(calls))
+    args = build_parser().parse_args(["find-node", "cc" * 20, *bootstrap,
+                                      "--bind", "127.0.0.200:0", "--timeout", "2"])
+    with caplog.at_level("WARNING", logger="mldht"):
+        code = await run_command(args)
+    assert code == EXIT_JOIN_FAILED == 3
+    names = (["router.invalid", "dht.invalid"] if bootstrap
+             else [parse_host_port(spec)[0] for spec in DEFAULT_BOOTSTRAP])
+    assert calls == names  # each name asked once, nothing else
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sorted(warnings) == sorted(f"cannot resolve bootstrap router {name}: Name or service "
+                                      "not known" for name in names), warnings
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("mldht: error: could not join the DHT: "), err
+    for name in names:
+        assert f"cannot resolve {name}: Name or service not known" in err[0]
+
+
+@pytest.mark.parametrize("bootstrap", ["", " ", ",", "127.0.0.1:9,", ",127.0.0.1:9",
+                                       "127.0.0.1:9,,127.0.0.1:8", "127.0.0.1:9, ,127.0.0.1:8"])
+async def test_empty_bootstrap_entries_exit_2(bootstrap):
+    result = await run_cli("get-peers", "aa" * 20, "--bootstrap", bootstrap,
+                           "--bind", "127.0.0.200:0", "--timeout", "2")
+    assert result.returncode == 2, result
+    assert result.stderr.splitlines() == [
+        f"mldht: error: --bootstrap {bootstrap!r}: empty entry (give HOST:PORT, several "
+        "separated by commas)"], result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command, timeout", [
+    *((["get-peers", "aa" * 20, "--bootstrap", "127.0.0.1:9"], value)
+      for value in ("0", "-1", "-0.5", "nan", "inf", "soon", "")),
+    (["find-node", "cc" * 20, "--bootstrap", "127.0.0.1:9"], "0"),
+    (["put", "x", "--bootstrap", "127.0.0.1:9"], "-2"),
+    (["ping", "127.0.0.1:9"], "0"),
+])
+async def test_timeout_must_be_a_positive_number(command, timeout):
+    result = await run_cli(*command, "--timeout", timeout)
+    assert result.returncode == 2, result
+    assert result.stderr.splitlines() == [
+        f"mldht: error: argument --timeout: {timeout!r} is not a positive number of seconds"], \
+        result.stderr
 
 
 async def test_command_line_nodes_stay_out_of_routing_tables(net: DhtNetwork):

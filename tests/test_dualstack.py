@@ -88,6 +88,55 @@ async def test_get_peers_cli_uses_both_families(pair):
     assert peers == {("127.0.0.170", 7001), ("::1", 7001)}
 
 
+async def test_put_get_find_node_and_get_peers_cli_use_both_families(pair, tmp_path):
+    """Every lookup command with one IPv4 and one IPv6 bootstrap address runs on both
+    families and merges them: put stores on nodes of both, get finds what was put,
+    find-node lists nodes of both."""
+    a, b = pair
+    for family in ("ipv4", "ipv6"):  # B knows A on both families: four nodes to find
+        await b.ping(a.address_of(family))
+    bootstrap = ",".join(spec(x) for x in b.addresses)
+    both = {"127.0.0.170", "127.0.0.171", "::1"}
+
+    def ips_of(nodes: list[str]) -> set[str]:  # NodeInfo strings: ID@IP:PORT, ID@[IP]:PORT
+        return {node.split("@", 1)[1].rsplit(":", 1)[0].strip("[]") for node in nodes}
+
+    async def cli(*args: str) -> dict | list:
+        result = await run_cli(*args, "--json", "--timeout", "5", "--bootstrap", bootstrap)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        return lines[0] if len(lines) == 1 else lines
+
+    put = await cli("put", "dual-stack value")
+    assert ips_of(put["stored_on"]) == both, put
+    got = await cli("get", put["target"])
+    assert got["found"] and got["value"] == "dual-stack value", got  # ends at the first copy
+
+    key = tmp_path / "key.hex"
+    put = await cli("put", "mutable value", "--key", str(key), "--salt", "s1")
+    assert ips_of(put["stored_on"]) == both and put["seq"] == 1, put  # 1 for a new item
+    got = await cli("get", put["public_key"], "--salt", "s1")
+    assert got["found"] and got["value"] == "mutable value" and got["seq"] == 1, got
+    assert got["copies"] >= 2, got  # a mutable get asks every family's closest nodes
+    assert got["target"] == put["target"]
+
+    found = await cli("find-node", "00" * 20)
+    assert {node["ip"] for node in found} == both, found
+    addresses = {(node["ip"], node["port"]) for node in found}
+    assert {a.address_of("ipv4"), b.address_of("ipv4")} <= addresses, found
+    # A and B share ::1: the command's table keeps one node per IP, and (mldht.compact.
+    # is_contactable: ipaddress calls ::1 reserved) a ::1 node listed in a reply is not
+    # queried. So at least one of the two IPv6 nodes, not necessarily both.
+    assert addresses & {a.address_of("ipv6"), b.address_of("ipv6")}, found
+
+    info_hash = InfoHash(b"\x44" * 20)
+    announced = await cli("announce", info_hash.hex(), "--port", "7002")
+    assert ips_of(announced["announced_to"]) == both, announced
+    lines = await cli("get-peers", info_hash.hex())
+    peers = {(p["ip"], p["port"]) for p in lines if p["type"] == "peer"}
+    assert {ip for ip, _ in peers} >= {"::1"} and len(peers) == 2, lines
+
+
 async def test_serve_with_two_binds_rejects_two_of_one_family():
     with pytest.raises(InvalidInput, match="one per address family"):
         Node(["127.0.0.1:0", "127.0.0.2:0"])
