@@ -11,6 +11,7 @@ for the budget never times out for it, and never counts against the node it is f
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,6 +26,14 @@ TRANSACTION_ID_LENGTH = 4
 QUEUED = 0
 SENT = 1
 DONE = 2
+
+
+def _later(now: float, wait: float) -> float:
+    """When to look at the budget again, `wait` seconds from `now`, and never `now` itself:
+    a refill can leave a bucket a hair under one token (1 - 1e-14), whose wait is below
+    the clock's resolution; a timer at `now` would then run, refill nothing, and be set at
+    `now` again, forever (`Timers.run_due` runs timers that callbacks set for `now`)."""
+    return max(now + wait, math.nextafter(now, math.inf))
 
 
 class TransactionOwner:
@@ -132,7 +141,8 @@ class Transactions:
             wait = budget.global_delay(now)
             if wait > 0:
                 if self._global_timer is None:
-                    self._global_timer = self.timers.at(now + wait, self._global_refilled)
+                    self._global_timer = self.timers.at(_later(now, wait),
+                                                        self._global_refilled)
                 return
             ip = ready.popleft()
             queue = self._queues.get(ip)
@@ -141,7 +151,8 @@ class Transactions:
             wait = budget.ip_delay(ip, now)
             if wait > 0:
                 if ip not in self._ip_timers:
-                    self._ip_timers[ip] = self.timers.at(now + wait, self._ip_refilled, ip)
+                    self._ip_timers[ip] = self.timers.at(_later(now, wait), self._ip_refilled,
+                                                         ip)
                 continue
             tx = queue.popleft()
             self.queued -= 1
