@@ -15,7 +15,7 @@ Every event has `as_dict()` for JSON (the status page streams them).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from ..compact import Address, NodeInfo, format_address
@@ -35,6 +35,15 @@ def _jsonable(value: Any) -> Any:
         return value.as_dict()
     if isinstance(value, BaseException):
         return str(value)
+    # Results without an as_dict of their own (ItemResult, PutResult, Sample, Response):
+    # their fields, with bencoded values' bytes keys as hex.
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {key.hex() if isinstance(key, bytes) else str(key): _jsonable(item)
+                for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_jsonable(item) for item in value]
     return value
 
 
