@@ -78,11 +78,24 @@ def is_secure_id(node_id: bytes, ip: str) -> bool:
     return prefix == crc >> (32 - PREFIX_BITS)
 
 
+@functools.lru_cache(maxsize=4096)  # one call per reply to our own queries
 def _voter_group(ip: str) -> str:
     """Voters in one /24 (IPv4) or /48 (IPv6) count once: a Sybil on one subnet is one vote."""
     address = ipaddress.ip_address(ip)
     prefix = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+@functools.lru_cache(maxsize=1024)
+def _votable(reported_ip: str) -> str | None:
+    """The canonical form of a reported IP, or None when it cannot be ours."""
+    try:
+        reported = ipaddress.ip_address(reported_ip)
+    except ValueError:
+        return None
+    if reported.is_unspecified or reported.is_multicast:
+        return None
+    return str(reported)
 
 
 class ExternalIpVoter:
@@ -106,17 +119,19 @@ class ExternalIpVoter:
     def vote(self, voter_ip: str, reported_ip: str) -> str | None:
         """Record that `voter_ip` saw us as `reported_ip`; returns the external IP when this
         vote changed it (None otherwise)."""
+        ip = _votable(reported_ip)
+        if ip is None:
+            return None
         try:
-            reported = ipaddress.ip_address(reported_ip)
             group = _voter_group(voter_ip)
         except ValueError:
             return None
-        if reported.is_unspecified or reported.is_multicast:
-            return None
         previous = self._votes.pop(group, None)
+        if previous == ip:  # the same vote again: only its recency changes
+            self._votes[group] = ip
+            return None
         if previous is not None:
             self._uncount(previous)
-        ip = str(reported)
         self._votes[group] = ip
         self._counts[ip] = self._counts.get(ip, 0) + 1
         while len(self._votes) > self.max_voters:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from .ids import ID_LENGTH, NodeId
@@ -26,10 +26,30 @@ class NodeInfo:
     id: NodeId
     ip: str
     port: int
+    _key: int | None = field(default=None, init=False, repr=False, compare=False)
+    _compact: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def address(self) -> Address:
         return (self.ip, self.port)
+
+    @property
+    def key(self) -> int:
+        """The id as an integer (cached: every table holding this node shares it)."""
+        key = self._key
+        if key is None:
+            key = int.from_bytes(self.id, "big")
+            object.__setattr__(self, "_key", key)
+        return key
+
+    @property
+    def compact(self) -> bytes:
+        """Compact node info (26 or 38 bytes), cached like `key`."""
+        packed = self._compact
+        if packed is None:
+            packed = self.id + pack_ip_port(self.ip, self.port)
+            object.__setattr__(self, "_compact", packed)
+        return packed
 
     @property
     def is_ipv6(self) -> bool:
@@ -96,18 +116,26 @@ def is_contactable(address: Address, referrer: Address) -> bool:
     ip, port = address
     if not 0 < port <= 0xFFFF:
         return False
+    kind = _contact_kind(ip)
+    if kind == _LOOPBACK:
+        return _contact_kind(referrer[0]) == _LOOPBACK
+    return kind == _ORDINARY
+
+
+_ORDINARY, _LOOPBACK, _NEVER = 0, 1, 2
+
+
+@functools.lru_cache(maxsize=65_536)  # run on every node of every reply to our lookups
+def _contact_kind(ip: str) -> int:
     try:
         parsed = ipaddress.ip_address(ip)
     except ValueError:
-        return False
+        return _NEVER
+    if parsed.is_loopback:  # first: Python counts ::1 as reserved (it lies in ::/8)
+        return _LOOPBACK
     if parsed.is_unspecified or parsed.is_multicast or parsed.is_reserved or parsed.is_link_local:
-        return False
-    if parsed.is_loopback:
-        try:
-            return ipaddress.ip_address(referrer[0]).is_loopback
-        except ValueError:
-            return False
-    return True
+        return _NEVER
+    return _ORDINARY
 
 
 @functools.lru_cache(maxsize=16_384)  # run on the source of every datagram

@@ -53,14 +53,23 @@ class PerIpLimiter:
         return len(self._buckets)
 
     def allow(self, ip: str, now: float) -> bool:
-        bucket = self._buckets.get(ip)
+        buckets = self._buckets
+        bucket = buckets.get(ip)
         if bucket is None:
             bucket = TokenBucket.full(self.rate, self.burst, now)
-            self._buckets[ip] = bucket
-            if len(self._buckets) > self.max_ips:
-                self._buckets.popitem(last=False)
+            buckets[ip] = bucket
+            if len(buckets) > self.max_ips:
+                buckets.popitem(last=False)
+            # The least recently seen IPs come first: one whose bucket has refilled since
+            # would start full anyway, so it is forgotten (what is kept is what limits).
+            refill = self.burst / self.rate if self.rate > 0 else 0.0
+            while len(buckets) > 1:
+                oldest = next(iter(buckets.values()))
+                if now - oldest.updated < refill:
+                    break
+                buckets.popitem(last=False)
         else:
-            self._buckets.move_to_end(ip)
+            buckets.move_to_end(ip)
         if bucket.allow(now):
             return True
         self.dropped += 1

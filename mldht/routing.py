@@ -9,12 +9,13 @@ caller which ones to ping (`InsertResult.ping`), and the caller reports the outc
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .compact import Address, NodeInfo, pack_address
+from .compact import Address, NodeInfo
 from .config import DEFAULT_K
-from .ids import ID_BITS, NodeId, common_prefix_bits
+from .ids import ID_BITS, NodeId
 
 K = DEFAULT_K
 GOOD_INTERVAL = 15 * 60.0
@@ -26,64 +27,87 @@ ID_CHANGE_WINDOW = 15 * 60.0
 MAX_ID_CHANGES_TRACKED = 4096
 
 
+def _good_until(entry: "RoutingEntry") -> float:
+    """When a good entry stops being good if nothing is heard from it (see `state`)."""
+    until = (entry.last_response or -math.inf) + GOOD_INTERVAL
+    if entry.last_response is not None and entry.last_query is not None:
+        until = max(until, entry.last_query + GOOD_INTERVAL)
+    return until
+
+
 class NodeState(enum.Enum):
     GOOD = "good"
     QUESTIONABLE = "questionable"
     BAD = "bad"
 
 
-@dataclass(slots=True, eq=False)
 class RoutingEntry:
-    """A node in the table with what we know of its liveness (compared by identity)."""
+    """A node in the table with what we know of its liveness (compared by identity).
 
-    id: NodeId
-    ip: str
-    port: int
-    added: float
-    last_response: float | None = None
-    """When it last answered one of our queries (None: never)."""
-    last_query: float | None = None
-    """When it last sent us a valid query."""
-    failures: int = 0
-    """Queries in a row it has failed to answer."""
-    ping_pending: bool = False
-    secure_id: bool = True
-    """Its id matches its IP under BEP 42 (or its IP is exempt)."""
-    key: int = field(init=False, repr=False, compare=False)
-    """The id as an integer: XOR distances are computed on every find_node we answer."""
-    _info: NodeInfo | None = field(default=None, init=False, repr=False, compare=False)
-    _compact: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    Kept small (88 bytes): a node's id, address, integer id and compact form live on its
+    `NodeInfo`, shared with whoever told us of it (a reply, a simulator's population), and
+    a table of a long-lived node holds some hundred of these."""
 
-    def __post_init__(self) -> None:
-        self.key = int.from_bytes(self.id, "big")
+    __slots__ = ("info", "key", "last_response", "last_query", "failures", "ping_pending",
+                 "secure_id")
+
+    def __init__(self, info: NodeInfo, last_response: float | None = None,
+                 last_query: float | None = None, secure_id: bool = True) -> None:
+        self.info = info
+        """The node as exchanged on the wire (id, ip, port)."""
+        self.key = info.key
+        """The id as an integer: XOR distances are computed on every find_node we answer."""
+        self.last_response = last_response
+        """When it last answered one of our queries (None: never)."""
+        self.last_query = last_query
+        """When it last sent us a valid query."""
+        self.failures = 0
+        """Queries in a row it has failed to answer."""
+        self.ping_pending = False
+        self.secure_id = secure_id
+        """Its id matches its IP under BEP 42 (or its IP is exempt)."""
+
+    @classmethod
+    def of(cls, node: NodeInfo, now: float, responded: bool, secure: bool) -> "RoutingEntry":
+        return cls(node, now if responded else None, None if responded else now, secure)
+
+    def __repr__(self) -> str:
+        return (f"RoutingEntry({self.info}, last_response={self.last_response}, "
+                f"last_query={self.last_query}, failures={self.failures})")
 
     @property
-    def info(self) -> NodeInfo:
-        if self._info is None:  # cached until the port changes (id and ip never do)
-            self._info = NodeInfo(self.id, self.ip, self.port)
-        return self._info
+    def id(self) -> NodeId:
+        return self.info.id
+
+    @property
+    def ip(self) -> str:
+        return self.info.ip
+
+    @property
+    def port(self) -> int:
+        return self.info.port
 
     @property
     def compact(self) -> bytes:
         """Compact node info (26 or 38 bytes), as it goes into `nodes` replies."""
-        if self._compact is None:
-            self._compact = self.id + pack_address((self.ip, self.port))
-        return self._compact
+        return self.info.compact
 
     def move_to_port(self, port: int) -> None:
-        """The node now sends from `port` (a NAT remapped it): forget what was cached."""
-        if port != self.port:
-            self.port = port
-            self._info = None
-            self._compact = None
+        """The node now sends from `port` (a NAT remapped it)."""
+        info = self.info
+        if port != info.port:
+            self.info = NodeInfo(info.id, info.ip, port)
 
     @property
     def address(self) -> Address:
-        return (self.ip, self.port)
+        return self.info.address
 
     @property
     def last_seen(self) -> float:
-        return max(self.last_response or self.added, self.last_query or self.added)
+        response, query = self.last_response, self.last_query
+        if response is None:
+            return query  # type: ignore[return-value]  # one of the two is always set
+        return response if query is None or response > query else query
 
     def state(self, now: float) -> NodeState:
         if self.failures >= BAD_AFTER_FAILURES:
@@ -125,6 +149,7 @@ class InsertResult:
     a querier that has not is worth a verification ping."""
 
 
+_ADDED = InsertResult(InsertOutcome.ADDED, verified=True)
 _UPDATED = InsertResult(InsertOutcome.UPDATED)
 _UPDATED_VERIFIED = InsertResult(InsertOutcome.UPDATED, verified=True)
 _WAITING = InsertResult(InsertOutcome.REPLACEMENT, "not verified yet")
@@ -162,8 +187,11 @@ class RoutingTable:
         """IP -> until when it stays out of the table (bounded likewise)."""
         self.listener: Callable[[str, RoutingEntry], None] | None = None
         """Told `("added", entry)` / `("removed", entry)` when a main bucket changes."""
+        self._quiet_until = -math.inf
+        """No entry can turn questionable before this time (see `questionable`)."""
 
     def _notify(self, change: str, entry: RoutingEntry) -> None:
+        self._quiet_until = -math.inf  # an entry from the replacements may be old already
         if self.listener is not None:
             self.listener(change, entry)
 
@@ -182,7 +210,7 @@ class RoutingTable:
     def _place(self, entry: RoutingEntry) -> bool:
         """Put an existing entry where it belongs (no liveness change); False when full."""
         while True:
-            index = self.bucket_index(entry.id)
+            index = self._index_of(entry.key)
             bucket = self.buckets[index]
             if len(bucket.nodes) < self.k:
                 bucket.nodes.append(entry)
@@ -197,8 +225,12 @@ class RoutingTable:
     # --- lookup -------------------------------------------------------------------------
 
     def bucket_index(self, node_id: bytes) -> int:
-        shared = ID_BITS - (self.own_key ^ int.from_bytes(node_id, "big")).bit_length()
-        return min(shared, len(self.buckets) - 1)
+        return self._index_of(int.from_bytes(node_id, "big"))
+
+    def _index_of(self, key: int) -> int:
+        shared = ID_BITS - (self.own_key ^ key).bit_length()
+        last = len(self.buckets) - 1
+        return shared if shared < last else last
 
     def get(self, address: Address) -> RoutingEntry | None:
         entry = self._by_ip.get(address[0])
@@ -239,7 +271,7 @@ class RoutingTable:
     def _closest_entries(self, target: bytes, count: int, verified_only: bool,
                          exclude: Address | None, good_at: float | None) -> list[RoutingEntry]:
         target_key = int.from_bytes(target, "big")
-        excluded_ip, excluded_port = exclude if exclude is not None else (None, None)
+        excluded = self.get(exclude) if exclude is not None else None
         # Buckets fall into classes of XOR distance to the target: the target's own bucket
         # b is nearest, then every deeper bucket (their distance has its top bit at b), then
         # buckets b-1, b-2, ... each farther than the one before. Walk the classes in that
@@ -257,7 +289,7 @@ class RoutingTable:
             chosen = [(entry.key ^ target_key, entry) for entry in members
                       if entry.failures < BAD_AFTER_FAILURES
                       and (not verified_only or entry.last_response is not None)
-                      and (entry.port != excluded_port or entry.ip != excluded_ip)
+                      and entry is not excluded
                       and (good_at is None or entry.state(good_at) is NodeState.GOOD)]
             chosen.sort()  # distances are distinct: ids are unique in the table
             for _, entry in chosen:
@@ -281,13 +313,14 @@ class RoutingTable:
         depth = len(self.buckets) - 1
         new = Bucket(last_changed=old.last_changed)
         self.buckets.append(new)
+        own, limit = self.own_key, ID_BITS - depth  # deeper: fewer than `limit` bits differ
         keep: list[RoutingEntry] = []
         for entry in old.nodes:
-            (new.nodes if common_prefix_bits(self.own_id, entry.id) > depth else keep).append(entry)
+            (new.nodes if (own ^ entry.key).bit_length() < limit else keep).append(entry)
         old.nodes = keep
         stay: list[RoutingEntry] = []
         for entry in old.replacements:
-            (new.replacements if common_prefix_bits(self.own_id, entry.id) > depth else stay).append(entry)
+            (new.replacements if (own ^ entry.key).bit_length() < limit else stay).append(entry)
         old.replacements = stay
         # Fill the room the split made from each bucket's own replacement cache.
         for bucket in (old, new):
@@ -308,9 +341,9 @@ class RoutingTable:
         if self._distrusted.get(node.ip, now) > now:
             return "its node changed id more than once lately"
         existing = self._by_ip.get(node.ip)
-        if existing is not None and existing.id != node.id:
+        if existing is not None and existing.info.id != node.id:
             return "another node id already uses this IP address"
-        if existing is None and any(entry.id == node.id for entry in bucket.nodes):
+        if existing is None and node.key in [entry.key for entry in bucket.nodes]:
             return "this node id is already in the table at another IP address"
         return None
 
@@ -321,17 +354,18 @@ class RoutingTable:
         listed in someone's `nodes` reply, nor for read-only (BEP 43) senders.
         """
         existing = self._by_ip.get(node.ip)
-        if existing is not None and existing.id == node.id and 0 < node.port <= 0xFFFF:
-            existing.move_to_port(node.port)  # same id, same IP: a NAT may have remapped it
+        if existing is not None and existing.info.id == node.id and 0 < node.port <= 0xFFFF:
+            if existing.info.port != node.port:
+                existing.move_to_port(node.port)  # same id, same IP: a NAT remapped it
             if responded:
                 existing.last_response = now
                 existing.failures = 0
                 existing.ping_pending = False
-                self.buckets[self.bucket_index(node.id)].last_changed = now
+                self.buckets[self._index_of(existing.key)].last_changed = now
             else:
                 existing.last_query = now
             return _UPDATED_VERIFIED if existing.last_response is not None else _UPDATED
-        bucket = self.buckets[self.bucket_index(node.id)]
+        bucket = self.buckets[self._index_of(node.key)]
         reason = self._check_address(node, now, bucket)
         if reason:
             return InsertResult(InsertOutcome.REJECTED, reason)
@@ -354,24 +388,23 @@ class RoutingTable:
         secure = self.verify is None or self.verify(node.id, node.ip)
         if self.enforce and not secure:
             return InsertResult(InsertOutcome.REJECTED, "node id does not match its IP (BEP 42)")
-        entry = RoutingEntry(node.id, node.ip, node.port, added=now,
-                             last_response=now if responded else None,
-                             last_query=None if responded else now, secure_id=secure)
+        entry = RoutingEntry.of(node, now, responded, secure)
         if not responded:
             # Main buckets hold only nodes that answered us (the8472's sanitizing rules): a
             # querier waits in the replacement cache until it answers a ping.
             self._add_replacement(bucket, entry)
             return _WAITING
         while True:
-            index = self.bucket_index(node.id)
+            index = self._index_of(entry.key)
             bucket = self.buckets[index]
             if len(bucket.nodes) < self.k:
                 bucket.nodes.append(entry)
                 self._by_ip[node.ip] = entry
-                bucket.replacements = [r for r in bucket.replacements if r.ip != node.ip]
+                if bucket.replacements:
+                    bucket.replacements = [r for r in bucket.replacements if r.ip != node.ip]
                 bucket.last_changed = now
                 self._notify("added", entry)
-                return InsertResult(InsertOutcome.ADDED, verified=True)
+                return _ADDED
             if index == len(self.buckets) - 1 and len(self.buckets) < ID_BITS:
                 self._split_last()
                 continue
@@ -437,7 +470,7 @@ class RoutingTable:
         entry.ping_pending = False
         if entry.failures < BAD_AFTER_FAILURES:
             return False
-        bucket = self.buckets[self.bucket_index(entry.id)]
+        bucket = self.buckets[self._index_of(entry.key)]
         replacement = self._best_replacement(bucket)
         if replacement is None:
             return False  # keep the bad node until something better turns up
@@ -469,7 +502,7 @@ class RoutingTable:
         """
         entry = self._by_ip.get(address[0])
         if entry is not None and entry.id != new_id:
-            bucket = self.buckets[self.bucket_index(entry.id)]
+            bucket = self.buckets[self._index_of(entry.key)]
             bucket.nodes.remove(entry)
             del self._by_ip[entry.ip]
             self._notify("removed", entry)
@@ -493,15 +526,31 @@ class RoutingTable:
     def remove(self, address: Address) -> None:
         entry = self.get(address)
         if entry is not None:
-            bucket = self.buckets[self.bucket_index(entry.id)]
+            bucket = self.buckets[self._index_of(entry.key)]
             bucket.nodes.remove(entry)
             del self._by_ip[entry.ip]
             self._notify("removed", entry)
 
     def questionable(self, now: float, limit: int) -> list[NodeInfo]:
-        """Questionable nodes not yet being pinged, least recently seen first."""
-        entries = [entry for entry in self
-                   if not entry.ping_pending and entry.state(now) is NodeState.QUESTIONABLE]
+        """Questionable nodes not yet being pinged, least recently seen first.
+
+        Called every few seconds by the upkeep: when a scan finds every node good, none can
+        turn questionable before the stalest one's good interval runs out, and the scans
+        until then are skipped (they were a third of a simulated node's upkeep)."""
+        if now < self._quiet_until:
+            return []
+        entries = []
+        good_until = math.inf
+        for entry in self:
+            state = entry.state(now)
+            if state is NodeState.QUESTIONABLE:
+                if not entry.ping_pending:
+                    entries.append(entry)
+            elif state is NodeState.GOOD:
+                good_until = min(good_until, _good_until(entry))
+        if not entries and all(not entry.ping_pending for entry in self):
+            self._quiet_until = good_until
+            return []
         entries.sort(key=lambda entry: entry.last_seen)
         for entry in entries[:limit]:
             entry.ping_pending = True

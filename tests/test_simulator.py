@@ -1,55 +1,52 @@
-"""The simulator (mldht.sim): virtual time, the virtual network, and small whole runs of real
-DHTNodes. Each run takes a second or a few of wall time; none opens a socket."""
+"""The simulator (mldht.sim): the scheduler, the virtual network, and small whole runs of
+real engines. Each run takes a second or a few of wall time; none opens a socket."""
 
 from __future__ import annotations
 
-import asyncio
+import ast
 import random
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
 from mldht import NodeConfig
 from mldht.sim import (
-    LatencyModel, Scenario, VirtualNetwork, VirtualTimeLoop, format_report, run_scenario,
+    LatencyModel, Scenario, Scheduler, VirtualNetwork, format_report, run_scenario,
 )
 
-# --- the loop and the network -----------------------------------------------------------
+# --- the clock and the network ----------------------------------------------------------
 
 
-def test_virtual_time_jumps_instead_of_waiting():
-    async def main() -> tuple[float, bool]:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await asyncio.sleep(3600)
-        timed_out = False
-        try:
-            async with asyncio.timeout(5):
-                await asyncio.sleep(10)
-        except TimeoutError:
-            timed_out = True
-        return loop.time() - start, timed_out
-
+def test_virtual_time_jumps_from_call_to_call_instead_of_waiting():
+    scheduler = Scheduler()
+    start = scheduler.now
+    ran = []
+    scheduler.call_later(3600, ran.append, "hour")
+    scheduler.call_later(5, ran.append, "five")
+    scheduler.call_later(5, ran.append, "five again")  # ties run in scheduling order
     wall = time.perf_counter()
-    with VirtualTimeLoop.runner() as runner:
-        elapsed, timed_out = runner.run(main())
-    assert elapsed == pytest.approx(3605.0)
-    assert timed_out
-    assert time.perf_counter() - wall < 2.0
+    assert scheduler.run_until(lambda: len(ran) == 3)
+    assert ran == ["five", "five again", "hour"]
+    assert scheduler.now - start == pytest.approx(3600.0)
+    scheduler.call_later(10, ran.append, "later")
+    scheduler.advance(4)  # stops at now + 4, the call at +10 still waits
+    assert scheduler.now - start == pytest.approx(3604.0) and len(ran) == 3
+    assert time.perf_counter() - wall < 1.0
 
 
-def test_virtual_loop_refuses_host_names_and_sockets():
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        assert (await loop.getaddrinfo("203.0.113.9", 6881))[0][4] == ("203.0.113.9", 6881)
-        with pytest.raises(socket.gaierror):
-            await loop.getaddrinfo("router.example.org", 6881)
-        with pytest.raises(RuntimeError):
-            await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
-
-    with VirtualTimeLoop.runner() as runner:
-        runner.run(main())
+def test_the_simulator_drives_engines_without_an_event_loop():
+    """No module of mldht.sim imports asyncio or socket: engines are driven from the
+    scheduler's heap, not from a patched event loop."""
+    folder = Path(__file__).resolve().parents[1] / "mldht" / "sim"
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in {"asyncio", "socket", "selectors"}, (path, name)
 
 
 def test_latency_is_fixed_per_link_and_spread_around_the_median():
@@ -64,29 +61,25 @@ def test_latency_is_fixed_per_link_and_spread_around_the_median():
 
 
 def test_network_delivers_after_latency_and_nat_drops_unsolicited():
-    async def main() -> dict:
-        loop = asyncio.get_running_loop()
-        network = VirtualNetwork(loop, latency=LatencyModel(median=0.05, sigma=0.0), seed=1)
-        got: dict[str, list] = {"open": [], "nat": []}
-        open_side = network.attach(("198.51.100.1", 1000), lambda d, s: got["open"].append((d, s, loop.time())))
-        nat_side = network.attach(("198.51.100.2", 2000), lambda d, s: got["nat"].append((d, s)),
-                                  nat=True)
-        start = loop.time()
-        open_side.sendto(b"unsolicited", ("198.51.100.2", 2000))
-        await asyncio.sleep(1)
-        nat_side.sendto(b"hello", ("198.51.100.1", 1000))
-        await asyncio.sleep(1)
-        open_side.sendto(b"reply", ("198.51.100.2", 2000))
-        open_side.sendto(b"to nobody", ("198.51.100.3", 3000))
-        await asyncio.sleep(1)
-        return {"got": got, "start": start, "stats": network.stats}
-
-    with VirtualTimeLoop.runner() as runner:
-        result = runner.run(main())
-    got, stats = result["got"], result["stats"]
+    scheduler = Scheduler()
+    network = VirtualNetwork(scheduler, latency=LatencyModel(median=0.05, sigma=0.0), seed=1)
+    got: dict[str, list] = {"open": [], "nat": []}
+    open_side = network.attach(("198.51.100.1", 1000),
+                               lambda d, s: got["open"].append((d, s, scheduler.now)))
+    nat_side = network.attach(("198.51.100.2", 2000), lambda d, s: got["nat"].append((d, s)),
+                              nat=True)
+    start = scheduler.now
+    open_side.sendto(b"unsolicited", ("198.51.100.2", 2000))
+    scheduler.advance(1)
+    nat_side.sendto(b"hello", ("198.51.100.1", 1000))
+    scheduler.advance(1)
+    open_side.sendto(b"reply", ("198.51.100.2", 2000))
+    open_side.sendto(b"to nobody", ("198.51.100.3", 3000))
+    scheduler.advance(1)
+    stats = network.stats
     assert got["nat"] == [(b"reply", ("198.51.100.1", 1000))]
     assert [(d, s) for d, s, _ in got["open"]] == [(b"hello", ("198.51.100.2", 2000))]
-    assert got["open"][0][2] - result["start"] == pytest.approx(1.05)
+    assert got["open"][0][2] - start == pytest.approx(1.05)
     assert stats.nat_dropped == 1 and stats.to_absent == 1 and stats.delivered == 2
 
 

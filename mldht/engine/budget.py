@@ -10,6 +10,7 @@ never a timeout: a query is only timed once it has left.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 
 class _Bucket:
@@ -25,15 +26,14 @@ class QueryBudget:
     destination IP (`per_ip_rate`, `per_ip_burst`). A rate of 0 means no limit."""
 
     def __init__(self, rate: float, burst: float, per_ip_rate: float, per_ip_burst: float,
-                 now: float, max_ips: int = 65_536) -> None:
+                 now: float) -> None:
         self.rate = rate
         self.burst = max(burst, 1.0)
         self.per_ip_rate = per_ip_rate
         self.per_ip_burst = max(per_ip_burst, 1.0)
-        self.max_ips = max_ips
         self._global = _Bucket(self.burst, now)
-        self._per_ip: dict[str, _Bucket] = {}
-        self._prune_at = max_ips
+        self._per_ip: OrderedDict[str, _Bucket] = OrderedDict()
+        """Least recently charged first."""
 
     @staticmethod
     def _refill(bucket: _Bucket, rate: float, burst: float, now: float) -> float:
@@ -66,22 +66,22 @@ class QueryBudget:
             self._refill(self._global, self.rate, self.burst, now)
             self._global.tokens -= 1.0
         if self.per_ip_rate > 0:
-            bucket = self._per_ip.get(ip)
+            per_ip = self._per_ip
+            bucket = per_ip.get(ip)
             if bucket is None:
-                bucket = self._per_ip[ip] = _Bucket(self.per_ip_burst, now)
-                if len(self._per_ip) > self._prune_at:
-                    self._prune(now)
+                bucket = per_ip[ip] = _Bucket(self.per_ip_burst, now)
             else:
                 self._refill(bucket, self.per_ip_rate, self.per_ip_burst, now)
+                per_ip.move_to_end(ip)
             bucket.tokens -= 1.0
-
-    def _prune(self, now: float) -> None:
-        """Forget the IPs whose bucket has refilled: they would start full anyway. What is
-        left is bounded by the global rate times the refill time."""
-        full_after = self.per_ip_burst / self.per_ip_rate
-        self._per_ip = {ip: bucket for ip, bucket in self._per_ip.items()
-                        if now - bucket.updated < full_after}
-        self._prune_at = max(self.max_ips, 2 * len(self._per_ip))
+            # An IP whose bucket has refilled since it was last charged would start full:
+            # forget it. What is kept is bounded by the global rate times the refill time.
+            full_after = self.per_ip_burst / self.per_ip_rate
+            while len(per_ip) > 1:
+                oldest = next(iter(per_ip.values()))
+                if now - oldest.updated < full_after:
+                    break
+                per_ip.popitem(last=False)
 
     def tracked_ips(self) -> int:
         return len(self._per_ip)

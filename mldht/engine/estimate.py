@@ -64,7 +64,8 @@ class SizeEstimator:
     def __init__(self, k: int = 8, window: int = 256) -> None:
         self.k = k
         self._squares = sum(rank * rank for rank in range(1, k + 1))
-        self._weighted: collections.deque[float] = collections.deque(maxlen=window)
+        self.window = window
+        self._weighted: collections.deque[float] | None = None  # made on first use
 
     def record(self, distances: list[int]) -> None:
         """A lookup ended with the closest answering nodes at these distances (sorted)."""
@@ -72,10 +73,12 @@ class SizeEstimator:
             return  # a lookup that did not fill its closest set says nothing reliable
         weighted = sum(rank * (d / KEYSPACE) for rank, d in enumerate(distances[:self.k], 1))
         if weighted > 0:
+            if self._weighted is None:
+                self._weighted = collections.deque(maxlen=self.window)
             self._weighted.append(weighted)
 
     def estimate(self) -> SizeEstimate:
-        values = list(self._weighted)
+        values = list(self._weighted or ())
         if not values:
             return SizeEstimate(0.0, math.inf, 0)
         mean = sum(values) / len(values)

@@ -27,6 +27,12 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.callback = _nothing  # what it would have called may be freed now
+        self.args = ()
+
+
+def _nothing(*args: Any) -> None:
+    pass
 
 
 class Timers:
@@ -53,7 +59,7 @@ class Timers:
     def cancel(self, timer: Timer | None) -> None:
         if timer is None or timer.cancelled:
             return
-        timer.cancelled = True
+        timer.cancel()
         self._cancelled += 1
         if self._cancelled > 64 and self._cancelled * 2 > len(self._heap):
             self._heap = [entry for entry in self._heap if not entry[2].cancelled]

@@ -6,6 +6,7 @@ keep_item).
 
 from __future__ import annotations
 
+import itertools
 import random as _random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -48,13 +49,17 @@ class Verifier(TransactionOwner):
     def may_verify_querier(self, ip: str, now: float) -> bool:
         """At most one verification ping per IP per VERIFY_INTERVAL: a sender that keeps
         changing its id must not make us ping it for every query (bounded memory)."""
-        last = self._verified_at.get(ip)
+        verified_at = self._verified_at
+        last = verified_at.get(ip)
         if last is not None and now - last < VERIFY_INTERVAL:
             return False
-        self._verified_at.pop(ip, None)
-        self._verified_at[ip] = now
-        while len(self._verified_at) > MAX_VERIFY_MEMORY:
-            del self._verified_at[next(iter(self._verified_at))]
+        verified_at.pop(ip, None)
+        verified_at[ip] = now
+        # Oldest first: what is older than the interval no longer holds anyone back.
+        for old_ip, at in list(itertools.islice(verified_at.items(), 8)):
+            if now - at < VERIFY_INTERVAL and len(verified_at) <= MAX_VERIFY_MEMORY:
+                break
+            del verified_at[old_ip]
         return True
 
     def ping(self, node: NodeInfo, now: float) -> None:

@@ -1,4 +1,4 @@
-"""A virtual UDP network: datagrams between endpoints, delivered on the loop's clock.
+"""A virtual UDP network: datagrams between endpoints, delivered on the scheduler's clock.
 
 Every endpoint is an `(ip, port)` address attached with a receiver callable. A datagram
 sent to an address that is attached when it leaves and still attached when it arrives is
@@ -10,19 +10,20 @@ as on the internet (no ICMP error ever comes back). On top of that:
 - NAT: an endpoint attached with `nat=True` receives only from addresses it has sent to
   within `nat_timeout` seconds (a port-restricted cone NAT); unsolicited datagrams drop.
 
-All randomness comes from the seed, and delivery order is fixed by the loop's timer heap,
+All randomness comes from the seed, and delivery order is fixed by the scheduler's heap,
 so the same sequence of sends gives the same deliveries.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import math
 import random as _random
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Callable
+
+from .clock import Scheduler
 
 Address = tuple[str, int]
 Receiver = Callable[[bytes, Address], None]
@@ -101,14 +102,18 @@ class _Endpoint:
         self.contacts_at_prune = 256
 
 
-class VirtualTransport(asyncio.DatagramTransport):
-    """The datagram transport of one endpoint: what a `DHTNode` is started with."""
+class VirtualTransport:
+    """The sending side of one endpoint (`sendto`, `close`), like a datagram transport."""
+
+    __slots__ = ("_network", "_endpoint", "_closing")
 
     def __init__(self, network: "VirtualNetwork", endpoint: _Endpoint) -> None:
-        super().__init__(extra={"sockname": endpoint.address})
         self._network = network
         self._endpoint = endpoint
         self._closing = False
+
+    def get_extra_info(self, name: str, default=None):
+        return self._endpoint.address if name == "sockname" else default
 
     def sendto(self, data: bytes, addr: Address | None = None) -> None:
         if self._closing:
@@ -117,29 +122,32 @@ class VirtualTransport(asyncio.DatagramTransport):
             raise ValueError("a virtual transport is not connected: give an address")
         self._network._send(self._endpoint, data, addr)
 
+    def send_batch(self, datagrams: list[tuple[bytes, Address]]) -> int:
+        if self._closing:
+            return len(datagrams)
+        send = self._network._send
+        endpoint = self._endpoint
+        for data, address in datagrams:
+            send(endpoint, data, address)
+        return 0
+
     def close(self) -> None:
         if not self._closing:
             self._closing = True
             self._network.detach(self._endpoint.address)
 
-    def abort(self) -> None:
-        self.close()
-
     def is_closing(self) -> bool:
         return self._closing
 
-    def get_write_buffer_size(self) -> int:
-        return 0
-
 
 class VirtualNetwork:
-    """Endpoints exchanging datagrams on `loop`'s clock (see the module docstring)."""
+    """Endpoints exchanging datagrams on `scheduler`'s clock (see the module docstring)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, latency: LatencyModel | None = None,
+    def __init__(self, scheduler: Scheduler, *, latency: LatencyModel | None = None,
                  loss: float = 0.0, nat_timeout: float = 60.0, seed: int = 0) -> None:
         if not 0.0 <= loss < 1.0:
             raise ValueError("loss is a probability below 1")
-        self.loop = loop
+        self.scheduler = scheduler
         self.latency = latency or LatencyModel(seed=seed)
         self.loss = loss
         self.nat_timeout = nat_timeout
@@ -184,10 +192,10 @@ class VirtualNetwork:
             stats.lost += 1
             return
         delay = self.latency.one_way(source.ip_key, target.ip_key)
-        self.loop.call_later(delay, self._deliver, target, data, source.address)
+        self.scheduler.call_later(delay, self._deliver, target, data, source.address)
 
     def _open_mapping(self, source: _Endpoint, address: Address) -> None:
-        now = self.loop.time()
+        now = self.scheduler.now
         contacted = source.contacted
         contacted[address] = now
         if len(contacted) >= source.contacts_at_prune:
@@ -203,7 +211,7 @@ class VirtualNetwork:
             return
         if target.nat:
             opened = target.contacted.get(source)
-            if opened is None or self.loop.time() - opened > self.nat_timeout:
+            if opened is None or self.scheduler.now - opened > self.nat_timeout:
                 self.stats.nat_dropped += 1
                 return
         self.stats.delivered += 1

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
-from ..node import DHTNode, LookupSummary
+from ..engine import Engine, LookupSummary
+from ..routing import RoutingTable
 from .network import Address, NetworkStats
 
 
@@ -86,17 +87,16 @@ def summarize_lookups(records: Sequence[LookupRecord]) -> dict:
     return result
 
 
-def table_fill(nodes: Sequence[DHTNode], nat: set[Address], sybil: set[Address],
+def table_fill(tables: Sequence[RoutingTable], nat: set[Address], sybil: set[Address],
                gone: set[Address]) -> dict:
-    """Routing-table sizes and bucket fill of `nodes`, and how many entries point at NAT'd,
+    """Routing-table sizes and bucket fill of `tables`, and how many entries point at NAT'd,
     Sybil and dead or departed addresses."""
-    if not nodes:
+    if not tables:
         return {"nodes": 0}
     sizes: list[int] = []
     buckets = full = 0
     pointing = {"nat": 0, "sybil": 0, "gone": 0}
-    for node in nodes:
-        table = node.routing_table
+    for table in tables:
         size = 0
         for bucket in table.buckets:
             buckets += 1
@@ -114,9 +114,9 @@ def table_fill(nodes: Sequence[DHTNode], nat: set[Address], sybil: set[Address],
         sizes.append(size)
     total = sum(sizes)
     return {
-        "nodes": len(nodes),
+        "nodes": len(tables),
         "size": {"mean": round(total / len(sizes), 1), "min": min(sizes), "max": max(sizes)},
-        "buckets_mean": round(buckets / len(nodes), 2),
+        "buckets_mean": round(buckets / len(tables), 2),
         "full_bucket_fraction": round(full / buckets, 4),
         "entries_to_nat": pointing["nat"],
         "entries_to_sybil": pointing["sybil"],
@@ -130,7 +130,7 @@ def table_fill(nodes: Sequence[DHTNode], nat: set[Address], sybil: set[Address],
 def build_report(*, scenario: dict, records: Sequence[LookupRecord], phases: dict,
                  tables_after_bootstrap: dict, tables_at_end: dict, network_total: NetworkStats,
                  lookup_traffic: NetworkStats, lookup_queries: dict[str, int],
-                 nodes: Sequence[DHTNode], churn: dict, dead: int,
+                 nodes: Sequence[Engine], churn: dict, dead: int,
                  sybils: int | None, announced: list[int]) -> dict:
     """The report of a run (see the module docstring)."""
     kinds = sorted({record.kind for record in records})

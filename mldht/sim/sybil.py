@@ -58,7 +58,7 @@ class SybilSwarm:
         for target in honest:
             query = FindNode(transaction_id=b"sy", sender_id=self.home_ids[address],
                              target=self.home_ids[address])
-            self._transports[address].sendto(encode_message(query), target)
+            self._transports[address].send_batch([(encode_message(query), target)])
 
     def claimed_id(self, target: bytes, address: Address) -> NodeId:
         """The id the Sybil at `address` claims when `target` is looked up."""
@@ -96,7 +96,7 @@ class SybilSwarm:
                              nodes=self._listed(target, me),
                              token=b"sybil" if isinstance(message, (GetPeers, Get)) else None)
         self.queries_answered += 1
-        self._transports[me].sendto(encode_message(reply), source)
+        self._transports[me].send_batch([(encode_message(reply), source)])
 
 
 def _target_of(query: Query) -> bytes | None:
