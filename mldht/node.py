@@ -131,10 +131,10 @@ class Node:
         node_ids: dict[str, bytes] = {}
         saved: list[NodeInfo] = []
         if state_file:
-            check_state_path(state_file)
             for name in self.families:
                 path = f"{state_file}.ipv6" if name == "ipv6" and len(self.families) == 2 \
                     else state_file
+                check_state_path(path)
                 self._state_files[name] = path
                 if node_id is None:
                     state = load_state(path, self.config.max_saved_nodes)
@@ -491,7 +491,8 @@ class Node:
         await self._ensure_routers(force=True)
         result: JoinResult = await self._run(self.engine.start_bootstrap(self.clock(), timeout))
         self.last_join = result
-        if result.answered == 0 and result.table_size == 0 and (result.tried or self._unresolved):
+        if result.answered == 0 and result.table_size == 0 and (
+                result.tried or self._unresolved or self._bootstrap_spec):
             raise JoinFailed(self._join_failure(result), [format_address(a) for a in result.tried])
         log.info("bootstrapped: %d nodes in the routing table", result.table_size)
         return result.table_size
@@ -503,6 +504,10 @@ class Node:
             more = f" and {len(result.tried) - 6} more" if len(result.tried) > 6 else ""
             parts.append(f"no answer from {shown}{more}")
         parts += list(dict.fromkeys(self._unresolved.values()))
+        if not parts:
+            resolved = [a for addresses in self._resolved.values() for a in addresses]
+            parts.append("every bootstrap node is on the blocklist" if resolved
+                         else "no bootstrap node of this node's address families")
         return "could not join the DHT: " + "; ".join(parts)
 
     # --- queries ---------------------------------------------------------------------------

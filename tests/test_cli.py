@@ -349,8 +349,17 @@ async def test_blocklisted_bootstrap_node_is_never_contacted(net: DhtNetwork, tm
     blocklist = tmp_path / "block.txt"
     entry_ip = net.first.address[0]
     blocklist.write_text(f"{entry_ip}/32\n")
-    result = await run_cli("get-peers", "aa" * 20, "--bootstrap", net.bootstrap_spec,
-                           "--blocklist", str(blocklist), "--timeout", "3", "--json")
-    assert result.returncode == 1, result.stderr  # nothing reachable: no peers
-    summary = json.loads(result.stdout.splitlines()[-1])
-    assert summary["queried"] == 0 and summary["answered"] == 0, summary
+    from mldht.engine import QueryReceived
+
+    seen = []  # the CLI sends from 127.0.0.1; the network's nodes are 127.0.0.10 and up
+    remove = net.first.add_observer(lambda event: isinstance(event, QueryReceived)
+                                    and event.source[0] == "127.0.0.1" and seen.append(event))
+    try:
+        result = await run_cli("get-peers", "aa" * 20, "--bootstrap", net.bootstrap_spec,
+                               "--blocklist", str(blocklist), "--timeout", "3", "--json")
+    finally:
+        remove()
+    # Nothing reachable: the DHT could not be joined, and the one line says why.
+    assert result.returncode == 3, result.stderr
+    assert "every bootstrap node is on the blocklist" in result.stderr, result.stderr
+    assert result.stdout == "" and seen == []
