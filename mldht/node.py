@@ -720,7 +720,7 @@ class Node:
     def estimated_size(self) -> SizeEstimate:
         """The DHT's size (nodes that answer), with its standard error, from the closest
         nodes of recent lookups."""
-        return self.engine.estimated_size()
+        return self.engine.estimated_size(self.clock())
 
     def events(self, max_queue: int = 1000) -> "EventStream":
         """A bounded async stream of what happens (`mldht.engine.events`): queries received,

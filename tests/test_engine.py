@@ -764,3 +764,19 @@ def test_keep_item_puts_again_every_interval_until_cancelled():
     assert _queries_about(net, keeper_engine, item.target, cancelled) == []
     assert len(_renewals(net, keeper_engine, handle)) == rounds
     assert not found()
+
+
+def test_the_size_estimate_forgets_lookups_older_than_its_max_age():
+    """A node that joined a small network that grew must not keep counting the lookups it
+    made then: only the last hour's count."""
+    rng = random.Random(5)
+    estimator = SizeEstimator(K, max_age=3600.0)
+    for _ in range(100):
+        estimator.record(_closest_distances(20, K, rng), now=0.0)       # back when it was small
+    for _ in range(100):
+        estimator.record(_closest_distances(10_000, K, rng), now=5000.0)
+    everything = estimator.estimate()
+    recent = estimator.estimate(now=5000.0)
+    assert recent.lookups == 100 and everything.lookups == 200
+    assert abs(recent.size - 10_000) < 4 * recent.standard_error, recent
+    assert everything.size < 1000  # the old lookups drag the pooled estimate down

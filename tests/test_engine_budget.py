@@ -233,3 +233,28 @@ def test_a_binding_budget_never_sets_a_timer_for_now_and_lets_every_query_go():
                         sent += len(engine.datagrams_to_send(now))
                 assert sent == 20, (start, rate, per_ip)
                 assert now - start <= 19 / rate + 1e-6
+
+
+def test_a_lookup_query_waiting_for_the_budget_holds_its_slot_until_it_has_left():
+    """A lookup's soft timeout starts when a query leaves, not when it was queued: otherwise
+    every query queued behind a tight budget would turn slow at once and the lookup would
+    queue alpha more each second, piling up queries nobody has sent yet."""
+    rng = random.Random(31)
+    config = NodeConfig(query_rate=1.0, query_burst=1.0, lookup_resends=False)
+    engine = Engine(1000.0, node_ids={"ipv4": random_id(rng)}, config=config, rng=rng)
+    engine.set_address(("10.9.0.1", 6881))
+    table = engine.families[0].table
+    for index in range(20):  # silent nodes: nothing will ever answer
+        table.heard_from(NodeInfo(random_id(rng), f"10.9.1.{index + 1}", 6881), 1000.0,
+                         responded=True)
+    engine.start_find_node(random_id(rng), 1000.0)
+    now = 1000.0
+    for _ in range(15):  # 1.5 s of virtual time, the engine's timers run as they fall due
+        now += 0.1
+        engine.handle_timer(now)
+    sent = len(engine.datagrams_to_send(now))
+    submitted = sent + engine.transactions.queued
+    # One query leaves at t=0 and one at t=1 (the budget); the first turned slow at t=1 and
+    # freed one slot: alpha (4) + 1 submitted. Timing slots from the queue gives 4 + 4.
+    assert sent == 2, sent
+    assert submitted == config.alpha + 1, submitted

@@ -708,9 +708,10 @@ class Engine:
 
     # --- what the engine knows ------------------------------------------------------------
 
-    def estimated_size(self) -> SizeEstimate:
-        """The DHT's size from the distances of the closest nodes of recent lookups."""
-        return self.estimator.estimate()
+    def estimated_size(self, now: float | None = None) -> SizeEstimate:
+        """The DHT's size from the distances of the closest nodes of the lookups of the last
+        hour (of all kept, without `now`)."""
+        return self.estimator.estimate(now)
 
     def status(self, now: float) -> dict:
         """A JSON-ready snapshot of the whole node (see `status.build_status`)."""

@@ -67,7 +67,7 @@ def build_status(engine: "Engine", now: float) -> dict:
         "stores": {"infohashes": len(peer_store), "peers": peer_store.peer_count(),
                    "items": len(engine.item_store)},
         "operations": lookups,
-        "size_estimate": engine.estimated_size().as_dict(),
+        "size_estimate": engine.estimated_size(now).as_dict(),
     }
 
 

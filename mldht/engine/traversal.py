@@ -277,8 +277,7 @@ class TraversalRun(TransactionOwner):
             engine.cancel_transaction(tx, now)
         self.transactions.clear()
         self.summary = self._summary(now)
-        engine.estimator.record([lookup_distance for lookup_distance in
-                                 (c.distance for c in lookup.closest_answered())])
+        engine.estimator.record([c.distance for c in lookup.closest_answered()], now)
         self._on_done(self, now)
 
     def _summary(self, now: float) -> LookupSummary:

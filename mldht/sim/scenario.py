@@ -192,6 +192,7 @@ class Simulation:
         # order of events is fixed, so the draws are too): a Mersenne Twister is 2.5 KB.
         engine = Engine(self.scheduler.now, node_ids={"ipv4": node_id},
                         config=self.scenario.config, rng=self._engine_rng)
+        self._ids_rng.getrandbits(64)  # what a per-node PRNG's seed took: same ids as ever
         engine.set_routers(contacts)
         member = SimNode(engine, NodeInfo(node_id, address[0], address[1]), nat,
                          self.scheduler, self.network)

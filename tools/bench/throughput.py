@@ -713,14 +713,20 @@ class Bench:
         finally:
             self.children.stop(proc)
 
-    def measure_mldht(self, kinds: list[str], uvloop: bool = False) -> list[dict]:
-        label = "mldht+uvloop" if uvloop else "mldht"
+    def measure_mldht(self, kinds: list[str], uvloop: bool = False,
+                      root: str | None = None) -> list[dict]:
+        """This checkout's mldht, or (with `root`) the mldht package of another checkout,
+        e.g. a worktree of the commit before a change."""
+        label = ("mldht+uvloop" if uvloop else "mldht") + ("@baseline" if root else "")
         cmd = [sys.executable, str(Path(__file__).resolve()), "_mldht-node", "--depths",
                str(self.args.depths), "--max-seconds", str(self.lifetime(kinds))]
         if uvloop:
             cmd.append("--uvloop")
+        env = None
+        if root:
+            env = dict(os.environ, PYTHONPATH=str(Path(root).resolve()))
         proc = self.children.start(cmd, self.node_cpu, stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE)
+                                   stdout=subprocess.PIPE, env=env)
         self.node_proc = proc
         try:
             ready = read_json_line(proc, 30)
@@ -781,18 +787,26 @@ class Bench:
         if "echo" in args.targets:
             rows += self.measure_echo()
         if "mldht" in args.targets:
-            rows += self.measure_mldht(kinds)
-            if args.uvloop:
-                rows += self.measure_mldht(kinds, uvloop=True)
+            # Old and new alternate, so that a machine growing busier does not favour one.
+            for uvloop in (False, True) if args.uvloop else (False,):
+                rows += self.measure_mldht(kinds, uvloop=uvloop)
+                if args.baseline:
+                    rows += self.measure_mldht(kinds, uvloop=uvloop, root=args.baseline)
         if "libtorrent" in args.targets:
             rows += self.measure_libtorrent(kinds)
         ratios: dict = {}
+        to_baseline: dict = {}
         for kind in kinds:
             same = {row["target"]: row for row in rows if row["query"] == kind}
+            for label in ("mldht", "mldht+uvloop"):
+                ours, before = same.get(label), same.get(label + "@baseline")
+                if ours and before and ours["replies_per_cpu_s"] and before["replies_per_cpu_s"]:
+                    to_baseline.setdefault(label, {})[kind] = round(
+                        ours["replies_per_cpu_s"] / before["replies_per_cpu_s"], 3)
             theirs = same.get("libtorrent")
             if not theirs or not theirs["replies_per_s"]:
                 continue
-            for label in ("mldht", "mldht+uvloop"):
+            for label in ("mldht", "mldht+uvloop", "mldht@baseline", "mldht+uvloop@baseline"):
                 ours = same.get(label)
                 if ours is None:
                     continue
@@ -801,7 +815,8 @@ class Bench:
                     entry["replies_per_cpu_s"] = round(
                         ours["replies_per_cpu_s"] / theirs["replies_per_cpu_s"], 3)
                 ratios.setdefault(label, {})[kind] = entry
-        return {"rows": rows, "ratio_to_libtorrent": ratios, "profiles": self.profiles,
+        return {"rows": rows, "ratio_to_libtorrent": ratios,
+                "replies_per_cpu_s_to_baseline": to_baseline, "profiles": self.profiles,
                 "config": {"mldht_code": code_version(),"seconds": args.seconds, "warmup": args.warmup, "window": args.window,
                            "sources": args.sources, "depths": args.depths,
                            "node_cpu": self.node_cpu, "load_cpu": self.load_cpu,
@@ -914,6 +929,10 @@ def parse_args(argv: list[str]):
     parser.add_argument("--node-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
     parser.add_argument("--uvloop", action="store_true", help="also measure mldht under uvloop")
+    parser.add_argument("--baseline", metavar="DIR", default=None,
+                        help="also measure the mldht package of another checkout (e.g. a git "
+                             "worktree of the commit before a change), alternating with this "
+                             "one, and print the replies per CPU-second of this one over it")
     parser.add_argument("--profile", metavar="DIR", default=None,
                         help="profile the mldht node during each run, files in DIR")
     parser.add_argument("--profiler", choices=("py-spy", "cprofile"),
@@ -935,7 +954,7 @@ def parse_args(argv: list[str]):
 
 
 def print_table(result: dict) -> None:
-    header = (f"{'target':13} {'query':28} {'replies/s':>10} {'per CPU-s':>10} {'lost':>6} "
+    header = (f"{'target':22} {'query':28} {'replies/s':>10} {'per CPU-s':>10} {'lost':>6} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'node CPU':>8} {'gen CPU':>8} {'nodes':>5} "
               f"{'values':>6} {'reply B':>7}")
     print(header)
@@ -943,7 +962,7 @@ def print_table(result: dict) -> None:
     for row in result["rows"]:
         node_cpu = "-" if row["node_cpu_pct"] is None else f"{row['node_cpu_pct']}%"
         per_cpu = "-" if row["replies_per_cpu_s"] is None else f"{row['replies_per_cpu_s']:,}"
-        print(f"{row['target']:13} {row['query']:28} {row['replies_per_s']:>10,} {per_cpu:>10} "
+        print(f"{row['target']:22} {row['query']:28} {row['replies_per_s']:>10,} {per_cpu:>10} "
               f"{row['lost']:>6} {row['rtt_p50_ms']:>7} {row['rtt_p99_ms']:>7} {node_cpu:>8} "
               f"{str(row['loadgen_cpu_pct']) + '%':>8} {row.get('nodes') or 0:>5} "
               f"{row.get('values') or 0:>6} {row.get('reply_bytes') or '-':>7}")
@@ -953,6 +972,9 @@ def print_table(result: dict) -> None:
             + (f" ({entry['replies_per_cpu_s']:.3f} per CPU-s)" if "replies_per_cpu_s" in entry else "")
             for kind, entry in ratios.items())
         print(f"{label} / libtorrent: {text}")
+    for label, ratios in result.get("replies_per_cpu_s_to_baseline", {}).items():
+        text = ", ".join(f"{kind} {ratio:.3f}" for kind, ratio in ratios.items())
+        print(f"{label} / {label}@baseline, replies per CPU-s: {text}")
     print("per CPU-s: replies per second of the node's own CPU time (what one free core would "
           "serve); gen CPU: the load generator's share of its core")
     config = result["config"]
