@@ -288,3 +288,81 @@ async def test_node_events_come_while_the_quick_path_serves_and_a_slow_reader_lo
         assert not node.engine.observing  # closing the stream unsubscribed it
         assert node.stats.queries_received["ping"] == 41
     client.close()
+
+
+# --- an application's own traversal, and routers resolved once -------------------------------
+
+
+async def test_an_applications_own_traversal_runs_with_its_queries_and_stop_rule():
+    from mldht.engine import TraversalSpec
+    from mldht.krpc import SampleInfohashes
+
+    class SampleSweep(TraversalSpec):
+        kind = "sample_sweep"
+
+        def __init__(self, target, enough: int) -> None:
+            super().__init__(target)
+            self.enough = enough
+            self.samples: set[bytes] = set()
+            self.askers: list = []
+
+        def query(self, sender_id):
+            return SampleInfohashes(transaction_id=b"", sender_id=sender_id, target=self.target)
+
+        def on_response(self, address, response, fresh_peers, now):
+            self.askers.append(address)
+            blob = response.extra.get(b"samples", b"")
+            self.samples.update(blob[i:i + 20] for i in range(0, len(blob), 20))
+
+        def stop(self) -> bool:
+            return len(self.samples) >= self.enough
+
+        def result(self, summary):
+            return summary, set(self.samples)
+
+    network = await start_network(12, first_index=120)
+    try:
+        rng = random.Random(44)
+        hashes = [InfoHash(random_id(rng)) for _ in range(6)]
+        for info_hash in hashes:
+            await network.nodes[3].announce(info_hash, 7000, timeout=10)
+        seeker = network.nodes[7]
+        spec = SampleSweep(random_id(rng), enough=len(hashes))
+        summary, samples = await seeker.traverse(spec, timeout=20)
+        # The nodes answered BEP 51 queries (its own query went out, not find_node), and
+        # the stop rule ended the traversal once every announced infohash had been seen.
+        assert samples == set(hashes), (len(samples), summary)
+        assert spec.askers and summary.answered >= len(set(spec.askers)) >= 1
+        assert sum(n.stats.queries_received.get("sample_infohashes", 0)
+                   for n in network.nodes) >= len(set(spec.askers))
+        assert [op for op in seeker.status()["operations"] if op["kind"] == "sample_sweep"] == []
+        # Without a stop rule that can be met, the same traversal asks more nodes.
+        full, _ = await seeker.traverse(SampleSweep(spec.target, enough=10 ** 6), timeout=20)
+        assert full.answered > summary.answered, (full.answered, summary.answered)
+    finally:
+        await network.close()
+
+
+async def test_router_names_are_resolved_once_not_for_every_lookup(monkeypatch):
+    """While the table holds fewer than k nodes every lookup starts from the routers; their
+    names are resolved once (the loop's getaddrinfo is patched: no real name is looked up)."""
+    network = await start_network(4, first_index=130)  # too small for a table of k
+    try:
+        entry = network.first.address
+        calls: list[str] = []
+
+        async def getaddrinfo(host, port, *args, **kwargs):
+            calls.append(host)
+            return [(socket.AF_INET, socket.SOCK_DGRAM, 0, "", (entry[0], int(port)))]
+
+        monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+        async with DHTNode((loopback_ip(140), 0), bootstrap=[f"router.test:{entry[1]}"],
+                           read_only=True) as node:
+            assert await node.bootstrap(timeout=5) >= 1
+            for index in range(5):
+                summary = await node.find_node_lookup(random_id(random.Random(index)), timeout=5)
+                assert summary.answered >= 1
+            assert len(node.routing_table) < K  # every lookup did start from the router
+        assert calls == ["router.test"], calls
+    finally:
+        await network.close()
