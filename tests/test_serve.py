@@ -331,19 +331,25 @@ def test_serve_with_an_unusable_state_path_exits_2_naming_it(tmp_path, problem):
     assert ("is a directory" if problem == "directory" else "does not exist") in lines[0]
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root writes in a mode 0500 folder: the permission case cannot "
-                           "happen (test_serve_state_check_refuses_an_unwritable_folder covers "
-                           "the CLI's handling as root)")
 def test_serve_with_state_in_a_read_only_folder_exits_2(tmp_path):
+    """A folder nobody may write in: mode 0500 for an ordinary user; root bypasses
+    permissions, so as root the folder is made immutable (chattr +i), which stops root
+    too (ext4, as on the CI machines)."""
     folder = tmp_path / "read-only"
     folder.mkdir()
-    folder.chmod(0o500)
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if as_root:
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+    else:
+        folder.chmod(0o500)
     try:
         result = run_serve("--bind", "127.0.0.57:0", "--bootstrap", "127.0.0.1:9",
                            "--state", str(folder / "state.json"))
     finally:
-        folder.chmod(0o700)
+        if as_root:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        else:
+            folder.chmod(0o700)
     assert result.returncode == 2, result
     assert result.stderr.splitlines() == [
         f"mldht: error: state file {str(folder / 'state.json')!r}: cannot write in "
