@@ -5,10 +5,9 @@ and the budget's timers always move time forward."""
 
 from __future__ import annotations
 
-import contextlib
 import random
-import signal
 
+from alarm import time_limit
 from enginenet import EngineNetwork, true_closest
 from mldht import NodeConfig, NodeId
 from mldht.compact import NodeInfo
@@ -191,20 +190,6 @@ def test_an_overflowing_queue_fails_queries_with_query_not_sent_and_spares_the_t
 # --- the budget's timers ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def deadline(seconds: float):
-    """Fail (instead of hanging the suite) when the block runs longer than `seconds`."""
-    def expired(signum, frame):
-        raise TimeoutError(f"still running after {seconds} s: the engine hangs")
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def test_a_binding_budget_never_sets_a_timer_for_now_and_lets_every_query_go():
     """A refill can leave a bucket a hair under one token: its wait is below the clock's
     resolution, and a timer set for `now + wait == now` ran and was set again, forever
@@ -222,7 +207,7 @@ def test_a_binding_budget_never_sets_a_timer_for_now_and_lets_every_query_go():
                     ip = "10.0.0.2" if per_ip else f"10.0.0.{index + 2}"
                     engine.start_ping((ip, 6881 + index), now, timeout=1e6)
                 sent = len(engine.datagrams_to_send(now))
-                with deadline(5.0):
+                with time_limit(5.0, "the engine (a hang)"):
                     for _ in range(200):
                         if sent == 20:
                             break

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import socket
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from alarm import time_limit
 from mldht.compact import NodeInfo
 from mldht.errors import KrpcDecodeError
 from mldht.ids import InfoHash, NodeId
@@ -103,26 +102,6 @@ def assert_canonical(data: bytes) -> dict:
     decoded = strict_bdecode(data)
     assert bencode(decoded) == data
     return decoded
-
-
-class TookTooLong(BaseException):
-    """Not an Exception, so that no `except Exception` in the code under test swallows it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float):
-    """Fail (rather than hang) when the block takes too long."""
-
-    def on_alarm(signum, frame):
-        raise TookTooLong(f"took more than {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # --- strategies -------------------------------------------------------------------------------
