@@ -653,6 +653,9 @@ def test_status_is_a_json_snapshot_of_the_whole_engine():
     assert counters["datagrams_received"] == engine.stats.datagrams_received
     lookups = [op for op in status["operations"] if op["handle"] == handle]
     assert len(lookups) == 1
+    assert [op["handle"] for op in status["lookups"]] == [
+        op["handle"] for op in status["operations"] if "target" in op]  # lookups only
+    assert handle in [op["handle"] for op in status["lookups"]]
     lookup, = lookups
     assert lookup["kind"] == "get_peers" and lookup["target"] == info_hash.hex()
     assert lookup["queried"] > 0 and lookup["answered"] > 0

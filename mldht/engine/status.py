@@ -53,7 +53,7 @@ def build_status(engine: "Engine", now: float) -> dict:
             "table": table_status(family, now),
         }
     transactions = engine.transactions
-    lookups = [operation.describe(now) for operation in engine.operations()]
+    operations = [operation.describe(now) for operation in engine.operations()]
     peer_store = engine.peer_store
     return {
         "uptime": round(now - engine.started, 3),
@@ -66,7 +66,8 @@ def build_status(engine: "Engine", now: float) -> dict:
                     "per_ip_rate": engine.config.per_ip_query_rate},
         "stores": {"infohashes": len(peer_store), "peers": peer_store.peer_count(),
                    "items": len(engine.item_store)},
-        "operations": lookups,
+        "operations": operations,
+        "lookups": [op for op in operations if "target" in op],
         "size_estimate": engine.estimated_size(now).as_dict(),
     }
 
