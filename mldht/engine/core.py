@@ -114,6 +114,8 @@ class Engine:
         self.rng = rng or _random.SystemRandom()
         self.read_only = read_only
         self.started = now
+        self.now = now
+        """The time of the last call that gave one (for events raised deep inside)."""
         self.stats = NodeStats()
         self.timers = Timers()
         self.admission = Admission(config, blocklist, now)
@@ -253,6 +255,7 @@ class Engine:
         return self.timers.next_time()
 
     def handle_timer(self, now: float) -> None:
+        self.now = now
         self.timers.run_due(now)
 
     def next_event(self) -> Event | None:
@@ -301,6 +304,7 @@ class Engine:
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
         """Handle one datagram from `addr`; never raises for what is in `data`."""
+        self.now = now
         stats = self.stats
         stats.datagrams_received += 1
         stats.bytes_received += len(data)
@@ -479,7 +483,7 @@ class Engine:
     def _table_changed(self, change: str, entry) -> None:
         if self.observing:
             event = NodeAdded if change == "added" else NodeRemoved
-            self._observe(event(entry.last_seen, entry.info))
+            self._observe(event(self.now, entry.info))
 
     # --- identity ----------------------------------------------------------------------------
 
@@ -556,6 +560,7 @@ class Engine:
         self._operations.pop(operation.handle, None)
 
     def _start(self, operation: Operation, now: float) -> int:
+        self.now = now
         self._register(operation)
         operation.start(now)
         return operation.handle
