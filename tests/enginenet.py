@@ -1,6 +1,9 @@
 """A fake network for the sans-I/O engine: many `Engine`s on a dict of address -> engine,
 one virtual clock and one heap of things to do. Nothing here opens a socket: a datagram is a
-`bytes` object that the heap hands to the engine at its address after a latency.
+`bytes` object that the heap hands to the engine at its address after a latency. The clock
+and the heap are the simulator's `Scheduler` (`mldht.sim.clock`); what this adds is a plain
+fixed-latency network for any number of engines, dual-stack ones included, with every
+datagram and event kept for the tests to read.
 
 It is the whole contract of `mldht.engine.Engine` written down as a driver:
 
@@ -19,8 +22,6 @@ with its send time, for tests that read the wire.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -30,9 +31,7 @@ from mldht import NodeConfig, NodeId
 from mldht.compact import Address
 from mldht.engine import Engine, Event, OperationDone, OperationFailed
 from mldht.krpc import decode_bencode
-
-_DELIVER = 0
-_TIMER = 1
+from mldht.sim.clock import Scheduler
 
 
 @dataclass(slots=True)
@@ -71,7 +70,7 @@ class EngineNetwork:
 
     def __init__(self, *, latency: float = 0.02, jitter: float = 0.0, seed: int = 0,
                  start: float = 1000.0, record: bool = True) -> None:
-        self.now = start
+        self.scheduler = Scheduler(start)
         self.latency = latency
         self.jitter = jitter
         self.rng = random.Random(seed)
@@ -86,9 +85,11 @@ class EngineNetwork:
         self.events: dict[int, list[Seen]] = defaultdict(list)
         """id(engine) -> every event it gave, in order."""
         self.delivered = 0
-        self._heap: list[tuple[float, int, int, object]] = []
-        self._sequence = itertools.count()
         self._wakeup: dict[int, float] = {}
+
+    @property
+    def now(self) -> float:
+        return self.scheduler.now
 
     # --- building --------------------------------------------------------------------------
 
@@ -140,8 +141,7 @@ class EngineNetwork:
                 if self.record:
                     self.sent.append(Sent(now, source, destination, data))
                 delay = self.latency + (self.rng.uniform(0, self.jitter) if self.jitter else 0.0)
-                heapq.heappush(self._heap, (now + delay, next(self._sequence), _DELIVER,
-                                            (source, destination, data)))
+                self.scheduler.call_at(now + delay, self._deliver, source, destination, data)
         if engine.has_events:
             seen = self.events[id(engine)]
             while (event := engine.next_event()) is not None:
@@ -151,40 +151,26 @@ class EngineNetwork:
             booked = self._wakeup.get(id(engine))
             if booked is None or when < booked:
                 self._wakeup[id(engine)] = when
-                heapq.heappush(self._heap, (max(when, now), next(self._sequence), _TIMER,
-                                            engine))
+                self.scheduler.call_at(when, self._wake, engine, when)
 
-    def step(self) -> bool:
-        """Do the next thing on the heap; False when there is nothing left."""
-        if not self._heap:
-            return False
-        when, _, kind, payload = heapq.heappop(self._heap)
-        self.now = max(self.now, when)
-        if kind == _DELIVER:
-            source, destination, data = payload  # type: ignore[misc]
-            engine = self.engines.get(destination)
-            if engine is None or destination in self.down or source in self.down:
-                return True
-            self.delivered += 1
-            engine.receive_datagram(data, source, self.now)
-            self.pump(engine)
-        else:
-            engine = payload
-            if self._wakeup.get(id(engine)) != when:
-                return True  # superseded by an earlier wake-up that already ran
-            del self._wakeup[id(engine)]
-            engine.handle_timer(self.now)
-            self.pump(engine)
-        return True
+    def _deliver(self, source: Address, destination: Address, data: bytes) -> None:
+        engine = self.engines.get(destination)
+        if engine is None or destination in self.down or source in self.down:
+            return
+        self.delivered += 1
+        engine.receive_datagram(data, source, self.now)
+        self.pump(engine)
+
+    def _wake(self, engine: Engine, when: float) -> None:
+        if self._wakeup.get(id(engine)) != when:
+            return  # superseded by an earlier wake-up that already ran
+        del self._wakeup[id(engine)]
+        engine.handle_timer(self.now)
+        self.pump(engine)
 
     def run_until(self, until: float, max_steps: int = 5_000_000) -> None:
         """Run everything due up to the virtual time `until`, then set the clock there."""
-        steps = 0
-        while self._heap and self._heap[0][0] <= until:
-            self.step()
-            steps += 1
-            assert steps < max_steps, "the fake network ran away"
-        self.now = max(self.now, until)
+        self.scheduler.run_until(until=until, max_calls=max_steps)
 
     def run_for(self, seconds: float, max_steps: int = 5_000_000) -> None:
         self.run_until(self.now + seconds, max_steps)
@@ -192,14 +178,9 @@ class EngineNetwork:
     def run_while(self, condition: Callable[[], bool], limit: float,
                   max_steps: int = 5_000_000) -> None:
         """Run while `condition()` holds, for at most `limit` virtual seconds."""
-        deadline = self.now + limit
-        steps = 0
-        while condition():
-            if not self._heap or self._heap[0][0] > deadline:
-                raise AssertionError(f"still waiting after {limit} virtual seconds")
-            self.step()
-            steps += 1
-            assert steps < max_steps, "the fake network ran away"
+        if not self.scheduler.run_until(lambda: not condition(), until=self.now + limit,
+                                        max_calls=max_steps):
+            raise AssertionError(f"still waiting after {limit} virtual seconds")
 
     # --- reading results --------------------------------------------------------------------
 
