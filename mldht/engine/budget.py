@@ -83,9 +83,6 @@ class QueryBudget:
                     break
                 per_ip.popitem(last=False)
 
-    def tracked_ips(self) -> int:
-        return len(self._per_ip)
-
     def most_in_window(self, window: float = 10.0) -> float:
         """The most queries one IP can get from us in any `window` seconds (inf: no cap)."""
         if self.per_ip_rate <= 0:

@@ -46,18 +46,6 @@ class SizeEstimate:
                 "lookups": self.lookups}
 
 
-def estimate_from_distances(distances: list[int]) -> float | None:
-    """The size one lookup's sorted closest distances (integers) point to; None when they
-    cannot say (fewer than 2 distances, or all zero)."""
-    if len(distances) < 2:
-        return None
-    weighted = sum(rank * (d / KEYSPACE) for rank, d in enumerate(distances, start=1))
-    if weighted <= 0:
-        return None
-    squares = sum(rank * rank for rank in range(1, len(distances) + 1))
-    return squares / weighted - 1.0
-
-
 class SizeEstimator:
     """Pools the last `window` lookups that found `k` answering nodes, at most `max_age`
     seconds old (a node that joined a growing network must not keep counting the lookups it

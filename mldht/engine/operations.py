@@ -202,9 +202,7 @@ class LookupOperation(Operation):
 
     def _stop(self, now: float) -> None:
         for run in self.runs:
-            if not run.finished:
-                run._on_done = lambda run, now: None
-                run.finish(now)
+            run.cancel(now)
 
     def describe(self, now: float) -> dict:
         queried, answered, peers = self.progress()

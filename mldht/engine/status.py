@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..compact import format_address
-from ..routing import NodeState
 
 if TYPE_CHECKING:
     from .core import Engine, Family
@@ -27,19 +26,6 @@ def table_status(family: "Family", now: float) -> dict:
         for key in totals:
             totals[key] += row[key]
     return {"nodes": len(table), **totals, "buckets": buckets}
-
-
-def table_entries(family: "Family", now: float) -> list[dict]:
-    """Every main-bucket entry with its state, `v` unknown here, last seen."""
-    rows = []
-    for depth, bucket in enumerate(family.table.buckets):
-        for entry in bucket.nodes:
-            rows.append({"depth": depth, "id": entry.id.hex(),
-                         "address": format_address(entry.address),
-                         "state": entry.state(now).value,
-                         "last_seen_ago": round(now - entry.last_seen, 1),
-                         "failures": entry.failures, "secure_id": entry.secure_id})
-    return rows
 
 
 def build_status(engine: "Engine", now: float) -> dict:
@@ -71,5 +57,3 @@ def build_status(engine: "Engine", now: float) -> dict:
         "size_estimate": engine.estimated_size(now).as_dict(),
     }
 
-
-__all__ = ["build_status", "table_entries", "table_status", "NodeState"]

@@ -144,6 +144,10 @@ class GetItemSpec(TraversalSpec):
         return max(items, key=lambda item: item.seq, default=None)
 
 
+def _ignore_done(run: "TraversalRun", now: float) -> None:
+    pass
+
+
 class TraversalRun(TransactionOwner):
     """One traversal on one address family, driven through the engine's transactions."""
 
@@ -262,6 +266,11 @@ class TraversalRun(TransactionOwner):
         self._step(now)
 
     # --- the end ----------------------------------------------------------------------------
+
+    def cancel(self, now: float) -> None:
+        """Stop without telling the owner (its operation was cancelled)."""
+        self._on_done = _ignore_done
+        self.finish(now)
 
     def finish(self, now: float) -> None:
         if self.finished:

@@ -218,6 +218,7 @@ class JoinOperation(Operation):
         self.deadline = now + timeout
         self.tried: list[Address] = []
         self.parts: list[_FamilyJoin] = []
+        self._timer = None
         self._responses_before = engine.stats.responses_received
 
     def start(self, now: float) -> None:
@@ -249,7 +250,7 @@ class JoinOperation(Operation):
             routers_answered=[a for a in routers if a in engine.router_answers]), now)
 
     def _stop(self, now: float) -> None:
-        self.engine.timers.cancel(getattr(self, "_timer", None))
+        self.engine.timers.cancel(self._timer)
         for part in self.parts:
             part.cancel(now)
 
