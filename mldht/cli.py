@@ -206,6 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "FILE.damaged-TIME and the node starts afresh)")
     serve.add_argument("--stats-interval", type=_positive_seconds, default=60.0, metavar="S",
                        help="log a status line every S seconds (default 60)")
+    serve.add_argument("--http", metavar="IP:PORT",
+                       help="serve the status page, JSON API and /metrics on this TCP address "
+                            "(loopback unless --http-token is given), e.g. 127.0.0.1:8080")
+    token = serve.add_mutually_exclusive_group()
+    token.add_argument("--http-token", metavar="TOKEN",
+                       help="bearer token every HTTP request must carry (required for a "
+                            "non-loopback --http); the page takes it once as /?token=TOKEN")
+    token.add_argument("--http-token-file", metavar="FILE",
+                       help="read the token from FILE (its first line), so that it is not in "
+                            "the process list")
+    serve.add_argument("--http-allow-host", action="append", metavar="NAME", default=[],
+                       help="a host name HTTP requests may use besides the bound address "
+                            "(a reverse proxy's name); other Host headers are refused")
     _add_blocklist_option(serve)
     _add_config_options(serve)
     replay = commands.add_parser(
@@ -547,11 +560,47 @@ def _log_join(task: asyncio.Task) -> None:
         log.warning("bootstrap failed: %s", problem)
 
 
+def _web_settings(args):
+    """The --http options checked (InvalidInput, exit 2) before any socket opens; None
+    without --http."""
+    if not args.http:
+        if args.http_token or args.http_token_file or args.http_allow_host:
+            raise InvalidInput("--http-token, --http-token-file and --http-allow-host need --http")
+        return None
+    try:
+        from .web import WebSettings
+    except ImportError as exc:  # aiohttp or prometheus_client missing from this install
+        raise InvalidInput(f"--http needs aiohttp and prometheus_client ({exc})") from None
+    host, port = parse_host_port(args.http, allow_any_port=True)
+    token = args.http_token
+    if args.http_token_file:
+        try:
+            with open(args.http_token_file, encoding="utf-8") as handle:
+                token = handle.readline().strip()
+        except OSError as exc:
+            raise InvalidInput(f"--http-token-file {args.http_token_file}: "
+                               f"{exc.strerror or exc}") from None
+    if token is not None and (len(token) < 16 or not token.isprintable()):
+        raise InvalidInput("the HTTP token must be at least 16 printable characters")
+    settings = WebSettings(host=host, port=port, token=token,
+                           allowed_hosts=tuple(args.http_allow_host))
+    try:
+        settings.check_bind()
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    return settings
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 async def _serve(args) -> int:
     bootstrap = _bootstrap_list(args.bootstrap)
     config = _node_config(args)
     if args.state:
         check_state_path(args.state)  # InvalidInput naming the path, before any socket
+    web_settings = _web_settings(args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -569,17 +618,28 @@ async def _serve(args) -> int:
             for name, node_id in server.node_ids.items():
                 log.info("serving as %s on %s", node_id.hex(),
                          format_address(server.address_of(name)))
+            web_runner = None
+            if web_settings is not None:
+                from .web import node_app, start_server
+                # OSError naming the address for a port in use, before the node joins.
+                web_runner = await start_server(node_app(server, web_settings), web_settings)
+                log.info("status page on http://%s:%d/", _url_host(web_settings.host),
+                         web_settings.port)
             joining = asyncio.create_task(server.bootstrap())
             joining.add_done_callback(_log_join)
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(args.stats_interval):
-                        await stop.wait()
-                log.info("%s", status_line(server.status()))
-            log.info("stopping")
-            joining.cancel()
-            with contextlib.suppress(asyncio.CancelledError, MldhtError):
-                await joining
+            try:
+                while not stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(args.stats_interval):
+                            await stop.wait()
+                    log.info("%s", status_line(server.status()))
+                log.info("stopping")
+            finally:
+                joining.cancel()
+                with contextlib.suppress(asyncio.CancelledError, MldhtError):
+                    await joining
+                if web_runner is not None:
+                    await web_runner.cleanup()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)

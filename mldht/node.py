@@ -717,17 +717,32 @@ class Node:
         status["event_subscribers"] = len(self._observers)
         return status
 
+    def table(self) -> dict[str, dict]:
+        """Every routing table entry, per family (`"ipv4"`, `"ipv6"`) and bucket: id,
+        address, state, `v` and the client it names, seconds since last heard from,
+        failures, BEP 42 validity; the replacement cache of each bucket likewise."""
+        return self.engine.table(self.clock())
+
+    def stored_peers(self, info_hash: InfoHash | bytes) -> list[dict]:
+        """The live peers announced to this node for `info_hash`: address, seconds since
+        the announce, seed. Empty when it stores none (it asks no other node)."""
+        return self.engine.stored_peers(bytes(info_hash), self.clock())
+
     def estimated_size(self) -> SizeEstimate:
         """The DHT's size (nodes that answer), with its standard error, from the closest
         nodes of recent lookups."""
         return self.engine.estimated_size(self.clock())
 
-    def events(self, max_queue: int = 1000) -> "EventStream":
+    def events(self, max_queue: int = 1000,
+               kinds: Iterable[str] | None = None) -> "EventStream":
         """A bounded async stream of what happens (`mldht.engine.events`): queries received,
         responses, timeouts, nodes added and removed, lookup progress and completion,
-        external IP and id changes. When the consumer falls behind, the oldest events go
-        and `stream.dropped` counts them. Serving stays on the quick path."""
-        return EventStream(self, max_queue)
+        external IP and id changes. `kinds` keeps only events of those `kind`s
+        (`"node_added"`, `"lookup_finished"`...), filtered before they are queued, so that
+        a flood of queries received cannot push rarer events out. When the consumer falls
+        behind, the oldest events go and `stream.dropped` counts them. Serving stays on
+        the quick path."""
+        return EventStream(self, max_queue, kinds)
 
     def add_observer(self, observer: Callable[[Event], None]) -> Callable[[], None]:
         """Call `observer(event)` for every observation event, synchronously (it must be
@@ -922,14 +937,17 @@ class EventStream:
     (the oldest dropped first, counted in `dropped`). `close()` (or leaving an `async with`)
     unsubscribes."""
 
-    def __init__(self, node: Node, max_queue: int) -> None:
+    def __init__(self, node: Node, max_queue: int, kinds: Iterable[str] | None = None) -> None:
         self.max_queue = max(1, max_queue)
+        self.kinds = None if kinds is None else frozenset(kinds)
         self.dropped = 0
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._remove = node.add_observer(self._put)
         self._closed = False
 
     def _put(self, event: Event) -> None:
+        if self.kinds is not None and event.kind not in self.kinds:
+            return
         if self._queue.qsize() >= self.max_queue:
             self._queue.get_nowait()
             self.dropped += 1

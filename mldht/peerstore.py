@@ -133,6 +133,11 @@ class PeerStore:
             return chosen + rng.sample(seeds, min(limit - len(chosen), len(seeds)))
         return rng.sample(peers, limit)
 
+    def stored(self, info_hash: bytes, now: float) -> list[tuple[Address, StoredPeer]]:
+        """Every live peer of `info_hash` with what is stored of it, oldest announce first."""
+        swarm = self._live(info_hash, now)
+        return [] if swarm is None else list(swarm.items())
+
     def swarm_ips(self, info_hash: bytes, now: float) -> tuple[list[str], list[str]]:
         """The IPs of the live seeds and of the other peers (for BEP 33 scrape filters)."""
         swarm = self._live(info_hash, now)

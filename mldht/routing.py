@@ -49,7 +49,7 @@ class RoutingEntry:
     a table of a long-lived node holds some hundred of these."""
 
     __slots__ = ("info", "key", "last_response", "last_query", "failures", "ping_pending",
-                 "secure_id")
+                 "secure_id", "version")
 
     def __init__(self, info: NodeInfo, last_response: float | None = None,
                  last_query: float | None = None, secure_id: bool = True) -> None:
@@ -66,6 +66,8 @@ class RoutingEntry:
         self.ping_pending = False
         self.secure_id = secure_id
         """Its id matches its IP under BEP 42 (or its IP is exempt)."""
+        self.version: bytes | None = None
+        """The `v` key of the last message it sent us that had one (client and version)."""
 
     @classmethod
     def of(cls, node: NodeInfo, now: float, responded: bool, secure: bool) -> "RoutingEntry":
@@ -347,14 +349,18 @@ class RoutingTable:
             return "this node id is already in the table at another IP address"
         return None
 
-    def heard_from(self, node: NodeInfo, now: float, responded: bool) -> InsertResult:
-        """Record that `node` answered our query (`responded`) or sent us a valid query.
+    def heard_from(self, node: NodeInfo, now: float, responded: bool,
+                   version: bytes | None = None) -> InsertResult:
+        """Record that `node` answered our query (`responded`) or sent us a valid query,
+        with the `v` key of that message when it had one.
 
         Only nodes heard from directly enter the table: never call this for nodes merely
         listed in someone's `nodes` reply, nor for read-only (BEP 43) senders.
         """
         existing = self._by_ip.get(node.ip)
         if existing is not None and existing.info.id == node.id and 0 < node.port <= 0xFFFF:
+            if version is not None:
+                existing.version = version
             if existing.info.port != node.port:
                 existing.move_to_port(node.port)  # same id, same IP: a NAT remapped it
             if responded:
@@ -376,6 +382,8 @@ class RoutingTable:
                 if waiting.ip == node.ip and waiting.id == node.id:  # it queried us again
                     waiting.move_to_port(node.port)
                     waiting.last_query = now
+                    if version is not None:
+                        waiting.version = version
                     replacements.remove(waiting)  # now the most recently heard from
                     replacements.append(waiting)
                     return _WAITING_VERIFIED if waiting.last_response is not None else _WAITING
@@ -389,6 +397,7 @@ class RoutingTable:
         if self.enforce and not secure:
             return InsertResult(InsertOutcome.REJECTED, "node id does not match its IP (BEP 42)")
         entry = RoutingEntry.of(node, now, responded, secure)
+        entry.version = version
         if not responded:
             # Main buckets hold only nodes that answered us (the8472's sanitizing rules): a
             # querier waits in the replacement cache until it answers a ping.

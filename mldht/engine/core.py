@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 from ..bep42 import is_secure_id
 from ..bep44 import Item, ItemStore, KeyPair, mutable_target
 from ..blocklist import Blocklist
-from ..compact import Address, NodeInfo, normalize_ip
+from ..compact import Address, NodeInfo, format_address, normalize_ip
 from ..config import NodeConfig
 from ..errors import InvalidInput, KrpcDecodeError, QueryNotSent, RemoteError
 from ..ids import NodeId
@@ -66,6 +66,7 @@ log = logging.getLogger("mldht.engine")
 
 FAMILIES = ("ipv4", "ipv6")
 MAX_METHODS_COUNTED = 64
+MAX_VERSIONS_SHARED = 256
 """Bound on the query method names counted (unknown methods are many)."""
 _QUICK_METHOD_NAMES = {b"ping": "ping", b"find_node": "find_node", b"get_peers": "get_peers"}
 
@@ -117,6 +118,7 @@ class Engine:
         self.now = now
         """The time of the last call that gave one (for events raised deep inside)."""
         self.stats = NodeStats()
+        self._versions: dict[bytes, bytes] = {}
         self.timers = Timers()
         self.admission = Admission(config, blocklist, now)
         self.blocklist = blocklist
@@ -404,7 +406,8 @@ class Engine:
             if known is None or known.id == message.sender_id or \
                     table.id_changed(source, message.sender_id, now):
                 result = table.heard_from(NodeInfo(message.sender_id, *source), now,
-                                          responded=True)
+                                          responded=True,
+                                          version=self._shared_version(message.version))
                 for questionable in result.ping:
                     self.verifier.ping(questionable, now)
         if message.requester is not None:
@@ -438,7 +441,8 @@ class Engine:
                                         arguments.get(b"target") or arguments.get(b"info_hash"),
                                         read_only, query.get(b"v"), arguments))
         if not read_only:
-            self._note_querier(family, NodeId(arguments[b"id"]), source, now)
+            self._note_querier(family, NodeId(arguments[b"id"]), source, now,
+                               query.get(b"v"))
 
     def _on_query(self, query: Query, raw: dict, source: Address, now: float) -> None:
         method = (query.name if isinstance(query, UnknownQuery) else query.method).decode(
@@ -458,15 +462,28 @@ class Engine:
             self._count_error_sent(reply.code)
         self._send_reply(encode_message(reply), source, now)
         if not query.read_only:
-            self._note_querier(family, query.sender_id, source, now)
+            self._note_querier(family, query.sender_id, source, now, query.version)
+
+    def _shared_version(self, version) -> bytes | None:
+        """One bytes object per distinct `v`, so that routing entries share it; bounded,
+        since a `v` is whatever a remote node chose to send."""
+        if not isinstance(version, bytes):
+            return None
+        shared = self._versions.get(version)
+        if shared is None:
+            if len(self._versions) >= MAX_VERSIONS_SHARED or len(version) > 16:
+                return version
+            shared = self._versions[version] = version
+        return shared
 
     def _note_querier(self, family: Family, sender_id: NodeId, source: Address,
-                      now: float) -> None:
+                      now: float, version: bytes | None = None) -> None:
         """A (not read-only) node queried us: the table hears of it, and one that has never
         answered us is pinged (as libtorrent does) so that it can become a routing entry."""
         querier = NodeInfo(sender_id, source[0], source[1])
         # Not the response path: a querier never makes the table ask for pings of its nodes.
-        result = family.table.heard_from(querier, now, responded=False)
+        result = family.table.heard_from(querier, now, responded=False,
+                                         version=self._shared_version(version))
         verifier = self.verifier
         if (not result.verified and result.outcome is not InsertOutcome.REJECTED
                 and not verifier.busy and source not in verifier.verifying
@@ -717,6 +734,18 @@ class Engine:
         """The DHT's size from the distances of the closest nodes of the lookups of the last
         hour (of all kept, without `now`)."""
         return self.estimator.estimate(now)
+
+    def table(self, now: float) -> dict[str, dict]:
+        """Every routing table entry, per family and bucket (see `status.table_entries`)."""
+        from .status import table_entries
+        return {family.name: table_entries(family, now) for family in self.families}
+
+    def stored_peers(self, info_hash: bytes, now: float) -> list[dict]:
+        """The live peers this node stores for `info_hash` (announced to it), oldest
+        announce first: address, seconds since the announce, seed (BEP 33)."""
+        return [{"address": format_address(peer), "announced_ago": round(now - stored.announced, 1),
+                 "seed": stored.seed}
+                for peer, stored in self.peer_store.stored(info_hash, now)]
 
     def status(self, now: float) -> dict:
         """A JSON-ready snapshot of the whole node (see `status.build_status`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..clients import describe_version
 from ..compact import format_address
 
 if TYPE_CHECKING:
@@ -26,6 +27,30 @@ def table_status(family: "Family", now: float) -> dict:
         for key in totals:
             totals[key] += row[key]
     return {"nodes": len(table), **totals, "buckets": buckets}
+
+
+def _entry(entry, now: float) -> dict:
+    client = describe_version(entry.version)
+    return {"id": entry.id.hex(), "address": format_address(entry.address),
+            "state": entry.state(now).value,
+            "v": None if entry.version is None else entry.version.hex(),
+            "client": None if client is None else str(client),
+            "last_seen_ago": round(now - entry.last_seen, 1),
+            "last_response_ago": None if entry.last_response is None
+            else round(now - entry.last_response, 1),
+            "failures": entry.failures, "secure_id": entry.secure_id}
+
+
+def table_entries(family: "Family", now: float) -> dict:
+    """Every entry of a family's routing table, bucket by bucket: id, address, state, `v`
+    (hex, and the client it names), seconds since last heard from, failures, BEP 42."""
+    buckets = []
+    for depth, bucket in enumerate(family.table.buckets):
+        buckets.append({"depth": depth,
+                        "last_changed_ago": round(now - bucket.last_changed, 1),
+                        "nodes": [_entry(entry, now) for entry in bucket.nodes],
+                        "replacements": [_entry(entry, now) for entry in bucket.replacements]})
+    return {"node_id": family.identity.node_id.hex(), "buckets": buckets}
 
 
 def build_status(engine: "Engine", now: float) -> dict:
