@@ -236,7 +236,7 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
                 if not settings.token_matches(query_token):
                     raise HttpJsonError(401, "wrong token", **{"WWW-Authenticate": "Bearer"})
                 # The page's own requests (EventSource cannot send headers) carry a cookie.
-                response = web.HTTPSeeOther("/")
+                response = web.Response(status=303, headers={"Location": "/"})
                 response.set_cookie(TOKEN_COOKIE, settings.token, httponly=True,
                                     samesite="Strict", path="/")
                 return response
