@@ -72,3 +72,21 @@ def test_lookups_benchmark_compares_both_traversals():
     assert mine["success"] >= 0.9 and theirs["success"] >= 0.9
     assert mine["latency_p90"] < theirs["latency_p90"]
     assert mine["queries_mean"] > 0 and theirs["queries_mean"] > 0
+
+
+@pytest.mark.network
+def test_http_load_figures(capsys):
+    """tools/bench/http_load.py, small: the node answers every ping in each phase and the
+    HTTP clients get no error."""
+    bench = benchtools.load("http_load")
+    assert bench.main(["--clients", "20", "--seconds", "1", "--dht-rate", "40", "--sources", "20",
+                       "--poll-interval", "0.5", "--json"]) == 0
+    import json
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["dht"]) == {"without_http", "with_http_saturating", "with_http_polling",
+                                  "without_http_again"}
+    for phase in result["dht"].values():
+        assert phase["sent"] >= 30 and phase["lost"] == 0, phase
+        assert phase["p99_ms"] > 0
+    for http in result["http"].values():
+        assert http["requests"] >= 20 and http["errors"] == 0, http
