@@ -312,3 +312,30 @@ def test_serve_with_http_serves_the_page_beside_the_node(tmp_path):
         assert server.process.wait(timeout=15) == 0
     finally:
         server.stop()
+
+
+async def test_a_tool_serves_its_progress_through_the_same_module():
+    from mldht.web import progress_app
+    counter = {"visited": 0}
+
+    def snapshot() -> dict:
+        counter["visited"] += 1
+        return {"visited": counter["visited"], "queue": {"ipv4": 3, "ipv6": 0}}
+    port = unused_port()
+    settings = WebSettings(host="127.0.0.1", port=port, snapshot_max_age=0.0)
+    client = TestClient(TestServer(progress_app(snapshot, settings, title="crawl"),
+                                   host="127.0.0.1", port=port))
+    await client.start_server()
+    try:
+        first = await (await client.get("/api/progress")).json()
+        second = await (await client.get("/api/progress")).json()
+        assert first == {"title": "crawl", "progress": {"visited": 1,
+                                                       "queue": {"ipv4": 3, "ipv6": 0}}}
+        assert second["progress"]["visited"] == 2
+        page = await client.get("/")
+        assert page.status == 200 and "progress.js" in await page.text()
+        assert (await client.get("/static/progress.js")).status == 200
+        # The same rules as the node's page: a foreign Host is refused.
+        assert (await client.get("/api/progress", headers={"Host": "evil.example"})).status == 421
+    finally:
+        await client.close()

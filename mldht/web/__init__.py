@@ -6,6 +6,9 @@ their own pages on.
     runner = await start_server(node_app(node, settings), settings)
     ...
     await runner.cleanup()
+
+A tool with numbers of its own to show live (a crawl, a batch of lookups) serves
+`progress_app(lambda: {...}, settings, title="crawl")` the same way.
 """
 
 from .app import (
@@ -14,9 +17,11 @@ from .app import (
 )
 from .metrics import NodeMetrics
 from .node_api import NodeWeb, node_app, read_static
+from .progress import ProgressWeb, progress_app
 
 __all__ = [
-    "HttpJsonError", "NodeMetrics", "NodeWeb", "StreamLimiter", "WebSettings", "closing_event",
-    "create_app", "is_loopback_host", "json_error", "json_response", "node_app", "read_static",
+    "HttpJsonError", "NodeMetrics", "NodeWeb", "ProgressWeb", "StreamLimiter", "WebSettings", "closing_event",
+    "create_app", "is_loopback_host", "json_error", "json_response", "node_app", "progress_app",
+    "read_static",
     "start_server", "stream_slot",
 ]
