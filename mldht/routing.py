@@ -44,7 +44,7 @@ class NodeState(enum.Enum):
 class RoutingEntry:
     """A node in the table with what we know of its liveness (compared by identity).
 
-    Kept small (88 bytes): a node's id, address, integer id and compact form live on its
+    Kept small (96 bytes): a node's id, address, integer id and compact form live on its
     `NodeInfo`, shared with whoever told us of it (a reply, a simulator's population), and
     a table of a long-lived node holds some hundred of these."""
 

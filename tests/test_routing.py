@@ -641,3 +641,16 @@ def test_table_moves_to_a_new_own_id_with_its_nodes():
     kept = {entry.address for entry in moved}
     assert len(kept) >= min(len(table), 8) and kept <= {node.address for node in nodes}
     assert all(entry.last_response == 5.0 for entry in moved)
+
+
+def test_an_entry_keeps_the_v_of_the_last_message_that_had_one():
+    from mldht.compact import NodeInfo
+    from mldht.ids import NodeId
+    table = RoutingTable(NodeId(bytes(20)), verify=None)
+    node = NodeInfo(NodeId(b"\x80" + bytes(19)), "10.0.0.1", 6881)
+    table.heard_from(node, 1.0, responded=True, version=b"LT\x02\x00")
+    assert table.get(node.address).version == b"LT\x02\x00"
+    table.heard_from(node, 2.0, responded=False)  # a message without v keeps the last
+    assert table.get(node.address).version == b"LT\x02\x00"
+    table.heard_from(node, 3.0, responded=True, version=b"LT\x02\x01")
+    assert table.get(node.address).version == b"LT\x02\x01"
