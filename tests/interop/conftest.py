@@ -22,6 +22,7 @@ SCENARIOS: dict[str, tuple[str, str, float]] = {
     "mixed": ("scenario_mixed.py", "all", 420),
     "bep42": ("scenario_bep42.py", "all", 180),
     "extensions": ("scenario_extensions.py", "all", 180),
+    "browser": ("scenario_browser.py", "all", 180),
 }
 
 
