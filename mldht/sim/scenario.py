@@ -181,6 +181,8 @@ class Simulation:
         self._announced: list[int] = []
         self.sybil_addresses: set[Address] = set()
         self.swarm: SybilSwarm | None = None
+        self._wall_started = 0.0
+        self._tables_after_bootstrap: dict = {}
 
     # --- building -----------------------------------------------------------------------
 
@@ -236,7 +238,11 @@ class Simulation:
 
     # --- phases -------------------------------------------------------------------------
 
-    def run(self) -> dict:
+    def prepare(self) -> list[tuple[InfoHash, Address]]:
+        """Build the network up to the lookups: bootstrap, settle, announce the swarms,
+        silence the dead. Returns the swarms (infohash, announced peer). `run` goes on with
+        the lookups; a workload of one's own (tools/bench/peer_finder.py) drives `scheduler`
+        and `network` from here instead, with `live` the nodes still up."""
         scenario = self.scenario
         scheduler = self.scheduler
         started = scheduler.now
@@ -268,6 +274,16 @@ class Simulation:
         log.info("settled and announced %d swarms: %.1f wall s", len(swarms),
                  time.perf_counter() - wall)
         self._kill(round(scenario.dead * len(self.live)))
+        self._wall_started = wall
+        self._tables_after_bootstrap = tables_after_bootstrap
+        return swarms
+
+    def run(self) -> dict:
+        swarms = self.prepare()
+        scenario = self.scenario
+        scheduler = self.scheduler
+        wall = self._wall_started
+        tables_after_bootstrap = self._tables_after_bootstrap
         before_lookups = self.network.stats.snapshot()
         queries_before = self._queries_received()
         lookups_started = scheduler.now
