@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import random as _random
 import re
-from urllib.parse import parse_qs, urlsplit
 
 from .errors import InvalidInput
 
@@ -81,19 +79,11 @@ def random_id_in_bucket(own: bytes, prefix_bits: int, rng: _random.Random) -> No
 
 
 def parse_infohash(text: str) -> InfoHash:
-    """An infohash from 40 hex digits, 32 base32 characters or a magnet link (`xt=urn:btih:`)."""
-    text = text.strip()
-    if text.lower().startswith("magnet:"):
-        query = parse_qs(urlsplit(text).query)
-        for xt in query.get("xt", []):
-            if xt.lower().startswith("urn:btih:"):
-                return parse_infohash(xt[len("urn:btih:"):])
-        raise InvalidInput("magnet link has no xt=urn:btih: infohash")
-    if re.fullmatch(r"[0-9a-fA-F]{40}", text):
-        return InfoHash(bytes.fromhex(text))
-    if re.fullmatch(r"[A-Za-z2-7]{32}", text):
-        return InfoHash(base64.b32decode(text.upper()))
-    raise InvalidInput(f"infohash {text!r} is not 40 hex digits, 32 base32 characters or a magnet link")
+    """An infohash from 40 hex digits, 32 base32 characters or a magnet link (`xt=urn:btih:`,
+    or `xt=urn:btmh:` for a v2 swarm, looked up by the first 20 bytes of its hash)."""
+    from .magnet import parse_target  # magnet imports this module
+
+    return parse_target(text).info_hash
 
 
 def random_id_with_prefix(prefix: bytes | int, bits: int, rng: _random.Random | None = None) -> NodeId:

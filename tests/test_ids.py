@@ -140,7 +140,7 @@ def test_parse_infohash_magnet(template, encode):
     "magnet:?dn=no+hash",
     "magnet:?xt=urn:btih:",
     "magnet:?xt=urn:btih:1234",
-    "magnet:?xt=urn:btmh:1220" + "00" * 32,    # v2 only
+    "magnet:?xt=urn:btmh:1114" + "00" * 20,    # a SHA-1 multihash: not v2
     "magnet:",
     "urn:btih:" + SAMPLE_HEX,                   # not a magnet link
 ])
