@@ -7,6 +7,7 @@
   const POLL_MS = 2000;
   const MAX_BACKOFF_MS = 30000;
   const MAX_EVENTS = 50;
+  const MAX_FINISHED = 8;
   const LOOKUP_TIMEOUT = 20;
   const RECENT_SECONDS = 30;
   const EVENT_KINDS = ["node_added", "node_removed", "lookup_finished", "external_ip_changed",
@@ -21,7 +22,7 @@
   const SVG_NS = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
-  const state = { status: null, history: null, family: null, familyKey: "", failures: 0 };
+  const state = { status: null, history: null, family: null, familyKey: "", failures: 0, finished: [] };
   let pollTimer = 0;
 
   // --- small helpers ------------------------------------------------------------------------
@@ -45,6 +46,7 @@
   const num = (n) => (typeof n === "number" && isFinite(n) ? n : 0);
   const fmtInt = (n) => Math.round(num(n)).toLocaleString("en-US");
   const fmtRate = (r) => (r >= 10 ? r.toFixed(0) : r >= 1 ? r.toFixed(1) : r >= 0.005 ? r.toFixed(2) : "0");
+  const plural = (n, word) => `${fmtInt(n)} ${word}${num(n) === 1 ? "" : "s"}`;
   const shortHex = (hex) => (typeof hex === "string" && hex.length > 14
     ? `${hex.slice(0, 8)}…${hex.slice(-4)}` : String(hex));
 
@@ -65,9 +67,8 @@
   const fmtSeconds = (s) => (typeof s !== "number" ? "–"
     : s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(s < 10 ? 2 : 1)} s`);
 
-  function setValue(id, value, format) {
+  function setValue(id, value, format) { // the number, formatted, and raw in data-value
     const node = $(id);
-    if (!node) return;
     node.textContent = (format || fmtInt)(value);
     node.dataset.value = String(num(value));
   }
@@ -79,10 +80,8 @@
     return 10 * pow;
   }
 
-  function chartWidth(node, fallback) {
-    const width = node.getBoundingClientRect().width;
-    return Math.max(260, Math.round(width || fallback));
-  }
+  // Charts are drawn in CSS pixels of their current width: text keeps its size on a phone.
+  const chartWidth = (node, fallback) => Math.max(260, Math.round(node.getBoundingClientRect().width || fallback));
 
   function clearSvg(node, width, height) {
     node.replaceChildren();
@@ -103,7 +102,7 @@
   }
 
   async function getJSON(path) {
-    const response = await fetch(path, { cache: "no-store", headers: { Accept: "application/json" } });
+    const response = await fetch(path, { cache: "no-store", signal: AbortSignal.timeout(10000) });
     if (!response.ok) throw Object.assign(new Error(await errorMessage(response)), { status: response.status });
     return response.json();
   }
@@ -119,15 +118,19 @@
 
   async function poll() {
     clearTimeout(pollTimer);
+    if (state.polling) return; // the poll under way schedules the next
     if (document.hidden) { pollTimer = setTimeout(poll, POLL_MS); return; }
     let data = null;
+    state.polling = true;
     try {
-      data = await Promise.all([getJSON("/api/status"), getJSON("/api/history")]);
+      data = [await getJSON("/api/status"), await getJSON("/api/history")]; // one error when down
       state.failures = 0;
       setConnection(true);
     } catch (error) {
       state.failures += 1;
       setConnection(false, error);
+    } finally {
+      state.polling = false;
     }
     const delay = Math.min(MAX_BACKOFF_MS, POLL_MS * Math.pow(2, Math.max(0, state.failures - 1)));
     pollTimer = setTimeout(poll, delay);
@@ -184,8 +187,8 @@
       const ext = $(`external-ip-${name}`);
       ext.textContent = f.external_ip || "not known yet";
       ext.classList.toggle("muted", !f.external_ip);
-      $(`table-summary-${name}`).textContent = `${fmtInt(table.nodes)} nodes, ` +
-        `${fmtInt((table.buckets || []).length)} buckets, ${fmtInt(table.replacements)} replacements`;
+      $(`table-summary-${name}`).textContent = `${plural(table.nodes, "node")}, ` +
+        `${plural((table.buckets || []).length, "bucket")}, ${plural(table.replacements, "replacement")}`;
     }
     if (!names.includes(state.family)) state.family = names[0] || null;
     // A dual-stack node: one routing table per family, shown one at a time.
@@ -220,27 +223,22 @@
     if (Array.isArray(size.interval95)) {
       parts.push(`95%: ${fmtInt(size.interval95[0])}–${fmtInt(size.interval95[1])}`);
     }
-    parts.push(`from ${fmtInt(size.lookups)} lookup${size.lookups === 1 ? "" : "s"}`);
+    parts.push(`from ${plural(size.lookups, "lookup")}`);
     detail.textContent = parts.join(" · ");
   }
 
+  // Lookups in flight (from the status), then the last ones finished (from the events).
   function renderLookups(lookups) {
-    const body = $("lookups-body");
-    body.replaceChildren();
-    $("lookups").hidden = !lookups.length;
-    $("lookups-empty").hidden = lookups.length > 0;
-    for (const lookup of lookups) {
-      const row = el("tr");
-      row.appendChild(el("td", null, lookup.kind || "?"));
-      const target = el("td", "mono", shortHex(lookup.target || ""));
+    const rows = [...lookups.map((l) => ({ ...l, running: true })), ...state.finished];
+    $("lookups").hidden = !rows.length;
+    $("lookups-empty").hidden = rows.length > 0;
+    $("lookups-body").replaceChildren(...rows.map((lookup) => {
+      const target = el("td", "mono", `${String(lookup.target || "").slice(0, 8)}…`);
       target.title = String(lookup.target || "");
-      row.appendChild(target);
-      for (const key of ["queried", "answered", "peers"]) {
-        row.appendChild(el("td", "num", fmtInt(lookup[key])));
-      }
-      row.appendChild(el("td", "num", fmtSeconds(num(lookup.elapsed))));
-      body.appendChild(row);
-    }
+      return el("tr", lookup.running ? "running" : null, null, [el("td", "kind", lookup.kind || "?"), target,
+        el("td", "num", `${fmtInt(lookup.answered)}/${fmtInt(lookup.queried)}`),
+        el("td", "num", fmtInt(lookup.peers)), el("td", "num", fmtSeconds(num(lookup.elapsed)))]);
+    }));
   }
 
   // --- routing table chart -------------------------------------------------------------------
@@ -431,7 +429,7 @@
       case "lookup_finished": {
         const s = data.summary || {};
         return `${data.lookup || "lookup"} ${shortHex(s.target || "")}: ${fmtInt(s.answered)}/` +
-          `${fmtInt(s.queried)} answered, ${fmtInt(s.peers)} peer${s.peers === 1 ? "" : "s"}, ` +
+          `${fmtInt(s.queried)} answered, ${plural(s.peers, "peer")}, ` +
           fmtSeconds(num(s.elapsed));
       }
       case "external_ip_changed": return `external IP is now ${data.ip} (${fmtInt(data.voters)} voters)`;
@@ -443,6 +441,10 @@
   }
 
   function addEvent(kind, data) {
+    if (kind === "lookup_finished" && data.summary) {
+      state.finished = [{ ...data.summary, kind: data.lookup }, ...state.finished].slice(0, MAX_FINISHED);
+      renderLookups(state.status ? state.status.lookups || [] : []);
+    }
     const list = $("events");
     list.prepend(el("li", `event ev-${kind}`, null, [
       el("time", "muted mono", new Date().toLocaleTimeString("en-GB")),
@@ -509,7 +511,7 @@
     if (summary.scrape) rows.push(["Seeds (est.)", fmtInt(summary.scrape.seeds)]);
     list.append(...rows.map(([label, value]) => el("div", null, null, [el("dt", null, label), el("dd", null, value)])));
     box.appendChild(list);
-    lookupMessage(peersShown ? `Done: ${peersShown} peer${peersShown === 1 ? "" : "s"} found.`
+    lookupMessage(peersShown ? `Done: ${plural(peersShown, "peer")} found.`
       : "Done: no peers found.", peersShown ? "ok" : null);
   }
 
@@ -540,7 +542,7 @@
         if (seen.has(item.peer)) return;
         seen.add(item.peer);
         peersList.appendChild(el("li", "mono", item.peer));
-        lookupMessage(`Looking up ${shortHex(infohash)}… ${seen.size} peer${seen.size === 1 ? "" : "s"} so far`, "busy");
+        lookupMessage(`Looking up ${shortHex(infohash)}… ${plural(seen.size, "peer")} so far`, "busy");
       } else if ("summary" in item) {
         ended = true;
         renderSummary(item.summary, seen.size);
