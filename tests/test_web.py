@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -339,3 +340,55 @@ async def test_a_tool_serves_its_progress_through_the_same_module():
         assert (await client.get("/api/progress", headers={"Host": "evil.example"})).status == 421
     finally:
         await client.close()
+
+
+async def test_history_since_returns_only_newer_samples(api):
+    await asyncio.sleep(0.5)
+    full = await (await api.get("/api/history")).json()
+    last = full["samples"][-2]["t"]
+    newer = await (await api.get(f"/api/history?since={last}")).json()
+    assert [s["t"] for s in newer["samples"]] == [s["t"] for s in full["samples"]
+                                                  if s["t"] > last][:len(newer["samples"])]
+    assert 1 <= len(newer["samples"]) < len(full["samples"])
+    assert (await api.get("/api/history?since=yesterday")).status == 400
+
+
+async def test_clients_that_leave_end_their_streams_quietly(caplog):
+    """A closed tab (SSE) or an abandoned lookup: the handler is cancelled, the lookup stops
+    at once (its resend after the soft timeout never leaves), nothing is logged as an error."""
+    import aiohttp
+    from mldht.web import start_server
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    silent.setblocking(False)
+    node = Node(("127.0.0.1", 0), bootstrap=[f"127.0.0.1:{silent.getsockname()[1]}"])
+    await node.start()
+    settings = WebSettings(host="127.0.0.1", port=0)
+    runner = await start_server(node_app(node, settings), settings)
+    try:
+        async with aiohttp.ClientSession() as session:
+            base = f"http://127.0.0.1:{settings.port}"
+            events = await session.get(base + "/api/events")
+            lookup = await session.get(f"{base}/api/get-peers/{INFO_HASH.hex()}?timeout=20")
+            for _ in range(50):
+                if node.status()["lookups"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert node.status()["lookups"], "the lookup never started"
+            events.close()
+            lookup.close()
+            await asyncio.sleep(2.0)  # past the soft timeout, when a live lookup resends
+        queries = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                queries.append(silent.recv(2048))
+        get_peers = [q for q in queries if b"9:get_peers" in q]
+        assert len(get_peers) == 1, get_peers  # sent once, never resent: it was cancelled
+        assert node.status()["lookups"] == []
+    finally:
+        await runner.cleanup()
+        await node.close()
+        silent.close()
+    errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert errors == [], [r.getMessage() for r in errors]

@@ -148,7 +148,8 @@ def record_of(target: Target, result) -> dict:
         "elapsed": None if summary is None else round(summary.elapsed, 3),
         "queried": None if summary is None else summary.queried,
         "answered": None if summary is None else summary.answered,
-        "unanswered": None if summary is None else summary.timed_out,
+        # Not answered by the end: timed out, errored, or still out when the closest had.
+        "unanswered": None if summary is None else summary.queried - summary.answered,
         "error": result.error,
     }
 

@@ -296,9 +296,11 @@ async def start_server(app: web.Application, settings: WebSettings) -> web.AppRu
     """Serve `app` on `settings.host`/`settings.port` (port 0: any free port, written back
     to `settings.port`). Returns the runner: `await runner.cleanup()` stops it."""
     settings.check_bind()
+    # handler_cancellation: a client that disconnects cancels its handler, so that a
+    # lookup nobody waits for stops at once instead of running to its timeout.
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0,
-                           max_line_size=MAX_REQUEST_LINE, max_field_size=MAX_HEADER_FIELD,
-                           max_headers=64)
+                           handler_cancellation=True, max_line_size=MAX_REQUEST_LINE,
+                           max_field_size=MAX_HEADER_FIELD, max_headers=64)
     await runner.setup()
     site = web.TCPSite(runner, settings.host.strip("[]"), settings.port, backlog=512)
     try:

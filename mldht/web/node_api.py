@@ -112,8 +112,9 @@ class TrafficHistory:
             self.sample()
             await asyncio.sleep(self.interval)
 
-    def as_dict(self) -> dict:
-        return {"interval": self.interval, "samples": list(self.samples)}
+    def as_dict(self, since: float | None = None) -> dict:
+        samples = self.samples if since is None else [s for s in self.samples if s["t"] > since]
+        return {"interval": self.interval, "samples": list(samples)}
 
 
 class NodeWeb:
@@ -191,6 +192,13 @@ class NodeWeb:
         return json_response({"lookups": self.node.status()["lookups"]})
 
     async def api_history(self, request: web.Request) -> web.Response:
+        since = request.query.get("since")
+        if since is not None:
+            try:
+                since_time = float(since)
+            except ValueError:
+                raise HttpJsonError(400, f"since is a time in seconds, not {since!r}") from None
+            return json_response(self.history.as_dict(since_time))
         return json_response(self.history.as_dict())
 
     async def api_peers(self, request: web.Request) -> web.Response:
@@ -227,19 +235,23 @@ class NodeWeb:
                                                    "X-Accel-Buffering": "no"})
             await response.prepare(request)
             lookup = self.node.get_peers(info_hash, timeout, scrape=scrape)
-            try:
+            try:  # a client that leaves (ConnectionResetError) ends the lookup quietly
                 async with asyncio.timeout(timeout + 5.0):  # the lookup's own, plus slack
                     async for ip, port in lookup:
                         host = f"[{ip}]" if ":" in ip else ip
                         await response.write(_line({"peer": f"{host}:{port}"}))
                 summary = lookup.summary.as_dict() if lookup.summary else None
                 await response.write(_line({"summary": summary}))
+                await response.write_eof()
             except (MldhtError, TimeoutError) as error:
-                await response.write(_line({"error": str(error) or type(error).__name__}))
+                with contextlib.suppress(ConnectionResetError):
+                    await response.write(_line({"error": str(error) or type(error).__name__}))
+                    await response.write_eof()
+            except ConnectionResetError:
+                pass
             finally:
                 with contextlib.suppress(Exception):
                     await lookup.aclose()
-            await response.write_eof()
             return response
 
     async def api_events(self, request: web.Request) -> web.StreamResponse:
@@ -257,24 +269,32 @@ class NodeWeb:
                                                    "X-Accel-Buffering": "no"})
             await response.prepare(request)
             await response.write(b"retry: 5000\n\n")
-            reported_drops = 0
-            idle = 0.0
             async with self.node.events(max_queue=500, kinds=kinds) as stream:
-                while not closing.is_set():
-                    try:
-                        event = await stream.get(timeout=1.0)
-                    except TimeoutError:
-                        idle += 1.0
-                        if idle >= HEARTBEAT_SECONDS:
-                            idle = 0.0
-                            await response.write(b": keepalive\n\n")
-                        continue
-                    idle = 0.0
-                    if stream.dropped != reported_drops:
-                        reported_drops = stream.dropped
-                        await response.write(_sse("dropped", {"dropped": reported_drops}))
-                    await response.write(_sse(event.kind, event.as_dict()))
+                with contextlib.suppress(ConnectionResetError):  # the client left
+                    await self._forward_events(stream, response, closing)
             return response
+
+    @staticmethod
+    async def _forward_events(stream, response: web.StreamResponse,
+                              closing: asyncio.Event) -> None:
+        """Events as SSE until the server closes; a comment line every 15 s keeps proxies
+        from closing an idle stream; `event: dropped` says the client fell behind."""
+        reported_drops = 0
+        idle = 0.0
+        while not closing.is_set():
+            try:
+                event = await stream.get(timeout=1.0)
+            except TimeoutError:
+                idle += 1.0
+                if idle >= HEARTBEAT_SECONDS:
+                    idle = 0.0
+                    await response.write(b": keepalive\n\n")
+                continue
+            idle = 0.0
+            if stream.dropped != reported_drops:
+                reported_drops = stream.dropped
+                await response.write(_sse("dropped", {"dropped": reported_drops}))
+            await response.write(_sse(event.kind, event.as_dict()))
 
 
 def _line(data: dict) -> bytes:

@@ -22,6 +22,7 @@
   const SVG_NS = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
+  const MAX_HISTORY_SAMPLES = 300; // the server keeps as many (10 minutes at 2 s)
   const state = { status: null, history: null, family: null, familyKey: "", failures: 0, finished: [] };
   let pollTimer = 0;
 
@@ -123,7 +124,11 @@
     let data = null;
     state.polling = true;
     try {
-      data = [await getJSON("/api/status"), await getJSON("/api/history")]; // one error when down
+      // After the first poll, only the samples taken since the last one we hold.
+      const held = state.history && state.history.samples.length
+        ? state.history.samples[state.history.samples.length - 1].t : null;
+      const historyUrl = held === null ? "/api/history" : `/api/history?since=${held}`;
+      data = [await getJSON("/api/status"), await getJSON(historyUrl)]; // one error when down
       state.failures = 0;
       setConnection(true);
     } catch (error) {
@@ -136,9 +141,15 @@
     pollTimer = setTimeout(poll, delay);
     if (data) {
       state.status = data[0];
-      state.history = data[1];
+      state.history = mergeHistory(state.history, data[1]);
       render();
     }
+  }
+
+  function mergeHistory(held, fresh) {
+    if (!held || !Array.isArray(fresh.samples)) return fresh;
+    const samples = held.samples.concat(fresh.samples).slice(-MAX_HISTORY_SAMPLES);
+    return { interval: fresh.interval, samples };
   }
 
   function render() {
