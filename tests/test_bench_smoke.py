@@ -90,3 +90,24 @@ def test_http_load_figures(capsys):
         assert phase["p99_ms"] > 0
     for http in result["http"].values():
         assert http["requests"] >= 20 and http["errors"] == 0, http
+
+
+@pytest.mark.network
+def test_peer_finder_loopback_figures(capsys, monkeypatch):
+    """tools/bench/peer_finder_loopback.py, small: 8 `mldht serve` processes; every announced
+    swarm found with its peer, the unannounced ones empty, and no node rate-limited."""
+    from netguard import guarded_env
+    guarded = guarded_env()  # the children (nodes, finder) inherit the network guard
+    for name in ("PYTHONPATH", "MLDHT_NETGUARD_LOG", "MLDHT_EVENT_LOOP"):
+        monkeypatch.setenv(name, guarded[name])
+    bench = benchtools.load("peer_finder_loopback")
+    assert bench.main(["--nodes", "8", "--announced", "20", "--unannounced", "5",
+                       "--announcers", "4", "--timeout", "120", "--json"]) == 0
+    import json
+    result = json.loads(capsys.readouterr().out)
+    assert result["records"] == 25 and result["missing_records"] == 0, result
+    assert result["found"] == 20 and result["wrong_peers"] == 0, result
+    assert result["unannounced_empty"] == 5, result
+    assert result["lookup_errors"] == 0 and result["finder_exit"] == 0, result
+    assert result["rate_limited_sum"] == 0, result
+    assert result["finder_lookup_queries"] > 0 and result["lookups_per_second"] > 0
