@@ -111,3 +111,15 @@ def test_peer_finder_loopback_figures(capsys, monkeypatch):
     assert result["lookup_errors"] == 0 and result["finder_exit"] == 0, result
     assert result["rate_limited_sum"] == 0, result
     assert result["finder_lookup_queries"] > 0 and result["lookups_per_second"] > 0
+
+
+def test_peer_finder_in_the_simulator():
+    """tools/bench/peer_finder_sim.py, small: the finder's own code on the virtual network
+    finds every announced swarm and reports the others empty, no socket opened."""
+    result = benchtools.load("peer_finder_sim").measure(
+        nodes=300, infohashes=30, announced=20, loss=0.05, dead=0.2, seed=3, cold=2)
+    assert result["announced_with_a_stored_peer"] == 20
+    assert result["found"] == 20 and result["complete"] == 20 and result["wrong_peers"] == 0
+    assert result["unannounced_empty"] == 10 and result["failed"] == 0
+    assert 0 < result["queries_per_lookup"] < result["cold_get_peers_queries"]
+    assert result["lookups_per_virtual_second"] > 0

@@ -371,6 +371,13 @@ class Simulation:
         self._announced = [results[index] for index in range(len(swarms))]
         return swarms
 
+    def silence(self, fraction: float) -> int:
+        """Silence that fraction of the live honest nodes (as `Scenario.dead` does after the
+        announces), for workloads driven after `prepare`; returns how many."""
+        count = round(fraction * len(self.live))
+        self._kill(count)
+        return count
+
     def _kill(self, count: int) -> None:
         """Silence `count` random live honest nodes: they stop and leave the network, but
         stay in the routing tables of others (nobody is told)."""

@@ -36,7 +36,8 @@ def measure(nodes: int, lookups: int, dead: float, seed: int) -> dict[str, dict]
             "success": summary["success_rate"],
             "latency_p50": summary["latency_s"]["p50"], "latency_p90": summary["latency_s"]["p90"],
             "latency_p99": summary["latency_s"]["p99"],
-            "first_peer_p90": result.report["lookups"]["get_peers"]["first_peer_s"]["p90"],
+            **{f"first_peer_{q}": result.report["lookups"]["get_peers"]["first_peer_s"][q]
+               for q in ("p50", "p90", "p99")},
             "queries_mean": summary["queries"]["mean"], "hops_mean": summary["hops"]["mean"],
             "wall_seconds": result.resources.get("wall_seconds"),
         }
@@ -57,14 +58,16 @@ def main() -> None:
         return
     print(f"{args.nodes} nodes, {args.lookups} lookups, {args.dead:.0%} dead, seed {args.seed} "
           "(virtual seconds)")
-    columns = ["success", "latency_p50", "latency_p90", "latency_p99", "first_peer_p90",
-               "queries_mean", "hops_mean"]
+    columns = ["success", "latency_p50", "latency_p90", "latency_p99", "first_peer_p50",
+               "first_peer_p90", "first_peer_p99", "queries_mean", "hops_mean"]
     print(f"{'traversal':12}" + "".join(f"{c:>15}" for c in columns))
     for name, row in rows.items():
         print(f"{name:12}" + "".join(f"{row[c]:15.3f}" for c in columns))
     mine, theirs = rows["mldht"], rows["libtorrent"]
     print(f"mldht / libtorrent: queries {mine['queries_mean'] / theirs['queries_mean']:.2f}, "
-          f"p90 latency {mine['latency_p90'] / theirs['latency_p90']:.2f}")
+          f"p90 latency {mine['latency_p90'] / theirs['latency_p90']:.2f}, first peer "
+          + ", ".join(f"{q} {mine[f'first_peer_{q}'] / theirs[f'first_peer_{q}']:.2f}"
+                      for q in ("p50", "p90", "p99")))
 
 
 if __name__ == "__main__":
