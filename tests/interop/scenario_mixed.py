@@ -14,6 +14,11 @@ another implementation:
   aria2 and Transmission, fetching the magnet of H_ml, connect to that listener;
 - aria2 and Transmission announce themselves for H_ml: found by mldht.
 
+Then the peer finder (tools/peer_finder.py, run as a command in the lab) reads H_lt, H_wt and
+H_ml from one input file, joins through a libtorrent, a WebTorrent and an mldht node, and must
+find every peer above: libtorrent's, WebTorrent's, and for H_ml mldht's listener and each
+aria2 and Transmission peer (by address: the ports these clients announce are known).
+
 At the end the report tells whether any reference node dropped or banned an mldht node:
 libtorrent's DoS blocker log, and whether mldht nodes are still in every libtorrent,
 WebTorrent and aria2 routing table (Transmission saves its table only once it has 40 good
@@ -23,6 +28,7 @@ nodes, more than this network has).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import time
@@ -42,10 +48,71 @@ MLDHT = 6
 LIBTORRENT = 5
 WEBTORRENT = 5
 PORT = 6881
+PEER_FINDER = lab.REPO / "tools" / "peer_finder.py"
+FINDER_HOST = 50  # lab host index of the peer finder's node (no other node uses it)
+FINDER_LOOKUP_TIMEOUT = 20.0
+FINDER_PROCESS_TIMEOUT = 90.0
 
 
 def spec(address) -> str:
     return f"{address[0]}:{address[1]}"
+
+
+async def run_peer_finder(the_lab: lab.Lab, info_hashes: dict[str, InfoHash],
+                          bootstrap: list[str],
+                          expected: dict[str, list[tuple[str, str]]]) -> dict:
+    """Run tools/peer_finder.py on one input file of `info_hashes` ({label: hash}), joining
+    through `bootstrap`; report its exit code, what it found per infohash and, per
+    implementation, which of its `expected` peers ([(label, "ip:port")]) were found: by
+    address (`found`) and by IP alone (`ip_found`, to tell a wrong port from a missed peer)."""
+    input_file = the_lab.path("peer_finder_input.txt")
+    output_file = the_lab.path("peer_finder_output.jsonl")
+    input_file.write_text(
+        "# mixed scenario: the infohashes announced by libtorrent (lt), WebTorrent (wt) and "
+        "mldht, aria2 and Transmission (ml)\n"
+        + "".join(f"{info_hash.hex()}\n" for info_hash in info_hashes.values()))
+    argv = [sys.executable, str(PEER_FINDER), "-i", str(input_file), "-o", str(output_file),
+            *(arg for spec_ in bootstrap for arg in ("--bootstrap", spec_)),
+            "--bind", f"{lab.lab_ip(FINDER_HOST)}:0", "--timeout", str(FINDER_LOOKUP_TIMEOUT)]
+    started = time.monotonic()
+    # Spawned through the lab (tracked by PID, killed with the scenario) and waited for
+    # without blocking: the mldht nodes of this scenario run on this event loop.
+    process = the_lab.spawn("peer_finder", argv, cwd=lab.REPO)
+    finished = await lab.wait_until(lambda: process.poll() is not None,
+                                    FINDER_PROCESS_TIMEOUT, step=0.2)
+    timed_out = finished is None
+    exit_code = await the_lab.stop("peer_finder") if timed_out else process.returncode
+    seconds = round(time.monotonic() - started, 2)
+    records = {}
+    if output_file.exists():
+        for line in output_file.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                records[record["infohash"]] = record
+    results: dict = {}
+    for implementation, peers in expected.items():
+        results[implementation] = []
+        for label, peer in peers:
+            found = records.get(info_hashes[label].hex(), {}).get("peers", [])
+            results[implementation].append({
+                "info_hash": label, "peer": peer, "found": peer in found,
+                "ip_found": peer.rsplit(":", 1)[0] in {p.rsplit(":", 1)[0] for p in found}})
+    expected_by_hash: dict[str, set[str]] = {}
+    for peers in expected.values():
+        for label, peer in peers:
+            expected_by_hash.setdefault(label, set()).add(peer)
+    return {
+        "exit_code": exit_code, "timed_out": timed_out, "seconds": seconds,
+        "bootstrap": bootstrap, "lines": len(records),
+        "records": {label: {key: records.get(info_hash.hex(), {}).get(key) for key in (
+            "peers", "peer_count", "time_to_first_peer", "elapsed", "queried", "answered",
+            "error")} for label, info_hash in info_hashes.items()},
+        "unexpected": {label: sorted(set(records.get(info_hash.hex(), {}).get("peers", []))
+                                     - expected_by_hash.get(label, set()))
+                       for label, info_hash in info_hashes.items()},
+        "expected": results,
+        "log_tail": the_lab.log("peer_finder")[-3000:],
+    }
 
 
 async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
@@ -190,6 +257,25 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
         report["lookups"] = lookups
 
         lab.progress("lookups done")
+        # --- the peer finder: every infohash of the scenario in one input file, joined
+        # through nodes of three implementations, while every announcer still runs.
+        finder = await run_peer_finder(
+            the_lab, {"lt": h_lt, "wt": h_wt, "ml": h_ml},
+            bootstrap=[f"{libtorrent[1].ip}:{PORT}", f"{lab.lab_ip(22)}:{PORT}",
+                       spec(mldht[3].address)],
+            expected={
+                "libtorrent": [("lt", lt_peer)],
+                "WebTorrent": [("wt", wt_peer)],
+                "mldht": [("ml", ml_peer)],
+                # aria2 announces its BitTorrent listen port, Transmission its peer port.
+                "aria2": [("ml", spec(client.peer_address)) for client in aria],
+                "Transmission": [("ml", spec(daemon.address)) for daemon in transmission],
+            })
+        report["peer_finder"] = finder
+        found = {name: f"{sum(p['found'] for p in peers)}/{len(peers)}"
+                 for name, peers in finder["expected"].items()}
+        lab.progress(f"peer finder: exit {finder['exit_code']} in {finder['seconds']} s, "
+                     f"found {found}")
         # --- was mldht dropped or banned?
         mldht_addresses = {spec(node.address) for node in mldht}
         tables = {}

@@ -2,7 +2,8 @@
 
 7 mldht, 5 libtorrent (default DHT settings), 5 WebTorrent, 2 aria2 and 2 Transmission
 nodes join through each other; every implementation's lookup finds a peer another
-implementation announced, and no reference node drops or bans mldht.
+implementation announced, and no reference node drops or bans mldht. The peer finder
+(tools/peer_finder.py), given every announced infohash in one file, finds every peer.
 """
 
 from __future__ import annotations
@@ -56,3 +57,26 @@ def test_mldht_limits_never_drop_the_reference_implementations(lab_report):
     assert lab_report["mldht_rate_limited"] == [0] * lab_report["nodes"]["mldht"]
     # BEP 42: each learnt its external IP from the others' replies (ids start settled).
     assert lab_report["mldht_external_ips_right"] == lab_report["nodes"]["mldht"]
+
+
+def test_peer_finder_exits_0(lab_report):
+    finder = lab_report["peer_finder"]
+    assert not finder["timed_out"], finder["log_tail"]
+    assert finder["exit_code"] == 0, finder["log_tail"]
+    assert finder["lines"] == 3, finder["records"]  # one line per infohash of the input
+
+
+@pytest.mark.parametrize("implementation",
+                         ["libtorrent", "WebTorrent", "aria2", "Transmission", "mldht"])
+def test_peer_finder_finds_every_implementation_s_peers(lab_report, implementation):
+    finder = lab_report["peer_finder"]
+    expected = finder["expected"][implementation]
+    assert expected, finder["expected"]  # the scenario ran clients of this implementation
+    missed = [peer for peer in expected if not peer["found"]]
+    assert not missed, (missed, finder["records"])
+
+
+def test_peer_finder_reports_only_announced_peers(lab_report):
+    # Every peer of this network is one the scenario announced: anything else is made up.
+    finder = lab_report["peer_finder"]
+    assert finder["unexpected"] == {"lt": [], "wt": [], "ml": []}, finder["records"]
