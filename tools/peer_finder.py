@@ -311,9 +311,11 @@ class Progress:
         self._rates.append((now, snapshot["queries_sent"]))
         while len(self._rates) > 2 and now - self._rates[0][0] > RATE_WINDOW:
             self._rates.popleft()
-        (first_at, first_count), recent = self._rates[0], 0.0
+        (first_at, first_count) = self._rates[0]
         if now - first_at >= 0.5:
             recent = (snapshot["queries_sent"] - first_count) / (now - first_at)
+        else:  # too short a window to say: the average so far
+            recent = snapshot["queries_per_second"]
         detail = (f"{snapshot['with_peers']} with peers, {snapshot['peers_found']} peers, "
                   f"{recent:.0f} q/s")
         if self._bar is not None:
