@@ -272,6 +272,9 @@ class Response(Message):
     """BEP 42 top-level `ip`: the address the sender saw our query come from."""
     extra: dict[bytes, Any] = field(default_factory=dict)
     """Keys of `r` this module does not interpret (kept for extensions)."""
+    rtt: float | None = field(default=None, compare=False)
+    """Seconds from our query leaving to this reply arriving, set by the engine for the
+    replies it matched to its queries (not part of the message on the wire)."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -366,3 +366,19 @@ async def test_router_names_are_resolved_once_not_for_every_lookup(monkeypatch):
         assert calls == ["router.test"], calls
     finally:
         await network.close()
+
+
+async def test_a_reply_carries_its_round_trip_time():
+    from mldht import Node
+    from mldht.krpc import FindNode
+    a, b = Node(("127.0.0.1", 0), bootstrap=[]), Node(("127.0.0.2", 0), bootstrap=[])
+    await a.start()
+    await b.start()
+    try:
+        response = await a.query(b.address, FindNode(transaction_id=b"", sender_id=a.node_id,
+                                                     target=a.node_id))
+        assert response.sender_id == b.node_id
+        assert response.rtt is not None and 0 <= response.rtt < 1.0
+    finally:
+        await a.close()
+        await b.close()

@@ -412,9 +412,10 @@ class Engine:
                     self.verifier.ping(questionable, now)
         if message.requester is not None:
             self._vote_external_ip(family, source, message.requester[0], now)
+        message.rtt = now - (tx.sent_at or now)
         if self.observing:
             self._observe(ResponseReceived(now, tx.method, source, message.sender_id,
-                                           now - (tx.sent_at or now), message.version))
+                                           message.rtt, message.version))
         tx.owner.on_response(tx, message, now)
 
     def _count_query(self, method: str) -> None:
