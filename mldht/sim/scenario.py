@@ -446,13 +446,24 @@ class Simulation:
         member.start(member.engine.start_find_node(target, self.scheduler.now,
                                                    self.scenario.lookup_timeout), done)
 
-    def _schedule_churn(self, stopped) -> None:
+    def start_churn(self, stopped, longest: float) -> None:
+        """Churn as `Scenario.churn` says (that fraction of the live nodes replaced per
+        virtual minute, joiners through the real bootstrap) until `stopped()` is true, for
+        at most `longest` virtual seconds: for workloads driven after `prepare`."""
+        if self.scenario.churn > 0:
+            self._schedule_churn(stopped, longest)
+
+    def churned(self) -> dict[str, int]:
+        return dict(self._churned)
+
+    def _schedule_churn(self, stopped, longest: float | None = None) -> None:
         scenario = self.scenario
         rng = self._churn_rng
         interval = 60.0 / (scenario.churn * max(1, len(self.live)))
-        # Bounded: the lookup phase lasts at most lookups / rate + timeout seconds.
-        most = math.ceil((scenario.lookups / scenario.lookup_rate + scenario.lookup_timeout
-                          + 1) / interval) + 1
+        if longest is None:
+            # Bounded: the lookup phase lasts at most lookups / rate + timeout seconds.
+            longest = scenario.lookups / scenario.lookup_rate + scenario.lookup_timeout + 1
+        most = math.ceil(longest / interval) + 1
         left = [most]
 
         def step() -> None:

@@ -1,0 +1,288 @@
+"""The DHT crawler: polite sweeps of the whole keyspace that measure the DHT.
+
+    python tools/crawler.py crawl [--bootstrap HOST:PORT ...] [--db crawl.sqlite]
+        [--duration S | --sweeps N] [--rate Q] [--bind IP:PORT ...] [--samples]
+        [--http IP:PORT] [--json] [--resume] [--partition I/N]
+    python tools/crawler.py report --db crawl.sqlite --out DIR
+    python tools/crawler.py export --db crawl.sqlite --format csv|jsonl [--table T]
+
+`crawl` joins the DHT with one read-only node (BEP 43) and visits every node it can reach,
+once per sweep (tools/crawling/traversal.py says how, and how it stays polite), recording
+each visit in SQLite; `--resume` carries on the last crawl a crash or Ctrl-C left, without
+visiting any node twice. `report` writes one HTML page with plots and a JSON summary;
+`export` writes a table as CSV or JSON lines.
+
+Exit status: 0 done, 2 bad input, 3 the DHT could not be joined, 130 stopped by Ctrl-C
+(the crawl is kept, and `--resume` goes on with it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from mldht import Node, NodeConfig, __version__
+from mldht.compact import parse_host_port
+from mldht.errors import InvalidInput, JoinFailed, MldhtError
+
+from crawling.crawl import CrawlOptions, Crawler
+from crawling.store import CrawlStore, StoreError
+
+PROG = "crawler"
+DEFAULT_RATE = 100.0
+PER_IP_RATE = 2.0
+PER_IP_BURST = 10.0
+PROGRESS_INTERVAL = 5.0
+
+
+class BadInput(Exception):
+    pass
+
+
+def parse_partition(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--partition is I/N (e.g. 0/4), not {text!r}") from None
+    if not 0 <= index < count or count > 256:
+        raise argparse.ArgumentTypeError("--partition I/N needs 0 <= I < N <= 256")
+    return index, count
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crawler.py", description="Crawl and measure the "
+                                     "BitTorrent DHT, politely.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    crawl = commands.add_parser("crawl", help="sweep the keyspace, recording every node")
+    crawl.add_argument("--bootstrap", action="append", metavar="HOST:PORT",
+                       help="bootstrap node (repeatable; default: the public routers)")
+    crawl.add_argument("--db", default="crawl.sqlite", help="SQLite database (default crawl.sqlite)")
+    limit = crawl.add_mutually_exclusive_group()
+    limit.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    limit.add_argument("--sweeps", type=int, metavar="N", help="sweeps to make (default 1)")
+    crawl.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="Q",
+                       help=f"queries per second in all (default {DEFAULT_RATE:g}); to any one "
+                            f"IP at most {PER_IP_RATE:g} a second after a burst of "
+                            f"{PER_IP_BURST:g}, one at a time")
+    crawl.add_argument("--bind", action="append", metavar="IP:PORT",
+                       help="local UDP address; twice (IPv4 and IPv6) to crawl both (BEP 32)")
+    crawl.add_argument("--samples", action="store_true",
+                       help="keep the infohashes nodes sample (BEP 51)")
+    crawl.add_argument("--no-sample", action="store_true",
+                       help="ask find_node only (BEP 51 support then goes unrecorded)")
+    crawl.add_argument("--concurrency", type=int, default=64, metavar="N",
+                       help="visits in flight (default 64)")
+    crawl.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                       help="seconds to wait for an answer (default 5; one retry)")
+    crawl.add_argument("--estimate-lookups", type=int, default=16, metavar="N",
+                       help="random lookups for the lookup-distance size estimate (default 16)")
+    crawl.add_argument("--partition", type=parse_partition, metavar="I/N",
+                       help="crawl only the ids of part I of N (by id prefix)")
+    crawl.add_argument("--routing-tables", action="store_true",
+                       help="also store who lists whom (the neighbour graph)")
+    crawl.add_argument("--resume", action="store_true",
+                       help="carry on the last crawl that did not finish")
+    crawl.add_argument("--serve", action="store_true", help="answer queries (default read-only)")
+    crawl.add_argument("--http", metavar="IP:PORT", help="live progress page (loopback)")
+    crawl.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
+    crawl.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    report = commands.add_parser("report", help="an HTML page with plots and a JSON summary")
+    report.add_argument("--db", default="crawl.sqlite")
+    report.add_argument("--out", required=True, metavar="DIR")
+    export = commands.add_parser("export", help="a table as CSV or JSON lines on stdout")
+    export.add_argument("--db", default="crawl.sqlite")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    export.add_argument("--table", default="visits")
+    return parser
+
+
+class Progress:
+    """rich's live line on a terminal, a plain line every few seconds otherwise."""
+
+    def __init__(self, crawler: Crawler, stream, quiet: bool) -> None:
+        self.crawler = crawler
+        self.stream = stream
+        self.quiet = quiet
+        self.live = None
+
+    def line(self) -> str:
+        p = self.crawler.progress()
+        total = f", estimated total {p['estimated_total']:,}" if p["estimated_total"] else ""
+        return (f"sweep {p['sweep']}: found {p['found']:,}, visited {p['visited']:,}, "
+                f"answering {p['answering']:,}, queue {p['queue']:,}, "
+                f"{p['queries_per_second']:g} q/s, {p['elapsed']:.0f} s{total}")
+
+    async def run(self) -> None:
+        if self.quiet:
+            return
+        if self.stream.isatty():
+            # rich: a maintained live display (redraws in place), not ours.
+            from rich.console import Console
+            from rich.live import Live
+            with Live(self.line(), console=Console(file=self.stream), transient=True,
+                      refresh_per_second=4) as live:
+                while True:
+                    await asyncio.sleep(0.5)
+                    live.update(self.line())
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            print(f"{PROG}: {self.line()}", file=self.stream, flush=True)
+
+
+def _settings(args) -> dict:
+    return {"rate": args.rate, "per_ip_rate": PER_IP_RATE, "per_ip_burst": PER_IP_BURST,
+            "concurrency": args.concurrency, "timeout": args.timeout, "sweeps": args.sweeps,
+            "duration": args.duration, "samples": args.samples, "sample": not args.no_sample,
+            "partition": None if args.partition is None else list(args.partition),
+            "routing_tables": args.routing_tables, "read_only": not args.serve,
+            "bootstrap": args.bootstrap, "bind": args.bind}
+
+
+async def crawl(args, stop: asyncio.Event) -> int:
+    if args.rate <= 0 or args.concurrency < 1 or args.timeout <= 0:
+        raise BadInput("--rate, --concurrency and --timeout must be positive")
+    if args.sweeps is not None and args.sweeps < 1:
+        raise BadInput("--sweeps must be at least 1")
+    store = CrawlStore(args.db)
+    try:
+        first_sweep, resume, sample_after = 1, None, {}
+        if args.resume:
+            row = store.latest_unfinished()
+            if row is None:
+                raise BadInput(f"nothing to resume in {args.db}: every crawl there finished")
+            crawl_id = row.id
+            first_sweep = store.current_sweep(crawl_id)
+            resume = store.frontier(crawl_id, first_sweep)
+            sample_after = store.sample_intervals(crawl_id)
+            store.resume_crawl(crawl_id)
+            print(f"{PROG}: resuming crawl {crawl_id}, sweep {first_sweep}: "
+                  f"{len(resume[1]):,} nodes visited, {len(resume[0]):,} to go",
+                  file=sys.stderr, flush=True)
+        else:
+            crawl_id = store.begin_crawl(_settings(args), __version__)
+        config = NodeConfig.from_overrides({"query_rate": args.rate,
+                                            "per_ip_query_rate": PER_IP_RATE,
+                                            "per_ip_query_burst": PER_IP_BURST})
+        try:
+            node = Node(args.bind or ["0.0.0.0:0"], bootstrap=args.bootstrap and
+                        [s for value in args.bootstrap for s in value.split(",") if s],
+                        read_only=not args.serve, config=config)
+        except InvalidInput as exc:
+            raise BadInput(str(exc)) from None
+        # --duration: sweep after sweep until the time is up; else --sweeps (default 1).
+        options = CrawlOptions(sweeps=None if args.duration else (args.sweeps or 1),
+                               duration=args.duration, concurrency=args.concurrency,
+                               timeout=args.timeout, samples=args.samples,
+                               sample=not args.no_sample,
+                               estimate_lookups=args.estimate_lookups,
+                               partition=args.partition, routing_tables=args.routing_tables)
+        async with node:
+            try:
+                await node.bootstrap()
+            except JoinFailed:
+                store.end_crawl(crawl_id, "failed", 0)
+                raise
+            crawler = Crawler(node, store, crawl_id, options, first_sweep=first_sweep,
+                              resume=resume, sample_after=sample_after)
+            web = await serve_progress(args.http, crawler) if args.http else None
+            ticker = asyncio.create_task(Progress(crawler, sys.stderr, args.quiet).run())
+            try:
+                result = await crawler.run(stop)
+            finally:
+                ticker.cancel()
+                if web is not None:
+                    await web.cleanup()
+            status = "stopped" if result.stopped else "complete"
+            if result.stopped:
+                store.end_crawl(crawl_id, "stopped", result.sweeps_done)
+            else:
+                store.end_crawl(crawl_id, "complete", result.sweeps_done)
+            summary = {"crawl": crawl_id, "status": status, "db": str(args.db),
+                       **crawler.progress(),
+                       "sweeps_done": result.sweeps_done,
+                       "estimates": [[e.as_dict() for e in sweep] for sweep in result.estimates]}
+            if args.json:
+                print(json.dumps(summary))
+            elif not args.quiet:
+                print_summary(summary)
+            return 130 if result.stopped else 0
+    finally:
+        store.close()
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    console = Console(file=sys.stderr)
+    table = Table(title=f"crawl {summary['crawl']} ({summary['status']})")
+    for column in ("estimate", "value", "95 % interval", "counts"):
+        table.add_column(column, justify="right" if column != "estimate" else "left")
+    for estimate in (summary["estimates"][-1] if summary["estimates"] else []):
+        low, high = estimate["low"], estimate["high"]
+        interval = "" if low is None or high is None else f"{low:,.0f} - {high:,.0f}"
+        value = "-" if estimate["value"] is None else f"{estimate['value']:,.0f}"
+        table.add_row(estimate["name"], value, interval, estimate["counts"])
+    console.print(table)
+    console.print(f"visited {summary['visited']:,}, answering {summary['answering']:,}, "
+                  f"{summary['sweeps_done']} sweep(s) in {summary['elapsed']:.0f} s; "
+                  f"database {summary['db']}")
+
+
+async def serve_progress(address: str, crawler: Crawler):
+    from mldht.web import WebSettings, progress_app, start_server
+    host, port = parse_host_port(address, allow_any_port=True)
+    settings = WebSettings(host=host, port=port)
+    try:
+        settings.check_bind()
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    runner = await start_server(progress_app(crawler.progress, settings, title="crawl"),
+                                settings)
+    print(f"{PROG}: progress on http://{host}:{settings.port}/", file=sys.stderr, flush=True)
+    return runner
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
+    try:
+        if args.command == "report":
+            from crawling.report import build_report
+            summary = build_report(args.db, args.out)
+            print(f"{PROG}: report written to {Path(args.out) / 'index.html'} "
+                  f"({len(summary.get('crawls', []))} crawls)", file=sys.stderr)
+            return 0
+        if args.command == "export":
+            from crawling.export import export
+            export(args.db, args.table, args.format, sys.stdout)
+            return 0
+
+        async def guarded() -> int:
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
+
+            def interrupt() -> None:
+                stop.set()
+                loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C: the hard way
+            loop.add_signal_handler(signal.SIGINT, interrupt)
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+            return await crawl(args, stop)
+        return asyncio.run(guarded())
+    except (BadInput, StoreError, ValueError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except JoinFailed as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 3
+    except (MldhtError, OSError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""A crawl: sweeps of the keyspace from one joined node, written to a `CrawlStore`, with
+the size estimates of each sweep. The command line (tools/crawler.py) and the simulator
+benchmark (tools/bench/crawl.py) both run this code."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from mldht.ids import random_id_with_prefix
+
+from .estimates import Estimate, count_estimate, engine_estimate, recapture_estimate
+from .traversal import Sweep, seed_contacts
+
+
+@dataclass
+class CrawlOptions:
+    sweeps: int | None = 1
+    duration: float | None = None
+    concurrency: int = 64
+    timeout: float = 5.0
+    retries: int = 1
+    samples: bool = False
+    """Keep the sampled infohashes (BEP 51 support is recorded either way)."""
+    sample: bool = True
+    """Ask sample_infohashes first (else find_node only)."""
+    estimate_lookups: int = 16
+    partition: tuple[int, int] | None = None
+    routing_tables: bool = False
+
+
+@dataclass
+class CrawlResult:
+    sweeps_done: int = 0
+    estimates: list[list[Estimate]] = field(default_factory=list)
+    stats: list = field(default_factory=list)
+    answered_sets: list[set[str]] = field(default_factory=list)
+    stopped: bool = False
+
+
+def partition_filter(partition: tuple[int, int] | None) -> Callable[[bytes], bool] | None:
+    """`--partition I/N`: only ids whose first bits, read as a number, are I modulo N."""
+    if partition is None:
+        return None
+    index, count = partition
+    bits = max(1, (count - 1).bit_length())
+    return lambda node_id: (int.from_bytes(node_id[:4], "big") >> (32 - bits)) % count == index
+
+
+class Crawler:
+    """Runs the sweeps of one crawl on `node` (joined), writing to `store` under `crawl_id`.
+    `progress()` gives the live numbers (for the progress bar and the --http page)."""
+
+    def __init__(self, node, store, crawl_id: int, options: CrawlOptions, *,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 first_sweep: int = 1, resume: tuple[list, set] | None = None,
+                 sample_after: dict[str, float] | None = None) -> None:
+        self.node = node
+        self.store = store
+        self.crawl_id = crawl_id
+        self.options = options
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.first_sweep = first_sweep
+        self.resume = resume
+        self.sample_after = sample_after or {}
+        self.result = CrawlResult()
+        self.sweep: Sweep | None = None
+        self.started = node.clock()
+        self._queries_at_start = node.stats.queries_sent
+
+    def progress(self) -> dict:
+        sweep = self.sweep
+        stats = sweep.stats if sweep else None
+        elapsed = self.node.clock() - self.started
+        found = sum(stats.found.values()) if stats else 0
+        visited = stats.visited if stats else 0
+        covered = sweep.covered if sweep else 0.0
+        queries = self.node.stats.queries_sent - self._queries_at_start
+        return {
+            "sweep": sweep.sweep if sweep else 0,
+            "found": found, "visited": visited,
+            "answering": sum(stats.answered.values()) if stats else 0,
+            "queue": len(sweep.frontier) if sweep else 0,
+            "in_flight": len(sweep.in_flight) if sweep else 0,
+            "queries_per_second": round(queries / max(elapsed, 1e-9), 1),
+            "elapsed": round(elapsed, 1),
+            "keyspace_covered": round(covered, 4),
+            # The walk goes through the keyspace in order: what it found behind it, scaled.
+            "estimated_total": round(visited / covered) if covered > 0.02 else None,
+            "samples": stats.samples if stats else 0,
+            "rate_limited": self.node.stats.rate_limited,
+        }
+
+    async def _estimate_lookups(self) -> None:
+        """Random find_node lookups: the engine's lookup-distance estimator feeds on them."""
+        count = self.options.estimate_lookups
+        if count <= 0:
+            return
+        semaphore = asyncio.Semaphore(4)
+
+        async def one(index: int) -> None:
+            async with semaphore:
+                # Evenly spread targets (first 4 bits), the rest random.
+                target = random_id_with_prefix(index % 16, 4, self.rng)
+                try:
+                    await self.node.find_node_lookup(target, timeout=30.0)
+                except Exception:  # noqa: BLE001 - one lookup less for the estimate
+                    pass
+        await asyncio.gather(*(one(i) for i in range(count)))
+
+    def _sweep_for(self, number: int) -> Sweep:
+        store, crawl = self.store, self.crawl_id
+        options = self.options
+        want = tuple(b"n4" if name == "ipv4" else b"n6" for name in self.node.families) \
+            if len(self.node.families) > 1 else ()
+        on_edges = None
+        if options.routing_tables:
+            def on_edges(ip, nodes):
+                for info in nodes:
+                    store.add_edge(crawl, number, ip, info.ip, info.port, bytes(info.id))
+        return Sweep(
+            self.node, number, concurrency=options.concurrency, timeout=options.timeout,
+            retries=options.retries, sample=options.sample, sample_after=self.sample_after,
+            want=want, clock=self.clock,
+            on_visit=lambda row: store.add_visit({**row, "crawl": crawl}),
+            on_contact=lambda c: store.add_contact(crawl, number, c.ip, c.port, c.family,
+                                                   c.node_id, c.found_at, c.referrer),
+            on_alias=lambda ip, port, node_id, referrer: store.add_alias(
+                crawl, number, ip, port, node_id, referrer),
+            on_samples=(lambda ip, at, hashes: store.add_samples(crawl, ip, at, hashes))
+            if options.samples else None,
+            on_edges=on_edges, partition=partition_filter(options.partition))
+
+    async def run(self, stop: asyncio.Event | None = None) -> CrawlResult:
+        stop = stop or asyncio.Event()
+        options = self.options
+        deadline = None if options.duration is None else self.node.clock() + options.duration
+        await self._estimate_lookups()
+        number = self.first_sweep
+        while True:
+            sweep = self.sweep = self._sweep_for(number)
+            if self.resume is not None and number == self.first_sweep:
+                sweep.restore(*self.resume)
+            for info in seed_contacts(self.node):
+                sweep.learn(info, None)
+            work = asyncio.ensure_future(sweep.run())
+            waiters = {work, asyncio.ensure_future(stop.wait())}
+            if deadline is not None:
+                left = max(0.0, deadline - self.node.clock())
+                waiters.add(asyncio.ensure_future(asyncio.sleep(left)))
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters - {work}:
+                waiter.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                self.result.stopped = stop.is_set()
+                self.store.flush()
+                break
+            work.result()
+            self.result.sweeps_done += 1
+            self.result.stats.append(sweep.stats)
+            answered = set(sweep.answered_ips)
+            self.result.answered_sets.append(answered)
+            estimates = self.estimates(sweep, answered)
+            self.result.estimates.append(estimates)
+            for estimate in estimates:
+                self.store.add_estimate(self.crawl_id, number, estimate.name, estimate.value,
+                                        estimate.low, estimate.high, estimate.counts,
+                                        estimate.detail)
+            self.store.sweep_done(self.crawl_id, number)
+            finished_all = options.sweeps is not None and self.result.sweeps_done >= options.sweeps
+            if finished_all or (deadline is not None and self.node.clock() >= deadline):
+                break
+            number += 1
+        return self.result
+
+    def estimates(self, sweep: Sweep, answered: set[str]) -> list[Estimate]:
+        stats = sweep.stats
+        result = [
+            count_estimate("nodes that answered", sum(stats.answered.values()), "reachable",
+                           **{f"answered_{k}": v for k, v in stats.answered.items()}),
+            count_estimate("nodes found", sum(stats.found.values()), "listed",
+                           **{f"found_{k}": v for k, v in stats.found.items()}),
+            engine_estimate(self.node.estimated_size().as_dict()),
+        ]
+        halves = sweep.listed_by_half
+        result.append(recapture_estimate("mark-recapture, two halves of the sweep",
+                                         halves[0] & answered, halves[1] & answered))
+        if len(self.result.answered_sets) >= 2:
+            result.append(recapture_estimate("mark-recapture, this sweep and the last",
+                                             self.result.answered_sets[-2], answered))
+        return result
