@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     crawl.add_argument("--concurrency", type=int, default=64, metavar="N",
                        help="visits in flight (default 64)")
     crawl.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                       help="seconds to wait for an answer (default 5; one retry)")
+                       help="seconds to wait for an answer (default 5)")
+    crawl.add_argument("--retries", type=int, default=0, metavar="N",
+                       help="tries again after a timeout (default 0: next sweep)")
     crawl.add_argument("--estimate-lookups", type=int, default=16, metavar="N",
                        help="random lookups for the lookup-distance size estimate (default 16)")
     crawl.add_argument("--partition", type=parse_partition, metavar="I/N",
@@ -136,7 +138,8 @@ class Progress:
 
 def _settings(args) -> dict:
     return {"rate": args.rate, "per_ip_rate": PER_IP_RATE, "per_ip_burst": PER_IP_BURST,
-            "concurrency": args.concurrency, "timeout": args.timeout, "sweeps": args.sweeps,
+            "concurrency": args.concurrency, "timeout": args.timeout, "retries": args.retries,
+            "sweeps": args.sweeps,
             "duration": args.duration, "samples": args.samples, "sample": not args.no_sample,
             "partition": None if args.partition is None else list(args.partition),
             "routing_tables": args.routing_tables, "read_only": not args.serve,
@@ -177,7 +180,8 @@ async def crawl(args, stop: asyncio.Event) -> int:
         # --duration: sweep after sweep until the time is up; else --sweeps (default 1).
         options = CrawlOptions(sweeps=None if args.duration else (args.sweeps or 1),
                                duration=args.duration, concurrency=args.concurrency,
-                               timeout=args.timeout, samples=args.samples,
+                               timeout=args.timeout, retries=args.retries,
+                               samples=args.samples,
                                sample=not args.no_sample,
                                estimate_lookups=args.estimate_lookups,
                                partition=args.partition, routing_tables=args.routing_tables)

@@ -22,7 +22,9 @@ class CrawlOptions:
     duration: float | None = None
     concurrency: int = 64
     timeout: float = 5.0
-    retries: int = 1
+    retries: int = 0
+    """Second tries after a timeout (0: a silent node is tried again next sweep; about half
+    the contacts the real DHT hands out never answer, see the8472's notes)."""
     samples: bool = False
     """Keep the sampled infohashes (BEP 51 support is recorded either way)."""
     sample: bool = True

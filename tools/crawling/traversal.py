@@ -1,10 +1,11 @@
 """One sweep of the keyspace: every reachable node visited once (the8472's keyspace
 traversal), on a running `mldht.Node` and through its public API only.
 
-Each node is asked once, for a target next to its own id (its id with the last bit
-flipped), so that its reply lists its closest neighbours: walking the keyspace in order from
-what the crawler's own routing table holds, every node that some other node lists is found,
-and none is asked twice. `sample_infohashes` (BEP 51) is the query where the node supports
+Each node is asked once, walking the keyspace in id order from what the crawler's own
+routing table holds, for a target halfway between its id and the next id the walk knows
+(`gap_target`): next to its own id where the walk is dense, so that its reply lists its
+neighbours, and into the gap where it is not, so that its reply opens the next subtree.
+Every node that some node lists is found, and none is asked twice. `sample_infohashes` (BEP 51) is the query where the node supports
 it (its reply has the same `nodes`, plus samples), `find_node` where it refused it, or where
 the `interval` it gave last time has not passed. A node that does not answer is asked once
 more (datagrams get lost); one that answers with an error is not.
@@ -20,6 +21,7 @@ private address only from a node on a private address itself.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import ipaddress
 import time
@@ -36,6 +38,8 @@ from mldht.ids import NodeId
 from mldht.krpc import FindNode, SampleInfohashes
 
 METHOD_UNKNOWN = 204
+MAX_FILL_ROUNDS = 32
+HOLE_GAPS = 4
 
 
 @dataclass(order=True)
@@ -59,6 +63,33 @@ class Contact:
 def neighbour_target(node_id: bytes) -> NodeId:
     """The id next to `node_id`: a reply for it lists the node's closest neighbours."""
     return NodeId(node_id[:-1] + bytes([node_id[-1] ^ 1]))
+
+
+def _shared_bits(a: int, b: int) -> int:
+    return 160 - (a ^ b).bit_length()
+
+
+def successor_target(key: int) -> NodeId:
+    """The id right after `key`: the nodes XOR-closest to it follow the node in id order,
+    across subtree boundaries too (where `key + 1` flips high bits, its closest nodes lie
+    in the next subtree, which the node's routing table knows)."""
+    return NodeId(((key + 1) % (1 << 160)).to_bytes(20, "big"))
+
+
+def gap_target(key: int, next_key: int | None) -> NodeId:
+    """Where to ask the node at `key` about: halfway to the next node known after it.
+
+    XOR-closest sets do not cross the boundaries of id subtrees: asking every node only for
+    its own neighbours finds the subtrees the walk starts in and no others. A target in the
+    gap after the node lies in one of its buckets, so its reply lists the nodes it knows
+    there: next to its own id where the walk already knows the next node, and into the
+    unknown where it does not."""
+    if next_key is None:
+        next_key = (1 << 160) - 1
+    target = (key + next_key) // 2
+    if target == key:
+        target = key ^ 1
+    return NodeId(target.to_bytes(20, "big"))
 
 
 def _is_private(ip: str) -> bool:
@@ -90,6 +121,8 @@ class SweepStats:
     rejected: int = 0
     samples: int = 0
     bep51: int = 0
+    fill_queries: int = 0
+    """Second queries, to open stretches of keyspace the walk had no way into."""
     started: float = field(default_factory=time.monotonic)
 
 
@@ -124,6 +157,17 @@ class Sweep:
         """Every IP learned of this sweep, with the first node seen on it."""
         self.visited: set[str] = set()
         self.frontier: list[Contact] = []
+        self.keys: list[int] = []
+        """The ids of every node known this sweep, sorted (where the gaps are)."""
+        self.covered_starts: list[int] = []
+        self.covered_ends: list[int] = []
+        self.claimed: set[int] = set()
+        """Holes a visit in flight is asking about (their start)."""
+        self.answered_keys: list[int] = []
+        self.answered_by_key: dict[int, Contact] = {}
+        self.asked_holes: set[tuple[int, int]] = set()
+        self.fill_rounds = 0
+        """Disjoint stretches of keyspace whose nodes some reply listed, sorted."""
         self.in_flight: set[str] = set()
         self.listed_by_half: tuple[set[str], set[str]] = (set(), set())
         """The IPs listed by one half of the referrers and by the other (split by a hash of
@@ -159,6 +203,7 @@ class Sweep:
 
     def add(self, contact: Contact, new: bool) -> None:
         self.known[contact.ip] = contact
+        bisect.insort(self.keys, contact.key)
         self.stats.found[contact.family] += 1
         if new:
             self.on_contact(contact)
@@ -207,7 +252,12 @@ class Sweep:
                     task.add_done_callback(running.discard)
                     task.add_done_callback(lambda _: self._wake.set())
                 if not running and not self.frontier:
-                    return self.stats
+                    for task in self._open_holes():
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                        task.add_done_callback(lambda _: self._wake.set())
+                    if not running:
+                        return self.stats
                 self._wake.clear()
                 await self._wake.wait()
         finally:
@@ -216,8 +266,119 @@ class Sweep:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
 
-    def _query(self, contact: Contact, sampling: bool):
-        target = neighbour_target(contact.node_id) if contact.node_id else NodeId.random()
+    def _frontier_target(self, key: int) -> tuple[NodeId, int | None]:
+        """Where to ask the node at `key` about: into the first hole the walk has after it.
+
+        A hole is a stretch after a covered one (where a reply listed every node) up to the
+        next covered stretch or known node. The target is its middle: the reply lists the
+        nodes around it, from the responder's bucket for that part of the keyspace, so
+        that the walk crosses the boundaries of id subtrees, which XOR-closest sets never
+        do by themselves. A hole another visit is asking about is left to it: the next
+        one is taken. Returns the target and the hole claimed (to release)."""
+        position = key
+        for _ in range(16):  # bounded: past that, the node's own neighbourhood
+            end = self._covered_end(position)
+            hole_start = position if end is None else end
+            hole_end = self._hole_end(hole_start)
+            if hole_start in self.claimed:
+                if hole_end is None:
+                    break
+                position = hole_end
+                continue
+            self.claimed.add(hole_start)
+            target = (hole_start + (hole_end if hole_end is not None else (1 << 160) - 1)) // 2
+            if target == hole_start:
+                target = hole_start ^ 1
+            return NodeId(target.to_bytes(20, "big")), hole_start
+        return successor_target(key), None
+
+    def _covered_end(self, key: int) -> int | None:
+        index = bisect.bisect_right(self.covered_starts, key) - 1
+        if index >= 0 and self.covered_ends[index] >= key:
+            return self.covered_ends[index]
+        return None
+
+    def _hole_end(self, start: int) -> int | None:
+        candidates = []
+        index = bisect.bisect_right(self.covered_starts, start)
+        if index < len(self.covered_starts):
+            candidates.append(self.covered_starts[index])
+        following = self._next_key(start)
+        if following is not None:
+            candidates.append(following)
+        return min(candidates) if candidates else None
+
+    def cover(self, low: int, high: int) -> None:
+        """Mark [low, high] as known completely (the nodes of a reply around its target)."""
+        starts, ends = self.covered_starts, self.covered_ends
+        index = bisect.bisect_left(ends, low - 1)
+        while index < len(starts) and starts[index] <= high + 1:
+            low, high = min(low, starts[index]), max(high, ends[index])
+            del starts[index], ends[index]
+        starts.insert(index, low)
+        ends.insert(index, high)
+
+    def _next_key(self, key: int) -> int | None:
+        index = bisect.bisect_right(self.keys, key)
+        return self.keys[index] if index < len(self.keys) else None
+
+    def holes(self) -> list[tuple[int, int]]:
+        """The stretches of keyspace no reply covered, in order."""
+        holes, position = [], 0
+        for start, end in zip(self.covered_starts, self.covered_ends):
+            if start > position:
+                holes.append((position, start - 1))
+            position = end + 1
+        if position < (1 << 160):
+            holes.append((position, (1 << 160) - 1))
+        return holes
+
+    def _open_holes(self) -> list[asyncio.Future]:
+        """When the walk has nobody left to visit but stretches of keyspace stay uncovered
+        (no node there was ever listed: the walk had no way in), ask about each one, once,
+        the node that answered whose id shares the most bits with its middle: its bucket
+        for that stretch lists the nodes there. These are the only second queries a node
+        gets in a sweep (a few per hundred nodes)."""
+        if self.fill_rounds >= MAX_FILL_ROUNDS or not self.answered_keys:
+            return []
+        self.fill_rounds += 1
+        tasks = []
+        # A stretch shorter than a few average gaps between ids most likely holds nobody.
+        smallest = HOLE_GAPS * (1 << 160) // max(1, len(self.keys))
+        for low, high in self.holes():
+            if high - low < smallest or (low, high) in self.asked_holes:
+                continue  # too short to hold anyone, or asked already and unchanged since
+            self.asked_holes.add((low, high))
+            middle = (low + high) // 2
+            responder = self._closest_answered(middle)
+            if responder is not None:
+                tasks.append(asyncio.ensure_future(self._ask_about(responder, middle)))
+        return tasks
+
+    def _closest_answered(self, key: int) -> Contact | None:
+        keys = self.answered_keys
+        index = bisect.bisect_left(keys, key)
+        candidates = [keys[i] for i in (index - 1, index) if 0 <= i < len(keys)]
+        if not candidates:
+            return None
+        best = max(candidates, key=lambda candidate: _shared_bits(candidate, key))
+        return self.answered_by_key.get(best)
+
+    async def _ask_about(self, contact: Contact, middle: int) -> None:
+        self.stats.queries += 1
+        self.stats.fill_queries += 1
+        target = NodeId(middle.to_bytes(20, "big"))
+        try:
+            response = await self.node.query(contact.address, self._query(contact, False, target),
+                                             timeout=self.timeout)
+        except MldhtError:
+            return
+        nodes = list(response.nodes or []) + list(response.nodes6 or [])
+        for info in nodes:
+            self.learn(info, contact.address)
+        self._cover_reply(contact, nodes, middle)
+
+    def _query(self, contact: Contact, sampling: bool, target: NodeId):
         own = self.node.node_ids.get(contact.family) or self.node.node_id
         if sampling:
             return SampleInfohashes(transaction_id=b"", sender_id=own, target=target,
@@ -233,6 +394,8 @@ class Sweep:
                "referrer": contact.referrer, "queries": 0, "outcome": "timeout"}
         response = None
         attempts = 0
+        target, claim = self._frontier_target(contact.key) if contact.node_id \
+            else (NodeId.random(), None)
         try:
             while True:
                 attempts += 1
@@ -240,7 +403,7 @@ class Sweep:
                 stats.queries += 1
                 try:
                     response = await self.node.query(contact.address,
-                                                     self._query(contact, sampling),
+                                                     self._query(contact, sampling, target),
                                                      timeout=self.timeout)
                     break
                 except QueryTimeout:
@@ -259,17 +422,19 @@ class Sweep:
         finally:
             self.in_flight.discard(contact.ip)
             self.visited.add(contact.ip)
+            self.claimed.discard(claim)
         stats.visited += 1
         row["at"] = self.clock()
         if response is not None:
-            self._answered(contact, response, sampling, row)
+            self._answered(contact, response, sampling, row, int.from_bytes(target, "big"))
         elif row["outcome"] == "error":
             stats.errors += 1
         else:
             stats.timeouts += 1
         self.on_visit(row)
 
-    def _answered(self, contact: Contact, response, sampling: bool, row: dict) -> None:
+    def _answered(self, contact: Contact, response, sampling: bool, row: dict,
+                  target: int) -> None:
         stats = self.stats
         stats.answered[contact.family] += 1
         self.answered_ips.add(contact.ip)
@@ -298,6 +463,20 @@ class Sweep:
         referrer = contact.address
         for info in nodes:
             self.learn(info, referrer)
+        bisect.insort(self.answered_keys, contact.key)
+        self.answered_by_key[contact.key] = contact
+        self._cover_reply(contact, nodes, target)
+
+    def _cover_reply(self, contact: Contact, nodes: list, target: int) -> None:
+        # The reply lists every node of the stretch it spans only when the responder lives
+        # inside it (it knows its own part of the keyspace, not the far ones); an empty
+        # reply from the node closest to a hole says there is nobody there.
+        listed = [info.key for info in nodes]
+        if len(listed) >= 2:
+            low, high = min(listed + [target]), max(listed + [target])
+            if low <= contact.key <= high or _shared_bits(contact.key, target) >= min(
+                    _shared_bits(key, target) for key in listed):
+                self.cover(low, high)
         if self.on_edges is not None:
             self.on_edges(contact.ip, nodes)
 

@@ -1,0 +1,152 @@
+"""The crawler's own code on the simulator, where the truth is known.
+
+    python tools/bench/crawl.py --nodes N --dead F --nat F --churn F --seed S [--sweeps 1]
+        [--rate Q] [--json]
+
+Builds a simulated DHT (mldht.sim: real engines on a virtual network, lognormal latency with
+a median of 100 ms one way; routing tables seeded, `--nat` of the nodes behind a NAT, then
+`--dead` of them silenced while they stay in others' tables), then runs tools/crawler.py's
+`Crawler` (tools/crawling/) on a read-only `mldht.Node` attached to the virtual network, in
+virtual time, into a SQLite database in a temporary folder; `--churn` replaces that share of
+the nodes a minute during the crawl. Prints one JSON object (`--json`) or a table with:
+`reachable` (live nodes not behind a NAT at the end), `alive` (all live nodes), `found`
+(distinct nodes that answered the crawler), `listed` (nodes it learned of), `share_found`
+(found / reachable), `queries_per_node` (queries sent per node found), `virtual_seconds` (of
+the sweeps), and `estimates`: `{name, value, low, high, counts, error}` per estimate of the
+last sweep, `error` being (value - truth) / truth against the count it estimates. No socket
+is opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOOLS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TOOLS))
+
+from mldht import Node, NodeConfig  # noqa: E402
+from mldht.sim import Scenario  # noqa: E402
+from mldht.sim.aio import attach_node, run_in_simulation  # noqa: E402
+from mldht.sim.scenario import Simulation  # noqa: E402
+
+from crawling.crawl import CrawlOptions, Crawler  # noqa: E402
+from crawling.store import CrawlStore  # noqa: E402
+
+CRAWLER_ADDRESS = ("100.64.0.1", 6881)
+
+
+def truth(sim: Simulation) -> dict:
+    live = sim.live.items
+    reachable = sum(1 for member in live if not member.nat)
+    return {"alive": len(live), "reachable": reachable}
+
+
+async def crawl(sim: Simulation, options: CrawlOptions, rate: float, db: Path,
+                contacts: list) -> dict:
+    config = NodeConfig.from_overrides({"query_rate": rate, "per_ip_query_rate": 2.0,
+                                        "per_ip_query_burst": 10.0})
+    node = Node(CRAWLER_ADDRESS, bootstrap=contacts, clock=lambda: sim.scheduler.now,
+                read_only=True, config=config, rng=random.Random(1))
+    await attach_node(node, sim.network, CRAWLER_ADDRESS)
+    await node.bootstrap()
+    store = CrawlStore(db)
+    crawl_id = store.begin_crawl({"bench": True}, "bench")
+    crawler = Crawler(node, store, crawl_id, options, clock=lambda: sim.scheduler.now,
+                      rng=random.Random(2))
+    started = sim.scheduler.now
+    done = [False]
+    sim.start_churn(lambda: done[0], longest=3600.0)
+    result = await crawler.run()
+    done[0] = True
+    elapsed = sim.scheduler.now - started
+    store.end_crawl(crawl_id, "complete", result.sweeps_done)
+    found = {row[0] for row in store.db.execute(
+        "SELECT DISTINCT ip FROM visits WHERE outcome='answered'")}
+    listed = store.db.execute("SELECT COUNT(DISTINCT ip) FROM contacts").fetchone()[0]
+    store.close()
+    queries = node.stats.queries_sent
+    await node.close()
+    return {"result": result, "found": len(found), "listed": listed, "queries": queries,
+            "virtual_seconds": elapsed}
+
+
+def measure(nodes: int, dead: float, nat: float, churn: float, seed: int, sweeps: int = 1,
+            rate: float = 500.0, estimate_lookups: int = 16) -> dict:
+    wall = time.perf_counter()
+    sim = Simulation(Scenario(nodes=nodes, lookups=0, swarms=1, dead=0.0, nat=nat,
+                              churn=churn, seed=seed, bootstrap="seeded"))
+    sim.prepare()
+    sim.silence(dead)
+    rng = random.Random(f"crawl-{seed}")
+    contacts = [member.address for member in rng.sample(
+        [m for m in sim.live.items if not m.nat], 3)]
+    options = CrawlOptions(sweeps=sweeps, concurrency=256, timeout=3.0,
+                           estimate_lookups=estimate_lookups)
+    with tempfile.TemporaryDirectory(prefix="mldht-crawl-bench-") as folder:
+        run = run_in_simulation(sim.scheduler, crawl(sim, options, rate,
+                                                     Path(folder) / "crawl.sqlite", contacts))
+    true = truth(sim)
+    estimates = []
+    for estimate in run["result"].estimates[-1] if run["result"].estimates else []:
+        row = estimate.as_dict()
+        target = true.get(row["counts"])
+        row["error"] = None if target is None or row["value"] is None else round(
+            (row["value"] - target) / target, 4)
+        row["covers_truth"] = None if target is None or row["low"] is None or \
+            row["high"] is None else row["low"] <= target <= row["high"]
+        estimates.append(row)
+    return {
+        "nodes": nodes, "dead": dead, "nat": nat, "churn": churn, "seed": seed,
+        "sweeps": run["result"].sweeps_done, "rate": rate,
+        **true, "found": run["found"], "listed": run["listed"],
+        "share_found": round(run["found"] / max(1, true["reachable"]), 4),
+        "queries": run["queries"],
+        "queries_per_node": round(run["queries"] / max(1, run["found"]), 3),
+        "virtual_seconds": round(run["virtual_seconds"], 1),
+        "churned": sim.churned(),
+        "estimates": estimates,
+        "wall_seconds": round(time.perf_counter() - wall, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument("--dead", type=float, default=0.2)
+    parser.add_argument("--nat", type=float, default=0.2)
+    parser.add_argument("--churn", type=float, default=0.0,
+                        help="share of the nodes replaced per virtual minute during the crawl")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sweeps", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=500.0, help="crawler queries per second")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    result = measure(args.nodes, args.dead, args.nat, args.churn, args.seed, args.sweeps,
+                     args.rate)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    r = result
+    print(f"{r['nodes']} nodes, {r['dead']:.0%} dead, {r['nat']:.0%} behind NAT, churn "
+          f"{r['churn']:.0%}/min, seed {r['seed']}, {r['sweeps']} sweep(s) at {r['rate']:g} q/s")
+    print(f"  reachable {r['reachable']}, alive {r['alive']}; found {r['found']} "
+          f"({r['share_found']:.2%} of reachable), listed {r['listed']}")
+    print(f"  queries per node found {r['queries_per_node']}, sweep {r['virtual_seconds']} "
+          f"virtual s, wall {r['wall_seconds']} s, churned {r['churned']}")
+    for e in r["estimates"]:
+        interval = "" if e["low"] is None or e["high"] is None else \
+            f" [{e['low']:.0f}, {e['high']:.0f}]"
+        error = "" if e["error"] is None else f", error {e['error']:+.2%}"
+        print(f"  {e['name']:<42} {e['value']}{interval} ({e['counts']}{error})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
