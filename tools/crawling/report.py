@@ -291,26 +291,26 @@ def describe_estimate(name: str, value, low, high, counts: str, detail: dict) ->
     """One sentence: how the estimate is made and what it counts."""
     lowered = name.lower()
     meaning = COUNTS_MEANING.get(counts, f"{counts} nodes")
+    short = {"reachable": "reachable nodes", "alive": "all nodes"}.get(counts, meaning)
     if {"n1", "n2", "m"} <= set(detail):
-        how = (f"Chapman's mark-recapture between two captures ({detail['n1']:,} and "
-               f"{detail['n2']:,} nodes, {detail['m']:,} in both); 95 % interval from the "
-               "normal approximation")
-    elif "standard_error" in detail or "lookup" in lowered:
+        return (f"Chapman's mark-recapture between two captures ({detail['n1']:,} and "
+                f"{detail['n2']:,} nodes, {detail['m']:,} in both), 95 % interval from the "
+                f"normal approximation; it counts {meaning}.")
+    if "standard_error" in detail or "lookup" in lowered:
         se = detail.get("standard_error")
-        how = "the engine's estimator from the distances of the closest nodes its lookups found"
-        if isinstance(se, (int, float)):
-            how += f" (standard error {se:,.0f})"
-    elif value is not None and low == value and high is None:
-        how = "a count: a lower bound"
-    else:
-        how = "an estimate"
-    if "found" in lowered and counts != "found":
-        return (f"{how[0].upper()}{how[1:]} of the nodes other nodes listed, stale and "
-                f"unreachable ones included; it stands for {meaning}.")
-    if "answer" in lowered and counts != "answered":
-        return (f"{how[0].upper()}{how[1:]} of the nodes that answered us; it stands for "
-                f"{meaning}.")
-    return f"{how[0].upper()}{how[1:]}; it counts {meaning}."
+        error = f" (standard error {se:,.0f})" if isinstance(se, (int, float)) else ""
+        return (f"The engine's estimator from the distances of the closest nodes its lookups "
+                f"found{error}; it counts {meaning}.")
+    if value is not None and low == value and high is None:  # a plain count
+        if "found" in lowered:
+            return ("A count of the nodes other nodes listed, stale and unreachable ones "
+                    "included.")
+        if "answer" in lowered:
+            if counts in ("reachable", "alive"):
+                return f"A count of the nodes that answered us: a lower bound of the {short}."
+            return "A count of the nodes that answered us."
+        return f"A count: a lower bound of {meaning}."
+    return f"An estimate; it counts {meaning}."
 
 
 def _estimate_row(sweep, at, name, value, low, high, counts, detail_text) -> dict:
@@ -484,7 +484,7 @@ def _thousands(ax, axis: str = "y") -> None:
     """Counts on a linear axis: whole ticks only, with thousands separators."""
     from matplotlib.ticker import FuncFormatter, MaxNLocator
     target = ax.yaxis if axis == "y" else ax.xaxis
-    target.set_major_locator(MaxNLocator(integer=True))
+    target.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     target.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:,.0f}"))
 
 
