@@ -88,6 +88,10 @@ def build_db(path: Path) -> Path:
     add(db, 2, 2, 5, "answered", ip="198.51.100.55", rtt=0.2, bep42=0, **LT)
     add(db, 2, 2, 101, "timeout", family="ipv6", queries=2)
     add(db, 2, 2, 10, None)
+    # As the crawler stores them (crawl.py): the counts first, then the estimates.
+    for e in (estimates.count_estimate("nodes that answered", 5, "reachable", answered_ipv4=5),
+              estimates.count_estimate("nodes found", 7, "listed", found_ipv4=6, found_ipv6=1)):
+        db.add_estimate(2, 2, e.name, e.value, e.low, e.high, e.counts, e.detail)
     db.add_estimate(2, 2, "lookup distances", 1100.0, 900.0, 1300.0, "reachable",
                     {"standard_error": 102.0, "lookups": 16})
     mr = estimates.recapture_estimate("mark-recapture (sweeps 1, 2)", {1, 2, 3, 4},
@@ -173,10 +177,13 @@ def test_estimates_side_by_side(built):
     summary, _ = built
     one = summary["crawls"][0]
     rows = {r["name"]: r for r in one["estimates"]}
-    assert list(rows) == ["nodes found", "nodes that answered", "lookup distances",
+    # Crawl 1 stored no counts: they come from the database, per family.
+    assert list(rows) == ["nodes that answered", "nodes found", "lookup distances",
                           "mark-recapture (halves)"]
-    assert rows["nodes found"]["value"] == 10 and rows["nodes found"]["detail"] == {
+    assert [r["source"] for r in rows.values()] == ["database"] * 2 + ["estimates"] * 2
+    assert rows["nodes found"]["value"] == 10 and rows["nodes found"]["families"] == {
         "ipv4": 8, "ipv6": 2}
+    assert rows["nodes found"]["counts"] == "listed"
     assert rows["nodes that answered"]["value"] == 7
     lookup = rows["lookup distances"]
     assert (lookup["value"], lookup["low"], lookup["high"], lookup["standard_error"]) == (
@@ -189,11 +196,20 @@ def test_estimates_side_by_side(built):
     assert "answered us" in rows["nodes that answered"]["describes"]
     # The size over time: every stored estimate, in time order.
     assert [(r["crawl"], r["name"]) for r in summary["size_over_time"]] == [
-        (1, "lookup distances"), (1, "mark-recapture (halves)"), (2, "lookup distances"),
-        (2, "mark-recapture (sweeps 1, 2)")]
-    assert [r["name"] for r in summary["crawls"][1]["estimates"]] == [
-        "nodes found", "nodes that answered", "lookup distances", "mark-recapture (sweeps 1, 2)"]
-    assert summary["crawls"][2]["estimates"][2:] == []  # crawl 3: counts, no estimate yet
+        (1, "lookup distances"), (1, "mark-recapture (halves)"), (2, "nodes that answered"),
+        (2, "nodes found"), (2, "lookup distances"), (2, "mark-recapture (sweeps 1, 2)")]
+    # Crawl 2 stored its counts: shown once, with the database's split per family.
+    two = summary["crawls"][1]["estimates"]
+    assert [(r["name"], r["source"]) for r in two] == [
+        ("nodes that answered", "estimates"), ("nodes found", "estimates"),
+        ("lookup distances", "estimates"), ("mark-recapture (sweeps 1, 2)", "estimates")]
+    assert two[0]["counts"] == "reachable" and two[0]["families"] == {"ipv4": 5, "ipv6": 0}
+    assert two[0]["describes"] == ("A count of the nodes that answered us: a lower bound of "
+                                   "the reachable nodes.")
+    assert two[1]["families"] == {"ipv4": 6, "ipv6": 1} and two[2]["families"] is None
+    # Crawl 3 (no sweep complete, nothing stored): its partial sweep's counts only.
+    assert [r["name"] for r in summary["crawls"][2]["estimates"]] == [
+        "nodes that answered", "nodes found"]
     assert summary["size_over_time_source"] == "estimates"
 
 
@@ -252,6 +268,21 @@ def test_database_text_is_escaped(crawl_db, tmp_path):
         assert (out / name).exists()
     # The churn plots are gone with their data: no stale file from the first report.
     assert summary["churn"] == [] and not (out / "churn.svg").exists()
+
+
+def test_tables_the_report_does_not_read(crawl_db, tmp_path):
+    db = sqlite3.connect(crawl_db)
+    db.execute("DROP TABLE edges")
+    db.execute("DROP TABLE IF EXISTS intents")
+    db.commit()
+    db.close()
+    assert report.build_report(crawl_db, tmp_path / "out")["latest"] == 2
+    db = sqlite3.connect(crawl_db)
+    db.execute("DROP TABLE samples")
+    db.commit()
+    db.close()
+    with pytest.raises(store.StoreError, match="not a crawl database: no table samples"):
+        report.build_report(crawl_db, tmp_path / "out")
 
 
 def test_empty_database(tmp_path):

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .export import open_readonly, table_names
-from .store import TABLES, CrawlRow, StoreError
+from .store import CrawlRow, StoreError
 
 TOP_CLIENTS = 15
 """Bars of the clients plot (the rest are summed as `other`)."""
@@ -32,6 +32,9 @@ CLIENTS_KEPT = 200
 """Client labels kept in summary.json per crawl (odd `v` values can be many)."""
 VERSIONS_KEPT = 30
 PLOT_FORMAT = "svg"
+REQUIRED_TABLES = ("crawls", "contacts", "visits", "aliases", "samples", "estimates")
+"""What the report reads (a database from an older or newer crawler may have more or fewer
+of `store.TABLES`)."""
 PLOT_NAMES = ("estimates", "size_over_time", "clients", "features", "rtt", "answers", "samples",
               "churn", "sessions")
 
@@ -45,7 +48,7 @@ COUNTS_MEANING = {
                  "(the ones a crawl can visit)",
     "alive": "all running nodes, those behind a NAT or firewall that never answer us included",
     "answered": "nodes that answer us",
-    "found": "nodes other nodes list, stale and unreachable ones included",
+    "listed": "nodes other nodes list, stale and unreachable ones included",
 }
 
 
@@ -320,32 +323,39 @@ def _estimate_row(sweep, at, name, value, low, high, counts, detail_text) -> dic
     return {"sweep": sweep, "at": at, "name": name, "value": value, "low": low, "high": high,
             "counts": counts, "standard_error": detail.get("standard_error"), "detail": detail,
             "describes": describe_estimate(str(name), value, low, high, str(counts), detail),
-            "source": "estimates"}
+            "families": None, "source": "estimates"}
 
 
 def _latest_estimates(db, crawl_id: int, summary: dict) -> list[dict]:
-    """The sweep's counts (from contacts and visits), then the latest estimate of each name
-    the crawler stored."""
-    rows = []
-    if summary["sweep"] is not None:
-        for name, counts, key, meaning in (
-                ("nodes found", "found", "found",
-                 "Every node some node listed in this sweep, one per IP: stale and unreachable "
-                 "ones included; not a lower bound of the reachable nodes."),
-                ("nodes that answered", "answered", "answered",
-                 "Every node that answered us in this sweep, one per IP: it counts nodes that "
-                 "answer us, a lower bound of the reachable nodes.")):
-            numbers = summary[key]
-            rows.append({"sweep": summary["sweep"], "at": None, "name": name,
-                         "value": float(numbers["total"]), "low": float(numbers["total"]),
-                         "high": None, "counts": counts, "standard_error": None,
-                         "detail": {"ipv4": numbers["ipv4"], "ipv6": numbers["ipv6"]},
-                         "describes": meaning, "source": "database"})
+    """The latest estimate of each name the crawler stored for the crawl, with the sweep's
+    counts from the database (per family) next to them: a stored count of the same name and
+    sweep gets the database's per-family split (`families`); one the crawler did not store
+    (an interrupted sweep, an older crawler) is added from the database (`source`)."""
     latest: dict[str, dict] = {}
     for row in db.execute("SELECT sweep, at, name, value, low, high, counts, detail FROM "
                           "estimates WHERE crawl=? ORDER BY sweep, at, rowid", (crawl_id,)):
         latest[row[2]] = _estimate_row(*row)
-    return rows + list(latest.values())
+    counted = []
+    if summary["sweep"] is not None:
+        for name, counts, key, meaning in (
+                ("nodes that answered", "answered", "answered",
+                 "Every node that answered us in this sweep, one per IP: it counts nodes that "
+                 "answer us, a lower bound of the reachable nodes."),
+                ("nodes found", "listed", "found",
+                 "Every node some node listed in this sweep, one per IP: stale and unreachable "
+                 "ones included; not a lower bound of the reachable nodes.")):
+            numbers = summary[key]
+            families = {"ipv4": numbers["ipv4"], "ipv6": numbers["ipv6"]}
+            stored = latest.get(name)
+            if stored is not None and stored["sweep"] == summary["sweep"]:
+                stored["families"] = families
+                continue
+            total = float(numbers["total"])
+            counted.append({"sweep": summary["sweep"], "at": None, "name": name, "value": total,
+                            "low": total, "high": None, "counts": counts,
+                            "standard_error": None, "detail": {}, "families": families,
+                            "describes": meaning, "source": "database"})
+    return counted + list(latest.values())
 
 
 # --- across crawls ----------------------------------------------------------------------------
@@ -445,7 +455,7 @@ def _size_over_time(db, crawls: list[dict]) -> tuple[list[dict], str]:
         (at,) = db.execute("SELECT MAX(at) FROM visits WHERE crawl=? AND sweep=?",
                            (c["id"], c["sweep"])).fetchone()
         at = at or c["finished_at"] or c["started_at"]
-        for name, key, counts in (("nodes found", "found", "found"),
+        for name, key, counts in (("nodes found", "found", "listed"),
                                   ("nodes that answered", "answered", "answered")):
             n = float(c[key]["total"])
             rows.append({"crawl": c["id"], "sweep": c["sweep"], "at": at, "name": name,
@@ -528,7 +538,7 @@ def _plot_estimates(out_dir: Path, crawl: dict) -> str | None:
         return None
     fig, ax = _figure(9, max(2.6, 1.4 + 0.62 * len(rows)))
     positions = list(range(len(rows)))[::-1]
-    colour_of = {"found": COLOURS["grey"], "answered": COLOURS["teal"],
+    colour_of = {"listed": COLOURS["grey"], "answered": COLOURS["teal"],
                  "reachable": COLOURS["blue"], "alive": COLOURS["orange"]}
     for y, row in zip(positions, rows):
         colour = colour_of.get(row["counts"], COLOURS["purple"])
@@ -874,8 +884,7 @@ def _estimate_error(row: dict) -> str:
     if row["low"] is not None and row["high"] is not None:
         parts.append(f"95 %: {_nodes(row['low'])} – {_nodes(row['high'])}")
     elif row["value"] is not None and row["low"] == row["value"] and row["high"] is None:
-        parts.append("exact count (lower bound)" if row["source"] == "database"
-                     else "a count (lower bound)")
+        parts.append("a count: no sampling error")
     elif row["value"] is None:
         parts.append("not enough data")
     return _e("; ".join(parts) or "–")
@@ -887,16 +896,17 @@ def _estimates_html(crawl: dict | None, plots: dict, errors: dict) -> str:
     rows = []
     for r in crawl["estimates"]:
         value = _e("–" if r["value"] is None else _nodes(r["value"]))
-        if r["source"] == "database":
-            value += (f'<br><span class="muted">IPv4 {_num(r["detail"]["ipv4"])} · '
-                      f'IPv6 {_num(r["detail"]["ipv6"])}</span>')
+        if r.get("families"):
+            value += (f'<br><span class="muted">IPv4 {_num(r["families"]["ipv4"])} · '
+                      f'IPv6 {_num(r["families"]["ipv6"])}</span>')
         rows.append([_e(r["name"]), value, _estimate_error(r), _e(r["counts"]),
                      _e(r["describes"]), _e(r["sweep"])])
     partial = "" if crawl["sweep_complete"] else " (partial: no sweep of it is complete)"
     return (f"<p>Crawl {_e(crawl['id'])}, sweep {_e(crawl['sweep'])}{_e(partial)}: counts from "
-            "the database, then the latest estimate of each kind the crawler stored. They count "
-            "different things: reachable nodes (that answer any node), all nodes (NATed ones "
-            "included) or nodes that answered us.</p>"
+            "the database and the latest estimate of each kind the crawler stored. They count "
+            "different things: reachable nodes (those that answer any node), all nodes (those "
+            "behind a NAT included), nodes that answer us (a lower bound of the reachable ones) "
+            "or nodes others list (stale ones included).</p>"
             + _table(["estimate", "value", "error", "counts", "what it counts", "sweep"], rows,
                      {1})
             + _figure_html(plots, errors, "estimates", "size estimates side by side",
@@ -1071,7 +1081,7 @@ def build_summary(db) -> dict:
     if not present:
         crawl_rows = []  # an empty file: nothing crawled yet
     else:
-        missing = [t for t in TABLES if t not in present]
+        missing = [t for t in REQUIRED_TABLES if t not in present]
         if missing:
             raise StoreError(f"not a crawl database: no table {', '.join(missing)}")
         crawl_rows = _crawl_rows(db)
