@@ -169,6 +169,8 @@ async def crawl(args, stop: asyncio.Event) -> int:
         else:
             crawl_id = store.begin_crawl(_settings(args), __version__)
         config = NodeConfig.from_overrides({"query_rate": args.rate,
+                                            # a second of queries at most at once
+                                            "query_burst": max(10.0, min(100.0, args.rate)),
                                             "per_ip_query_rate": PER_IP_RATE,
                                             "per_ip_query_burst": PER_IP_BURST})
         try:

@@ -124,10 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--churn", type=float, default=0.0,
                         help="share of the nodes replaced per virtual minute during the crawl")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", metavar="A-B",
+                        help="one run per seed from A to B, then how often each estimate's "
+                             "interval covered the truth and its mean error")
     parser.add_argument("--sweeps", type=int, default=1)
     parser.add_argument("--rate", type=float, default=500.0, help="crawler queries per second")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.seeds:
+        first, _, last = args.seeds.partition("-")
+        return many(args, range(int(first), int(last or first) + 1))
     result = measure(args.nodes, args.dead, args.nat, args.churn, args.seed, args.sweeps,
                      args.rate)
     if args.json:
@@ -145,6 +151,39 @@ def main(argv: list[str] | None = None) -> int:
             f" [{e['low']:.0f}, {e['high']:.0f}]"
         error = "" if e["error"] is None else f", error {e['error']:+.2%}"
         print(f"  {e['name']:<42} {e['value']}{interval} ({e['counts']}{error})")
+    return 0
+
+
+def many(args, seeds) -> int:
+    runs = []
+    for seed in seeds:
+        result = measure(args.nodes, args.dead, args.nat, args.churn, seed, args.sweeps,
+                         args.rate)
+        runs.append(result)
+        if not args.json:
+            print(f"seed {seed}: found {result['share_found']:.2%} of {result['reachable']} "
+                  f"reachable, {result['queries_per_node']} queries per node; " + "; ".join(
+                      f"{e['name']} {e['error']:+.2%}{' covers' if e['covers_truth'] else ''}"
+                      for e in result["estimates"] if e["error"] is not None), flush=True)
+    names = [e["name"] for e in runs[0]["estimates"] if e["error"] is not None]
+    summary = {"runs": len(runs), "nodes": args.nodes,
+               "share_found_min": min(r["share_found"] for r in runs),
+               "share_found_mean": round(sum(r["share_found"] for r in runs) / len(runs), 4),
+               "queries_per_node_mean": round(sum(r["queries_per_node"] for r in runs)
+                                              / len(runs), 3),
+               "estimates": {}}
+    for name in names:
+        rows = [e for r in runs for e in r["estimates"] if e["name"] == name]
+        covered = [e["covers_truth"] for e in rows if e["covers_truth"] is not None]
+        summary["estimates"][name] = {
+            "mean_abs_error": round(sum(abs(e["error"]) for e in rows) / len(rows), 4),
+            "within_5_percent": sum(abs(e["error"]) <= 0.05 for e in rows),
+            "interval_covers_truth": sum(covered) if covered else None,
+            "runs": len(rows)}
+    if args.json:
+        print(json.dumps({"summary": summary, "runs": runs}))
+    else:
+        print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -135,7 +135,8 @@ class Crawler:
                 crawl, number, ip, port, node_id, referrer),
             on_samples=(lambda ip, at, hashes: store.add_samples(crawl, ip, at, hashes))
             if options.samples else None,
-            on_edges=on_edges, partition=partition_filter(options.partition))
+            on_edges=on_edges, partition=partition_filter(options.partition),
+            on_launch=lambda ips, at: store.add_intents(crawl, number, ips, at))
 
     async def run(self, stop: asyncio.Event | None = None) -> CrawlResult:
         stop = stop or asyncio.Event()

@@ -16,6 +16,8 @@ The schema (also in the README):
   `outcome` (`answered`, `timeout`, `error`), `error_code`, `queries`, `referrer`,
   `bep51` (1 answered sample_infohashes, 0 refused it, NULL not asked), `num`, `interval`,
   `samples` (count), `neighbours` (nodes it listed).
+- `intents`: the nodes a visit was started for, committed before the query leaves: after a
+  crash, `--resume` never asks them again, even when the crash lost their answer.
 - `aliases`: other ids (or ports) seen on an IP already known this sweep: counted, never
   visited as new nodes.
 - `samples`: with `--samples`, each infohash a node sampled (`crawl`, `infohash`, `ip`, `at`).
@@ -54,6 +56,9 @@ CREATE TABLE IF NOT EXISTS visits (
 CREATE TABLE IF NOT EXISTS aliases (
     crawl INTEGER NOT NULL, sweep INTEGER NOT NULL, ip TEXT NOT NULL, port INTEGER NOT NULL,
     node_id BLOB NOT NULL, referrer TEXT, PRIMARY KEY (crawl, sweep, ip, port, node_id));
+CREATE TABLE IF NOT EXISTS intents (
+    crawl INTEGER NOT NULL, sweep INTEGER NOT NULL, ip TEXT NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (crawl, sweep, ip));
 CREATE TABLE IF NOT EXISTS samples (
     crawl INTEGER NOT NULL, infohash BLOB NOT NULL, ip TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (crawl, infohash, ip));
@@ -66,7 +71,8 @@ CREATE TABLE IF NOT EXISTS estimates (
 CREATE INDEX IF NOT EXISTS visits_node ON visits (node_id);
 """
 
-TABLES = ("crawls", "contacts", "visits", "aliases", "samples", "edges", "estimates")
+TABLES = ("crawls", "contacts", "visits", "intents", "aliases", "samples", "edges",
+          "estimates")
 VISIT_COLUMNS = ("crawl", "sweep", "at", "ip", "port", "family", "node_id", "answered_id", "v",
                  "client", "client_version", "bep42", "rtt", "outcome", "error_code", "queries",
                  "referrer", "bep51", "num", "interval", "samples", "neighbours")
@@ -181,6 +187,14 @@ class CrawlStore:
                   referrer: str | None) -> None:
         self._queue("aliases", (crawl, sweep, ip, port, node_id, referrer))
 
+    def add_intents(self, crawl: int, sweep: int, ips: list[str], at: float) -> None:
+        """Record that these nodes are about to be queried, durably (committed now, with
+        whatever else is queued), before the queries leave."""
+        for ip in ips:
+            self._queued.setdefault("intents", []).append((crawl, sweep, ip, at))
+            self._queued_rows += 1
+        self.flush()
+
     def add_visit(self, row: dict) -> None:
         self._queue("visits", tuple(row.get(name) for name in VISIT_COLUMNS))
 
@@ -207,6 +221,7 @@ class CrawlStore:
             "aliases": "INSERT OR IGNORE INTO aliases VALUES (?,?,?,?,?,?)",
             "visits": f"INSERT OR REPLACE INTO visits VALUES ({','.join('?' * len(VISIT_COLUMNS))})",
             "samples": "INSERT OR IGNORE INTO samples VALUES (?,?,?,?)",
+            "intents": "INSERT OR IGNORE INTO intents VALUES (?,?,?,?)",
             "edges": "INSERT OR IGNORE INTO edges VALUES (?,?,?,?,?,?)",
             "estimates": "INSERT INTO estimates VALUES (?,?,?,?,?,?,?,?,?)",
         }
@@ -214,7 +229,8 @@ class CrawlStore:
         db.execute("BEGIN")
         try:
             # Contacts before visits: a resumed crawl never sees a visit of an unknown node.
-            for table in ("contacts", "aliases", "visits", "samples", "edges", "estimates"):
+            for table in ("contacts", "aliases", "intents", "visits", "samples", "edges",
+                          "estimates"):
                 rows = self._queued.get(table)
                 if rows:
                     db.executemany(statements[table], rows)
@@ -233,9 +249,11 @@ class CrawlStore:
         return row[0] or 1
 
     def frontier(self, crawl: int, sweep: int) -> tuple[list[tuple], set[str]]:
-        """The contacts of a sweep not visited yet, and the IPs visited."""
+        """The contacts of a sweep not visited yet, and the IPs visited (or whose visit had
+        started when the crawl stopped)."""
         visited = {row[0] for row in self.db.execute(
-            "SELECT ip FROM visits WHERE crawl=? AND sweep=?", (crawl, sweep))}
+            "SELECT ip FROM visits WHERE crawl=? AND sweep=? UNION "
+            "SELECT ip FROM intents WHERE crawl=? AND sweep=?", (crawl, sweep, crawl, sweep))}
         contacts = [row for row in self.db.execute(
             "SELECT ip, port, family, node_id, found_at, referrer FROM contacts "
             "WHERE crawl=? AND sweep=?", (crawl, sweep)) if row[0] not in visited]

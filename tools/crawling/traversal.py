@@ -136,7 +136,8 @@ class Sweep:
                  sample_after: dict[str, float] | None = None,
                  want: tuple[bytes, ...] = (), clock: Callable[[], float] = time.time,
                  on_visit=None, on_contact=None, on_alias=None, on_samples=None,
-                 on_edges=None, partition: Callable[[bytes], bool] | None = None) -> None:
+                 on_edges=None, on_launch=None,
+                 partition: Callable[[bytes], bool] | None = None) -> None:
         self.node = node
         self.sweep = sweep
         self.concurrency = concurrency
@@ -151,6 +152,7 @@ class Sweep:
         self.on_alias = on_alias or (lambda *args: None)
         self.on_samples = on_samples or (lambda *args: None)
         self.on_edges = on_edges
+        self.on_launch = on_launch or (lambda ips, at: None)
         self.partition = partition
         self.stats = SweepStats()
         self.known: dict[str, Contact] = {}
@@ -242,11 +244,17 @@ class Sweep:
         running: set[asyncio.Task] = set()
         try:
             while True:
-                while len(running) < self.concurrency:
+                launched = []
+                while len(running) + len(launched) < self.concurrency:
                     contact = self._next()
                     if contact is None:
                         break
                     self.in_flight.add(contact.ip)
+                    launched.append(contact)
+                if launched:
+                    # Durable before any query leaves (tasks run after this returns).
+                    self.on_launch([contact.ip for contact in launched], self.clock())
+                for contact in launched:
                     task = asyncio.ensure_future(self._visit(contact))
                     running.add(task)
                     task.add_done_callback(running.discard)
