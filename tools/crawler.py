@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -265,7 +266,11 @@ def main(argv=None) -> int:
             return 0
         if args.command == "export":
             from crawling.export import export
-            export(args.db, args.table, args.format, sys.stdout)
+            try:
+                export(args.db, args.table, args.format, sys.stdout)
+                sys.stdout.flush()
+            except BrokenPipeError:  # `| head`: the reader has all it wanted
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
 
         async def guarded() -> int:

@@ -40,6 +40,8 @@ from crawling.crawl import CrawlOptions, Crawler  # noqa: E402
 from crawling.store import CrawlStore  # noqa: E402
 
 CRAWLER_ADDRESS = ("100.64.0.1", 6881)
+CRAWL_GAP = 600.0
+"""Virtual seconds between the crawls of `--crawls`."""
 
 
 def truth(sim: Simulation) -> dict:
@@ -49,7 +51,7 @@ def truth(sim: Simulation) -> dict:
 
 
 async def crawl(sim: Simulation, options: CrawlOptions, rate: float, db: Path,
-                contacts: list) -> dict:
+                contacts: list, crawls: int = 1) -> dict:
     config = NodeConfig.from_overrides({"query_rate": rate, "per_ip_query_rate": 2.0,
                                         "per_ip_query_burst": 10.0})
     node = Node(CRAWLER_ADDRESS, bootstrap=contacts, clock=lambda: sim.scheduler.now,
@@ -57,28 +59,34 @@ async def crawl(sim: Simulation, options: CrawlOptions, rate: float, db: Path,
     await attach_node(node, sim.network, CRAWLER_ADDRESS)
     await node.bootstrap()
     store = CrawlStore(db)
-    crawl_id = store.begin_crawl({"bench": True}, "bench")
-    crawler = Crawler(node, store, crawl_id, options, clock=lambda: sim.scheduler.now,
-                      rng=random.Random(2))
-    started = sim.scheduler.now
     done = [False]
-    sim.start_churn(lambda: done[0], longest=3600.0)
-    result = await crawler.run()
+    sim.start_churn(lambda: done[0], longest=7200.0 * crawls)
+    started = sim.scheduler.now
+    for number in range(crawls):
+        if number:
+            await asyncio.sleep(CRAWL_GAP)  # virtual time: the network churns meanwhile
+            started = sim.scheduler.now
+        crawl_id = store.begin_crawl({"bench": True, "rate": rate}, "bench")
+        crawler = Crawler(node, store, crawl_id, options, clock=lambda: sim.scheduler.now,
+                          rng=random.Random(2 + number))
+        result = await crawler.run()
+        store.end_crawl(crawl_id, "complete", result.sweeps_done)
     done[0] = True
     elapsed = sim.scheduler.now - started
-    store.end_crawl(crawl_id, "complete", result.sweeps_done)
     found = {row[0] for row in store.db.execute(
-        "SELECT DISTINCT ip FROM visits WHERE outcome='answered'")}
-    listed = store.db.execute("SELECT COUNT(DISTINCT ip) FROM contacts").fetchone()[0]
+        "SELECT DISTINCT ip FROM visits WHERE outcome='answered' AND crawl=?", (crawl_id,))}
+    listed = store.db.execute("SELECT COUNT(DISTINCT ip) FROM contacts WHERE crawl=?",
+                              (crawl_id,)).fetchone()[0]
     store.close()
     queries = node.stats.queries_sent
     await node.close()
-    return {"result": result, "found": len(found), "listed": listed, "queries": queries,
-            "virtual_seconds": elapsed}
+    return {"result": result, "found": len(found), "listed": listed,
+            "queries": queries / crawls, "virtual_seconds": elapsed}
 
 
 def measure(nodes: int, dead: float, nat: float, churn: float, seed: int, sweeps: int = 1,
-            rate: float = 500.0, estimate_lookups: int = 16) -> dict:
+            rate: float = 500.0, estimate_lookups: int = 16, crawls: int = 1,
+            keep_db: str | None = None) -> dict:
     wall = time.perf_counter()
     sim = Simulation(Scenario(nodes=nodes, lookups=0, swarms=1, dead=0.0, nat=nat,
                               churn=churn, seed=seed, bootstrap="seeded"))
@@ -90,8 +98,9 @@ def measure(nodes: int, dead: float, nat: float, churn: float, seed: int, sweeps
     options = CrawlOptions(sweeps=sweeps, concurrency=256, timeout=3.0,
                            estimate_lookups=estimate_lookups)
     with tempfile.TemporaryDirectory(prefix="mldht-crawl-bench-") as folder:
-        run = run_in_simulation(sim.scheduler, crawl(sim, options, rate,
-                                                     Path(folder) / "crawl.sqlite", contacts))
+        db = Path(keep_db) if keep_db else Path(folder) / "crawl.sqlite"
+        run = run_in_simulation(sim.scheduler, crawl(sim, options, rate, db, contacts,
+                                                     crawls))
     true = truth(sim)
     estimates = []
     for estimate in run["result"].estimates[-1] if run["result"].estimates else []:
@@ -129,13 +138,17 @@ def main(argv: list[str] | None = None) -> int:
                              "interval covered the truth and its mean error")
     parser.add_argument("--sweeps", type=int, default=1)
     parser.add_argument("--rate", type=float, default=500.0, help="crawler queries per second")
+    parser.add_argument("--crawls", type=int, default=1,
+                        help=f"crawls one after another, {CRAWL_GAP:g} virtual s apart (churn "
+                             f"between crawls; the figures are the last crawl's)")
+    parser.add_argument("--db", help="keep the crawl database here (for the report)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.seeds:
         first, _, last = args.seeds.partition("-")
         return many(args, range(int(first), int(last or first) + 1))
     result = measure(args.nodes, args.dead, args.nat, args.churn, args.seed, args.sweeps,
-                     args.rate)
+                     args.rate, crawls=args.crawls, keep_db=args.db)
     if args.json:
         print(json.dumps(result))
         return 0

@@ -39,7 +39,7 @@ from mldht.krpc import FindNode, SampleInfohashes
 
 METHOD_UNKNOWN = 204
 MAX_FILL_ROUNDS = 32
-HOLE_GAPS = 4
+HOLE_GAPS = 1
 
 
 @dataclass(order=True)
@@ -360,7 +360,8 @@ class Sweep:
             middle = (low + high) // 2
             responder = self._closest_answered(middle)
             if responder is not None:
-                tasks.append(asyncio.ensure_future(self._ask_about(responder, middle)))
+                tasks.append(asyncio.ensure_future(
+                    self._ask_about(responder, middle, (low, high))))
         return tasks
 
     def _closest_answered(self, key: int) -> Contact | None:
@@ -372,7 +373,7 @@ class Sweep:
         best = max(candidates, key=lambda candidate: _shared_bits(candidate, key))
         return self.answered_by_key.get(best)
 
-    async def _ask_about(self, contact: Contact, middle: int) -> None:
+    async def _ask_about(self, contact: Contact, middle: int, hole: tuple[int, int]) -> None:
         self.stats.queries += 1
         self.stats.fill_queries += 1
         target = NodeId(middle.to_bytes(20, "big"))
@@ -380,6 +381,7 @@ class Sweep:
             response = await self.node.query(contact.address, self._query(contact, False, target),
                                              timeout=self.timeout)
         except MldhtError:
+            self.asked_holes.discard(hole)  # unanswered: ask again next round (bounded)
             return
         nodes = list(response.nodes or []) + list(response.nodes6 or [])
         for info in nodes:
