@@ -23,7 +23,7 @@ DEFAULT_BOOTSTRAP: tuple[str, ...] = (
 
 DEFAULT_K = 8
 """Bucket size and the closest nodes a lookup settles on (BEP 5, libtorrent)."""
-DEFAULT_ALPHA = 4
+DEFAULT_ALPHA = 5
 """Queries in flight per lookup (libtorrent: 5; see NodeConfig.alpha)."""
 
 CLIENT_VERSION = b"ML\x00\x01"
@@ -37,8 +37,10 @@ class NodeConfig:
     k: int = DEFAULT_K
     """Bucket size and the number of closest nodes a lookup settles on."""
     alpha: int = DEFAULT_ALPHA
-    """Queries in flight per lookup (libtorrent: 5). With the adaptive soft timeout, 4 sends
-    fewer queries than libtorrent's traversal and still ends sooner (README, Performance)."""
+    """Queries in flight per lookup (libtorrent: 5). 5 rather than 4: the first peer of a
+    swarm comes as soon as with libtorrent's traversal at every percentile (4 was 5 to 15 %
+    later), for about 10 % more queries; the whole lookup still ends in well under half
+    libtorrent's time (README, Performance)."""
     soft_timeout: float = 1.0
     """After this, a lookup query stops holding its slot and another node is asked (the
     most it can be when `adaptive_soft_timeout` shortens it)."""

@@ -40,6 +40,7 @@ from mldht.krpc import FindNode, SampleInfohashes
 METHOD_UNKNOWN = 204
 MAX_FILL_ROUNDS = 32
 HOLE_GAPS = 1
+SMALL_NETWORK = 2000
 
 
 @dataclass(order=True)
@@ -351,8 +352,10 @@ class Sweep:
             return []
         self.fill_rounds += 1
         tasks = []
-        # A stretch shorter than a few average gaps between ids most likely holds nobody.
-        smallest = HOLE_GAPS * (1 << 160) // max(1, len(self.keys))
+        # In a large network, a stretch shorter than the average gap between ids most
+        # likely holds nobody; in a small one every stretch is worth its one query.
+        known = len(self.keys)
+        smallest = 0 if known < SMALL_NETWORK else HOLE_GAPS * (1 << 160) // known
         for low, high in self.holes():
             if high - low < smallest or (low, high) in self.asked_holes:
                 continue  # too short to hold anyone, or asked already and unchanged since
