@@ -17,6 +17,7 @@ import pytest
 
 from mldht import Node
 from netguard import guarded_env
+from toolrun import run_tool
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 sys.path.insert(0, str(TOOLS))
@@ -124,16 +125,7 @@ class Network:
 
 
 async def run_crawler(*argv: str, timeout: float = 120) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(CRAWLER), *argv, env=guarded_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()  # our own child
-        await process.wait()
-        raise
-    return process.returncode, out.decode(), err.decode()
+    return await run_tool("crawler.py", *argv, timeout=timeout)
 
 
 @pytest.mark.network

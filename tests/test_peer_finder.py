@@ -21,6 +21,7 @@ from mldht import Node
 from mldht.engine import LookupSummary, PeerLookupResult
 from mldht.ids import InfoHash
 from netguard import guarded_env
+from toolrun import run_tool
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "peer_finder.py"
 spec = importlib.util.spec_from_file_location("peer_finder", TOOL)
@@ -193,16 +194,7 @@ async def network():
 
 
 async def run_finder(*argv: str, timeout: float = 120) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(TOOL), *argv, env=guarded_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        process.kill()  # our own child
-        await process.wait()
-        raise
-    return process.returncode, out.decode(), err.decode()
+    return await run_tool("peer_finder.py", *argv, timeout=timeout)
 
 
 def max_in_window(times: list[float], window: float) -> int:

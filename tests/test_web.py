@@ -392,3 +392,19 @@ async def test_clients_that_leave_end_their_streams_quietly(caplog):
         silent.close()
     errors = [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     assert errors == [], [r.getMessage() for r in errors]
+
+
+async def test_serve_progress_for_a_tool_on_loopback_only():
+    import aiohttp
+    from mldht.web import serve_progress
+    with pytest.raises(ValueError, match="token is required"):
+        await serve_progress("0.0.0.0:0", dict)
+    with pytest.raises(ValueError):
+        await serve_progress("not an address", dict)
+    runner, url = await serve_progress("127.0.0.1:0", lambda: {"done": 3}, title="batch")
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "api/progress") as response:
+                assert await response.json() == {"title": "batch", "progress": {"done": 3}}
+    finally:
+        await runner.cleanup()

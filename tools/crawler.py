@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 
 from mldht import Node, NodeConfig, __version__
-from mldht.compact import parse_host_port
 from mldht.errors import InvalidInput, JoinFailed, MldhtError
 
 from crawling.crawl import CrawlOptions, Crawler
@@ -241,16 +240,12 @@ def print_summary(summary: dict) -> None:
 
 
 async def serve_progress(address: str, crawler: Crawler):
-    from mldht.web import WebSettings, progress_app, start_server
-    host, port = parse_host_port(address, allow_any_port=True)
-    settings = WebSettings(host=host, port=port)
+    from mldht.web import serve_progress as serve
     try:
-        settings.check_bind()
+        runner, url = await serve(address, crawler.progress, title="crawl")
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    runner = await start_server(progress_app(crawler.progress, settings, title="crawl"),
-                                settings)
-    print(f"{PROG}: progress on http://{host}:{settings.port}/", file=sys.stderr, flush=True)
+    print(f"{PROG}: progress on {url}", file=sys.stderr, flush=True)
     return runner
 
 

@@ -517,20 +517,17 @@ async def run(args, stdin: IO[str], stdout: IO[str], stderr: IO[str],
 
 
 async def serve_progress(address: str, totals: Totals, node: Node):
-    from mldht.compact import parse_host_port
-    from mldht.web import WebSettings, progress_app, start_server
-    host, port = parse_host_port(address, allow_any_port=True)
-    settings = WebSettings(host=host, port=port)
+    from mldht.web import serve_progress as serve
+
+    def snapshot() -> dict:
+        return {**totals.snapshot(node), "dht": {
+            "table": sum(f["table"]["nodes"] for f in node.status()["families"].values()),
+            "rate_limited": node.stats.rate_limited}}
     try:
-        settings.check_bind()
+        runner, url = await serve(address, snapshot, title="peer finder")
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    runner = await start_server(progress_app(
-        lambda: {**totals.snapshot(node), "dht": {
-            "table": sum(f["table"]["nodes"] for f in node.status()["families"].values()),
-            "rate_limited": node.stats.rate_limited}},
-        settings, title="peer finder"), settings)
-    print(f"{PROG}: progress on http://{host}:{settings.port}/", file=sys.stderr, flush=True)
+    print(f"{PROG}: progress on {url}", file=sys.stderr, flush=True)
     return runner
 
 

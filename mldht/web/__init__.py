@@ -17,11 +17,11 @@ from .app import (
 )
 from .metrics import NodeMetrics
 from .node_api import NodeWeb, node_app, read_static
-from .progress import ProgressWeb, progress_app
+from .progress import ProgressWeb, progress_app, serve_progress
 
 __all__ = [
     "HttpJsonError", "NodeMetrics", "NodeWeb", "ProgressWeb", "StreamLimiter", "WebSettings", "closing_event",
     "create_app", "is_loopback_host", "json_error", "json_response", "node_app", "progress_app",
-    "read_static",
+    "read_static", "serve_progress",
     "start_server", "stream_slot",
 ]

@@ -58,3 +58,22 @@ def progress_app(snapshot: Callable[[], dict], settings: WebSettings,
     app = create_app(settings)
     ProgressWeb(snapshot, settings, title).add_to(app)
     return app
+
+
+async def serve_progress(address: str, snapshot: Callable[[], dict], title: str = "progress"):
+    """Serve `progress_app(snapshot)` on `address` ("IP:PORT", loopback: a tool's live page
+    carries no token). Returns `(runner, url)`; `await runner.cleanup()` stops it. Raises
+    ValueError (one line) for a bad or non-loopback address."""
+    from ..compact import parse_host_port
+    from ..errors import InvalidInput
+    from .app import start_server
+
+    try:
+        host, port = parse_host_port(address, allow_any_port=True)
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
+    settings = WebSettings(host=host, port=port)
+    settings.check_bind()
+    runner = await start_server(progress_app(snapshot, settings, title), settings)
+    shown = f"[{host}]" if ":" in host else host
+    return runner, f"http://{shown}:{settings.port}/"
