@@ -232,3 +232,28 @@ class contextlib_suppress:
 
     def __exit__(self, kind, value, traceback):
         return kind is not None and issubclass(kind, sqlite3.Error)
+
+
+@pytest.mark.network
+async def test_routing_tables_store_the_neighbour_graph(tmp_path):
+    net = Network(12, 24)
+    await net.start()
+    ips = {node.address[0] for node in net.nodes}
+    try:
+        db = tmp_path / "crawl.sqlite"
+        code, out, err = await run_crawler(
+            "crawl", "--db", str(db), "--bootstrap", net.bootstrap, "--bind",
+            "127.0.24.250:0", "--routing-tables", "--estimate-lookups", "0", "--json",
+            "--timeout", "2")
+        assert code == 0, err
+        assert [n.stats.rate_limited for n in net.nodes] == [0] * 12
+    finally:
+        await net.close()
+    rows = sqlite3.connect(db)
+    edges = rows.execute("SELECT from_ip, to_ip FROM edges").fetchall()
+    assert {a for a, _ in edges} == ips  # every node's table was read
+    # Each node's table lists the other nodes it knows: together, everyone.
+    assert {b for _, b in edges} == ips
+    assert all(a != b for a, b in edges)
+    queries = [q for (q,) in rows.execute("SELECT queries FROM visits")]
+    assert min(queries) >= 2  # the visit, then at least one bucket

@@ -73,6 +73,7 @@ class Crawler:
         self.sweep: Sweep | None = None
         self.started = node.clock()
         self._queries_at_start = node.stats.queries_sent
+        self._datagrams_at_start = (node.stats.datagrams_sent, node.stats.datagrams_received)
 
     def progress(self) -> dict:
         sweep = self.sweep
@@ -95,6 +96,9 @@ class Crawler:
             "estimated_total": round(visited / covered) if covered > 0.02 else None,
             "samples": stats.samples if stats else 0,
             "rate_limited": self.node.stats.rate_limited,
+            "datagrams_sent": self.node.stats.datagrams_sent - self._datagrams_at_start[0],
+            "datagrams_received": (self.node.stats.datagrams_received
+                                   - self._datagrams_at_start[1]),
         }
 
     async def _estimate_lookups(self) -> None:
@@ -136,7 +140,8 @@ class Crawler:
             on_samples=(lambda ip, at, hashes: store.add_samples(crawl, ip, at, hashes))
             if options.samples else None,
             on_edges=on_edges, partition=partition_filter(options.partition),
-            on_launch=lambda ips, at: store.add_intents(crawl, number, ips, at))
+            on_launch=lambda ips, at: store.add_intents(crawl, number, ips, at),
+            routing_tables=options.routing_tables)
 
     async def run(self, stop: asyncio.Event | None = None) -> CrawlResult:
         stop = stop or asyncio.Event()

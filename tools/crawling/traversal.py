@@ -24,6 +24,7 @@ import asyncio
 import bisect
 import heapq
 import ipaddress
+import random
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -34,11 +35,12 @@ from mldht.bep51 import InvalidSample, Sample
 from mldht.clients import describe_version
 from mldht.compact import NodeInfo, format_address, is_contactable
 from mldht.errors import MldhtError, QueryNotSent, QueryTimeout, RemoteError
-from mldht.ids import NodeId
+from mldht.ids import NodeId, random_id_in_bucket
 from mldht.krpc import FindNode, SampleInfohashes
 
 METHOD_UNKNOWN = 204
 MAX_FILL_ROUNDS = 32
+MAX_TABLE_DEPTH = 40
 HOLE_GAPS = 1
 SMALL_NETWORK = 2000
 
@@ -122,6 +124,8 @@ class SweepStats:
     rejected: int = 0
     samples: int = 0
     bep51: int = 0
+    table_queries: int = 0
+    """With routing tables: the find_nodes that list each node's buckets."""
     fill_queries: int = 0
     """Second queries, to open stretches of keyspace the walk had no way into."""
     started: float = field(default_factory=time.monotonic)
@@ -137,7 +141,7 @@ class Sweep:
                  sample_after: dict[str, float] | None = None,
                  want: tuple[bytes, ...] = (), clock: Callable[[], float] = time.time,
                  on_visit=None, on_contact=None, on_alias=None, on_samples=None,
-                 on_edges=None, on_launch=None,
+                 on_edges=None, on_launch=None, routing_tables: bool = False,
                  partition: Callable[[bytes], bool] | None = None) -> None:
         self.node = node
         self.sweep = sweep
@@ -154,6 +158,7 @@ class Sweep:
         self.on_samples = on_samples or (lambda *args: None)
         self.on_edges = on_edges
         self.on_launch = on_launch or (lambda ips, at: None)
+        self.routing_tables = routing_tables
         self.partition = partition
         self.stats = SweepStats()
         self.known: dict[str, Contact] = {}
@@ -331,6 +336,33 @@ class Sweep:
         index = bisect.bisect_right(self.keys, key)
         return self.keys[index] if index < len(self.keys) else None
 
+    async def _dump_table(self, contact: Contact) -> int:
+        """Nebula's method: a find_node for a random id in each of the node's buckets'
+        ranges (sharing 0, 1, 2... bits with its id), until its buckets run out; every
+        node listed is an edge of the graph. Returns the queries sent."""
+        sent = 0
+        rng = random.Random(contact.key)
+        for depth in range(MAX_TABLE_DEPTH):
+            target = random_id_in_bucket(contact.node_id, depth, rng)
+            sent += 1
+            self.stats.queries += 1
+            self.stats.table_queries += 1
+            try:
+                response = await self.node.query(contact.address,
+                                                 self._query(contact, False, target),
+                                                 timeout=self.timeout)
+            except MldhtError:
+                break
+            nodes = list(response.nodes or []) + list(response.nodes6 or [])
+            for info in nodes:
+                self.learn(info, contact.address)
+            if self.on_edges is not None:
+                self.on_edges(contact.ip, nodes)
+            in_bucket = [info for info in nodes if _shared_bits(info.key, contact.key) == depth]
+            if not in_bucket and depth >= 3:
+                break  # past the deepest bucket it has
+        return sent
+
     def holes(self) -> list[tuple[int, int]]:
         """The stretches of keyspace no reply covered, in order."""
         holes, position = [], 0
@@ -440,6 +472,12 @@ class Sweep:
         row["at"] = self.clock()
         if response is not None:
             self._answered(contact, response, sampling, row, int.from_bytes(target, "big"))
+            if self.routing_tables:
+                self.in_flight.add(contact.ip)  # one query at a time to an IP, still
+                try:
+                    row["queries"] += await self._dump_table(contact)
+                finally:
+                    self.in_flight.discard(contact.ip)
         elif row["outcome"] == "error":
             stats.errors += 1
         else:
