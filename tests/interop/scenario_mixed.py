@@ -19,6 +19,12 @@ H_ml from one input file, joins through a libtorrent, a WebTorrent and an mldht 
 find every peer above: libtorrent's, WebTorrent's, and for H_ml mldht's listener and each
 aria2 and Transmission peer (by address: the ports these clients announce are known).
 
+Then the crawler (tools/crawler.py crawl, one sweep with BEP 51 samples, run as a command in
+the lab) joins through a libtorrent, a WebTorrent and an mldht node, and must find every node
+of every implementation and name its client from `v`; libtorrent and mldht nodes answer
+sample_infohashes with the infohashes they store. Neither libtorrent's DoS blocker nor
+mldht's per-IP limits may have dropped it.
+
 At the end the report tells whether any reference node dropped or banned an mldht node:
 libtorrent's DoS blocker log, and whether mldht nodes are still in every libtorrent,
 WebTorrent and aria2 routing table (Transmission saves its table only once it has 40 good
@@ -30,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -52,6 +59,10 @@ PEER_FINDER = lab.REPO / "tools" / "peer_finder.py"
 FINDER_HOST = 50  # lab host index of the peer finder's node (no other node uses it)
 FINDER_LOOKUP_TIMEOUT = 20.0
 FINDER_PROCESS_TIMEOUT = 90.0
+CRAWLER = lab.REPO / "tools" / "crawler.py"
+CRAWLER_HOST = 51  # lab host index of the crawler's node (no other node uses it)
+CRAWLER_QUERY_TIMEOUT = 3.0
+CRAWLER_PROCESS_TIMEOUT = 90.0
 
 
 def spec(address) -> str:
@@ -113,6 +124,100 @@ async def run_peer_finder(the_lab: lab.Lab, info_hashes: dict[str, InfoHash],
         "expected": results,
         "log_tail": the_lab.log("peer_finder")[-3000:],
     }
+
+
+async def run_crawler(the_lab: lab.Lab, bootstrap: list[str],
+                      implementations: dict[str, list[str]],
+                      info_hashes: dict[str, InfoHash]) -> dict:
+    """Run tools/crawler.py (one sweep, BEP 51 samples kept) joining through `bootstrap`,
+    then read its database: per implementation (`implementations`: {name: [node IPs]}) how
+    many of its nodes the crawler found (answered) and visited, the client names and the raw
+    `v` values it recorded, BEP 51 answers, and which of the scenario's `info_hashes` its
+    nodes sampled. Visits of IPs no scenario node has are reported under `others`."""
+    database = the_lab.path("crawl.sqlite")
+    summary_file = the_lab.path("crawler_summary.json")
+    argv = [sys.executable, str(CRAWLER), "crawl", "--db", str(database),
+            *(arg for spec_ in bootstrap for arg in ("--bootstrap", spec_)),
+            "--bind", f"{lab.lab_ip(CRAWLER_HOST)}:0", "--sweeps", "1", "--samples", "--json",
+            "--timeout", str(CRAWLER_QUERY_TIMEOUT), "-q"]
+    started = time.monotonic()
+    with open(summary_file, "wb") as stdout:  # --json: the summary on stdout
+        # Spawned through the lab (tracked by PID, killed with the scenario) and waited for
+        # without blocking: the mldht nodes of this scenario run on this event loop.
+        process = the_lab.spawn("crawler", argv, cwd=lab.REPO, stdout=stdout)
+    finished = await lab.wait_until(lambda: process.poll() is not None,
+                                    CRAWLER_PROCESS_TIMEOUT, step=0.2)
+    timed_out = finished is None
+    exit_code = await the_lab.stop("crawler") if timed_out else process.returncode
+    seconds = round(time.monotonic() - started, 2)
+    summary = None
+    lines = [line for line in summary_file.read_text().splitlines() if line.startswith("{")]
+    if lines:
+        summary = json.loads(lines[-1])
+        summary.pop("estimates", None)
+    result: dict = {"exit_code": exit_code, "timed_out": timed_out, "seconds": seconds,
+                    "bootstrap": bootstrap, "summary": summary,
+                    "log_tail": the_lab.log("crawler")[-3000:]}
+    if not database.exists():
+        result["error"] = "no database"
+        return result
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        visits = {row[0]: row for row in connection.execute(
+            "SELECT ip, port, outcome, client, client_version, v, bep51, samples, error_code, "
+            "queries FROM visits")}
+        contacts = {ip for (ip,) in connection.execute("SELECT DISTINCT ip FROM contacts")}
+        sampled: dict[str, set[bytes]] = {}
+        for infohash, ip in connection.execute("SELECT infohash, ip FROM samples"):
+            sampled.setdefault(ip, set()).add(bytes(infohash))
+        result["crawls"] = [dict(zip(("status", "sweeps_done"), row)) for row in
+                            connection.execute("SELECT status, sweeps_done FROM crawls")]
+    finally:
+        connection.close()
+    labels = {bytes(info_hash): label for label, info_hash in info_hashes.items()}
+    known_ips: set[str] = set()
+    per_implementation: dict[str, dict] = {}
+    for name, ips in implementations.items():
+        known_ips.update(ips)
+        clients: dict[str, int] = {}
+        raw: set[str] = set()
+        bep51: dict[str, int] = {}
+        nodes: dict[str, dict] = {}
+        for ip in ips:
+            visit = visits.get(ip)
+            if visit is None:
+                nodes[ip] = {"listed": ip in contacts, "outcome": None}
+                continue
+            _, port, outcome, client, client_version, v, bep, count, error_code, queries = visit
+            nodes[ip] = {"listed": ip in contacts, "port": port, "outcome": outcome,
+                         "error_code": error_code, "queries": queries, "client": client,
+                         "client_version": client_version,
+                         "v": None if v is None else bytes(v).hex(), "bep51": bep,
+                         "samples": count,
+                         "sampled": sorted(labels.get(h, "other") for h in sampled.get(ip, ()))}
+            if outcome == "answered":
+                key = str(client)  # "None": answered without a `v` the crawler could name
+                clients[key] = clients.get(key, 0) + 1
+                raw.add("none" if v is None else bytes(v).hex())
+                bep51[str(bep)] = bep51.get(str(bep), 0) + 1
+        answered = [ip for ip in ips if nodes[ip]["outcome"] == "answered"]
+        per_implementation[name] = {
+            "nodes": len(ips), "found": len(answered),
+            "listed": sum(node["listed"] for node in nodes.values()),
+            "visited": sum(node["outcome"] is not None for node in nodes.values()),
+            "clients": clients, "v": sorted(raw), "bep51": bep51,
+            "samples": sum(node.get("samples") or 0 for node in nodes.values()),
+            "sampled": sorted({label for node in nodes.values()
+                               for label in node.get("sampled", [])}),
+            "missed": {ip: node for ip, node in nodes.items() if ip not in answered},
+            "per_node": nodes}
+    result["implementations"] = per_implementation
+    result["others"] = {ip: {"outcome": row[2], "client": row[3],
+                             "v": None if row[5] is None else bytes(row[5]).hex()}
+                        for ip, row in visits.items() if ip not in known_ips}
+    result["visits"] = len(visits)
+    result["contacts"] = len(contacts)
+    return result
 
 
 async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
@@ -275,6 +380,35 @@ async def scenario_all(the_lab: lab.Lab, capture: Path | None) -> dict:
         found = {name: f"{sum(p['found'] for p in peers)}/{len(peers)}"
                  for name, peers in finder["expected"].items()}
         lab.progress(f"peer finder: exit {finder['exit_code']} in {finder['seconds']} s, "
+                     f"found {found}")
+        # --- the crawler: one sweep from a libtorrent, a WebTorrent and an mldht node, while
+        # every implementation still runs (the table check below stops aria2).
+        mldht_rate_limited_before = [node.stats.rate_limited for node in mldht]
+        bans_before = [line for node in libtorrent for line in node.bans()]
+        crawl = await run_crawler(
+            the_lab, bootstrap=[f"{libtorrent[2].ip}:{PORT}", f"{lab.lab_ip(24)}:{PORT}",
+                                spec(mldht[1].address)],
+            implementations={
+                "libtorrent": [node.ip for node in libtorrent],
+                "WebTorrent": [lab.lab_ip(21 + i) for i in range(WEBTORRENT)],
+                "aria2": [client.ip for client in aria],
+                "Transmission": [daemon.ip for daemon in transmission],
+                "mldht": [node.address[0] for node in mldht],
+            },
+            info_hashes={"lt": h_lt, "wt": h_wt, "ml": h_ml})
+        crawl["libtorrent_bans_before"] = bans_before
+        crawl["libtorrent_bans"] = [line for node in libtorrent for line in node.bans()]
+        crawl["mldht_rate_limited_before"] = mldht_rate_limited_before
+        crawl["mldht_rate_limited"] = [node.stats.rate_limited for node in mldht]
+        # What each mldht node stores (all of it fits in one BEP 51 sample: its samples).
+        crawl["mldht_stored"] = {node.address[0]: sorted(
+            label for label, info_hash in (("lt", h_lt), ("wt", h_wt), ("ml", h_ml))
+            if info_hash in node.peer_store) for node in mldht}
+        crawl["peer_finder_ip"] = lab.lab_ip(FINDER_HOST)
+        report["crawler"] = crawl
+        found = {name: f"{figures['found']}/{figures['nodes']} {figures['clients']}"
+                 for name, figures in crawl.get("implementations", {}).items()}
+        lab.progress(f"crawler: exit {crawl['exit_code']} in {crawl['seconds']} s, "
                      f"found {found}")
         # --- was mldht dropped or banned?
         mldht_addresses = {spec(node.address) for node in mldht}

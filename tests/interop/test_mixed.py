@@ -3,7 +3,10 @@
 7 mldht, 5 libtorrent (default DHT settings), 5 WebTorrent, 2 aria2 and 2 Transmission
 nodes join through each other; every implementation's lookup finds a peer another
 implementation announced, and no reference node drops or bans mldht. The peer finder
-(tools/peer_finder.py), given every announced infohash in one file, finds every peer.
+(tools/peer_finder.py), given every announced infohash in one file, finds every peer. The
+crawler (tools/crawler.py, one sweep with BEP 51 samples) finds every node, names each client
+from its `v`, gets samples from libtorrent and mldht, and is neither banned by libtorrent nor
+rate-limited by mldht.
 """
 
 from __future__ import annotations
@@ -80,3 +83,71 @@ def test_peer_finder_reports_only_announced_peers(lab_report):
     # Every peer of this network is one the scenario announced: anything else is made up.
     finder = lab_report["peer_finder"]
     assert finder["unexpected"] == {"lt": [], "wt": [], "ml": []}, finder["records"]
+
+
+IMPLEMENTATIONS = ["libtorrent", "WebTorrent", "aria2", "Transmission", "mldht"]
+CLIENT_NAMES = {
+    "libtorrent": "libtorrent",  # v "LT" + version
+    "mldht": "mldht (Python)",  # v "ML" + version
+    "aria2": "aria2",  # v "A2" + version
+    # These send no `v` at all (WebTorrent's bittorrent-dht 11, Debian's Transmission 3.00,
+    # which gives the DHT library no version): the crawler must not make a name up.
+    "WebTorrent": None,
+    "Transmission": None,
+}
+
+
+def test_crawler_exits_0(lab_report):
+    crawl = lab_report["crawler"]
+    assert not crawl["timed_out"], crawl["log_tail"]
+    assert crawl["exit_code"] == 0, crawl["log_tail"]
+    assert crawl["crawls"] == [{"status": "complete", "sweeps_done": 1}], crawl["log_tail"]
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_crawler_finds_every_node(lab_report, implementation):
+    figures = lab_report["crawler"]["implementations"][implementation]
+    assert figures["nodes"] == lab_report["nodes"][implementation.lower()], figures
+    missed = {ip: f"{node['outcome']} after {node.get('queries')} queries (bep51 "
+                  f"{node.get('bep51')}), {'listed' if node['listed'] else 'never listed'}"
+              for ip, node in figures["missed"].items()}
+    assert figures["found"] == figures["nodes"], missed
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_crawler_names_every_client_right(lab_report, implementation):
+    figures = lab_report["crawler"]["implementations"][implementation]
+    assert figures["found"] > 0, "no node answered"  # only nodes that answered are named
+    assert figures["clients"] == {str(CLIENT_NAMES[implementation]): figures["found"]}, \
+        (figures["clients"], figures["v"])
+
+
+def test_crawler_visits_only_the_scenario_s_nodes(lab_report):
+    # Besides the nodes above, only the peer finder's node (gone by then) may be listed.
+    crawl = lab_report["crawler"]
+    assert set(crawl["others"]) <= {crawl["peer_finder_ip"]}, crawl["others"]
+
+
+@pytest.mark.parametrize("implementation", ["libtorrent", "mldht"])
+def test_crawler_gets_bep51_samples(lab_report, implementation):
+    figures = lab_report["crawler"]["implementations"][implementation]
+    assert figures["bep51"] == {"1": figures["nodes"]}, figures["per_node"]
+    # Some of them store the announced infohashes, and nothing else is stored in this DHT.
+    assert figures["samples"] > 0, figures["per_node"]
+    assert figures["sampled"] and set(figures["sampled"]) <= {"lt", "wt", "ml"}, figures
+
+
+def test_crawler_samples_are_what_mldht_stores(lab_report):
+    crawl = lab_report["crawler"]
+    nodes = crawl["implementations"]["mldht"]["per_node"]
+    assert {ip: node.get("sampled") for ip, node in nodes.items()} == crawl["mldht_stored"]
+
+
+def test_libtorrent_never_bans_the_crawler(lab_report):
+    crawl = lab_report["crawler"]
+    assert crawl["libtorrent_bans"] == [], crawl["libtorrent_bans"]
+
+
+def test_mldht_never_rate_limits_the_crawler(lab_report):
+    crawl = lab_report["crawler"]
+    assert crawl["mldht_rate_limited"] == [0] * lab_report["nodes"]["mldht"]
