@@ -93,7 +93,8 @@ class Crawler:
             "elapsed": round(elapsed, 1),
             "keyspace_covered": round(covered, 4),
             # The walk goes through the keyspace in order: what it found behind it, scaled.
-            "estimated_total": round(visited / covered) if covered > 0.02 else None,
+            "estimated_total": round(visited / covered) if covered > 0.05 and visited >= 100
+            else None,
             "samples": stats.samples if stats else 0,
             "rate_limited": self.node.stats.rate_limited,
             "datagrams_sent": self.node.stats.datagrams_sent - self._datagrams_at_start[0],

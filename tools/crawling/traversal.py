@@ -40,6 +40,8 @@ from mldht.krpc import FindNode, SampleInfohashes
 
 METHOD_UNKNOWN = 204
 MAX_FILL_ROUNDS = 32
+FALLBACK_TRIAL = 64
+FALLBACK_WORTH = 0.1
 MAX_TABLE_DEPTH = 40
 HOLE_GAPS = 1
 SMALL_NETWORK = 2000
@@ -174,6 +176,9 @@ class Sweep:
         self.answered_keys: list[int] = []
         self.answered_by_key: dict[int, Contact] = {}
         self.asked_holes: set[tuple[int, int]] = set()
+        self.fallback_tries = 0
+        self.fallback_successes = 0
+        self.own = {tuple(address) for address in getattr(node, "addresses", [])}
         self.fill_rounds = 0
         """Disjoint stretches of keyspace whose nodes some reply listed, sorted."""
         self.in_flight: set[str] = set()
@@ -190,6 +195,8 @@ class Sweep:
 
     def learn(self, info: NodeInfo, referrer: tuple[str, int] | None) -> None:
         ip, port = info.ip, info.port
+        if (ip, port) in self.own:
+            return  # the crawler itself, as another node lists it
         if not acceptable((ip, port), referrer):
             self.stats.rejected += 1
             return
@@ -363,6 +370,13 @@ class Sweep:
                 break  # past the deepest bucket it has
         return sent
 
+    def _fallback_worthwhile(self) -> bool:
+        """Whether a silent node is worth a find_node after its sample_infohashes timed out:
+        always at first, then while such second tries find someone often enough (in a
+        network of BEP 51 nodes, silence means the node is gone: no second query)."""
+        tries = self.fallback_tries
+        return tries < FALLBACK_TRIAL or self.fallback_successes >= FALLBACK_WORTH * tries
+
     def holes(self) -> list[tuple[int, int]]:
         """The stretches of keyspace no reply covered, in order."""
         holes, position = [], 0
@@ -421,6 +435,10 @@ class Sweep:
         nodes = list(response.nodes or []) + list(response.nodes6 or [])
         for info in nodes:
             self.learn(info, contact.address)
+        low, high = hole
+        if not any(low <= info.key <= high for info in nodes):
+            # The answering node best placed to know the stretch knows nobody in it.
+            self.cover(low, high)
         self._cover_reply(contact, nodes, middle)
 
     def _query(self, contact: Contact, sampling: bool, target: NodeId):
@@ -439,6 +457,7 @@ class Sweep:
                "referrer": contact.referrer, "queries": 0, "outcome": "timeout"}
         response = None
         attempts = 0
+        falling_back = False
         target, claim = self._frontier_target(contact.key) if contact.node_id \
             else (NodeId.random(), None)
         try:
@@ -452,7 +471,14 @@ class Sweep:
                                                      timeout=self.timeout)
                     break
                 except QueryTimeout:
-                    if attempts > self.retries:
+                    if sampling and self._fallback_worthwhile():
+                        # aria2, Transmission and WebTorrent drop sample_infohashes without
+                        # a word (no 204): their neighbours come by find_node.
+                        sampling = False
+                        self.fallback_tries += 1
+                        falling_back = True
+                        continue
+                    if attempts > self.retries + falling_back:
                         break
                 except RemoteError as error:
                     if sampling and error.code == METHOD_UNKNOWN:
@@ -470,6 +496,9 @@ class Sweep:
             self.claimed.discard(claim)
         stats.visited += 1
         row["at"] = self.clock()
+        if response is not None and falling_back:
+            self.fallback_successes += 1
+            row["bep51"] = 0  # it answers find_node, and ignored sample_infohashes
         if response is not None:
             self._answered(contact, response, sampling, row, int.from_bytes(target, "big"))
             if self.routing_tables:
