@@ -123,3 +123,29 @@ def test_peer_finder_in_the_simulator():
     assert result["unannounced_empty"] == 10 and result["failed"] == 0
     assert 0 < result["queries_per_lookup"] < result["cold_get_peers_queries"]
     assert result["lookups_per_virtual_second"] > 0
+
+
+@pytest.mark.network
+def test_crawl_loopback_figures(capsys, monkeypatch):
+    """tools/bench/crawl_loopback.py, small: 200 nodes in 2 host processes; the crawler
+    finds at least 95 % of them in one sweep, with positive packet rates, and nobody is
+    rate-limited."""
+    from netguard import guarded_env
+    guarded = guarded_env()  # the children (hosts, crawler) inherit the network guard
+    for name in ("PYTHONPATH", "MLDHT_NETGUARD_LOG", "MLDHT_EVENT_LOOP"):
+        monkeypatch.setenv(name, guarded[name])
+    bench = benchtools.load("crawl_loopback")
+    assert bench.main(["--nodes", "200", "--hosts", "2", "--join-wait", "40",
+                       "--timeout", "100", "--json"]) == 0
+    import json
+    result = json.loads(capsys.readouterr().out)
+    assert result["joined"] == 200 and result["join_failures"] == 0, result
+    assert result["found_of_started"] >= 190, result
+    assert result["answered_of_started"] >= 190, result
+    assert result["found_not_started"] == 0, result
+    assert result["datagrams_sent"] >= 190 and result["datagrams_received"] >= 190, result
+    assert result["packets_per_second"] > 0 and result["walk_packets_per_second"] > 0, result
+    assert result["packets_per_cpu_second"] > 0, result
+    assert result["sweep_seconds"] > 0 and result["crawler_cpu_total_seconds"] > 0, result
+    assert result["hosts_during_crawl"]["rate_limited"] == 0, result
+    assert result["crawler_rate_limited"] == 0, result
