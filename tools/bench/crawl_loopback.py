@@ -24,10 +24,10 @@ core allowed to this process, and the hosts (and this script) the others, by `ta
 read from /proc every `POLL` seconds, so that what each spent in the sweep is known.
 
 Prints: nodes started and joined, their table sizes, join and refresh times; nodes the
-crawler found, of those started, and its visits by outcome; the sweep's wall time (the
-crawler's own `elapsed`: after its join, to the end of the sweep), split into the walk
-(from the first visit started to the last one ended, in its database) and what follows it
-(the hole-filling rounds); its datagrams sent and received (`datagrams_sent`,
+crawler found, of those started, and its visits by outcome; the sweep's wall time (from its
+database: the first visit started to the crawl's end; the crawler's own `elapsed`, in
+tenths of a second, is kept beside it), split into the walk (to the last visit ended) and
+what follows it (the hole-filling rounds); its datagrams sent and received (`datagrams_sent`,
 `datagrams_received` of its `--json` summary) and packets per second over the sweep, and
 the visits' own packets per second in the walk; its CPU time (user + system, the sum of its
 threads' run time) in the sweep and in the walk, and the packets per CPU-second, which
@@ -510,7 +510,6 @@ async def measure(args) -> dict:
             shutil.rmtree(folder, ignore_errors=True)
 
     summary = crawl["summary"]
-    elapsed = summary["elapsed"]
     sent, received = summary.get("datagrams_sent"), summary.get("datagrams_received")
     if sent is None or received is None:
         raise BenchError("the crawler's summary has no datagrams_sent / datagrams_received")
@@ -533,6 +532,8 @@ async def measure(args) -> dict:
         return round(value / seconds, digits) if value is not None and seconds else None
 
     walk_seconds, sweep_seconds = seconds_of(crawl["walk"]), seconds_of(crawl["sweep"])
+    if sweep_seconds is None:
+        sweep_seconds = summary["elapsed"]
     cpu_walk, cpu_sweep = cpu_of("walk", [crawl["pid"]]), cpu_of("sweep", [crawl["pid"]])
     hosts_walk = cpu_of("walk", host_pids)
     found = crawl["found"] & started_ips
@@ -573,14 +574,15 @@ async def measure(args) -> dict:
         "missed_nodes": {ip: diagnosis.get(ip, {}) for ip in missed[:MAX_DIAGNOSED]},
         "found_not_started": len(crawl["found"] - started_ips),
         "crawler_wall_seconds": round(crawl["wall"], 2),
-        "sweep_seconds": elapsed,
+        "sweep_seconds": round(sweep_seconds, 3),
+        "crawler_elapsed": summary["elapsed"],
         "walk_seconds": None if walk_seconds is None else round(walk_seconds, 3),
         "after_walk_seconds": None if walk_seconds is None or sweep_seconds is None
         else round(sweep_seconds - walk_seconds, 3),
         "datagrams_sent": sent, "datagrams_received": received,
         "queries_beside_visits": sent - crawl["visit_queries"],
         "queries_per_second": summary["queries_per_second"],
-        "packets_per_second": ratio(packets, elapsed),
+        "packets_per_second": ratio(packets, sweep_seconds),
         "walk_packets_per_second": ratio(visit_packets, walk_seconds),
         "crawler_cpu_sweep_seconds": None if cpu_sweep is None else round(cpu_sweep, 3),
         "crawler_cpu_walk_seconds": None if cpu_walk is None else round(cpu_walk, 3),
