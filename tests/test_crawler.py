@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mldht import Node
 from netguard import guarded_env
-from toolrun import run_tool
+from toolrun import LoopbackNetwork, run_tool
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 sys.path.insert(0, str(TOOLS))
@@ -91,37 +90,17 @@ def test_bad_input_exits_2(capsys, tmp_path):
 
 # --- crawls of a local network ---------------------------------------------------------------
 
-class Network:
-    """`count` mldht nodes on 127.0.<base>.x, joined, each counting the crawler's queries."""
+class Network(LoopbackNetwork):
+    """Counts the sample_infohashes each node gets from the crawler (on .250)."""
 
     def __init__(self, count: int, base: int) -> None:
-        self.nodes = [Node((f"127.0.{base}.{10 + i}", 0), bootstrap=[]) for i in range(count)]
-        self.base = base
+        super().__init__(count, base)
         self.sampled: dict[int, int] = {i: 0 for i in range(count)}
 
-    async def start(self) -> None:
-        for index, node in enumerate(self.nodes):
-            await node.start()
-            node.add_observer(lambda event, index=index: self._count(index, event))
-        first = self.nodes[0]
-        for node in self.nodes[1:]:
-            await node.ping(first.address)
-            await first.ping(node.address)
-        await asyncio.gather(*(node.find_node(node.node_id, timeout=3) for node in self.nodes))
-
-    def _count(self, index: int, event) -> None:
+    def observe(self, index: int, event) -> None:
         if event.kind == "query_received" and event.method == "sample_infohashes" and \
                 event.source[0].endswith(".250"):
             self.sampled[index] += 1
-
-    @property
-    def bootstrap(self) -> str:
-        ip, port = self.nodes[0].address
-        return f"{ip}:{port}"
-
-    async def close(self) -> None:
-        for node in self.nodes:
-            await node.close()
 
 
 async def run_crawler(*argv: str, timeout: float = 120) -> tuple[int, str, str]:

@@ -9,7 +9,6 @@ import hashlib
 import importlib.util
 import io
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from mldht import Node
 from mldht.engine import LookupSummary, PeerLookupResult
 from mldht.ids import InfoHash
 from netguard import guarded_env
-from toolrun import run_tool
+from toolrun import LoopbackNetwork, run_tool
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "peer_finder.py"
 spec = importlib.util.spec_from_file_location("peer_finder", TOOL)
@@ -153,34 +152,16 @@ def test_resume_reads_done_infohashes_and_cuts_a_half_line(tmp_path):
 
 # --- runs against a local network -------------------------------------------------------------
 
-class LocalNetwork:
-    """`count` mldht nodes on 127.0.6.x that know each other, recording when each was
-    queried from which IP (what crossed the wire to them)."""
+class LocalNetwork(LoopbackNetwork):
+    """Records when each node was queried from which IP."""
 
     def __init__(self, count: int, base: int) -> None:
-        self.nodes = [Node((f"127.0.{base}.{10 + i}", 0), bootstrap=[]) for i in range(count)]
+        super().__init__(count, base)
         self.queries: dict[int, list[tuple[float, str]]] = {i: [] for i in range(count)}
 
-    async def start(self) -> None:
-        for index, node in enumerate(self.nodes):
-            await node.start()
-            node.add_observer(lambda event, index=index: self.queries[index].append(
-                (event.at, event.source[0])) if event.kind == "query_received" else None)
-        first = self.nodes[0]
-        for node in self.nodes[1:]:
-            await node.ping(first.address)
-            await first.ping(node.address)
-        for node in self.nodes:
-            await node.find_node(node.node_id, timeout=3)
-
-    @property
-    def bootstrap(self) -> str:
-        ip, port = self.nodes[0].address
-        return f"{ip}:{port}"
-
-    async def close(self) -> None:
-        for node in self.nodes:
-            await node.close()
+    def observe(self, index: int, event) -> None:
+        if event.kind == "query_received":
+            self.queries[index].append((event.at, event.source[0]))
 
 
 @pytest.fixture

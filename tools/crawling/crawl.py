@@ -124,11 +124,10 @@ class Crawler:
         options = self.options
         want = tuple(b"n4" if name == "ipv4" else b"n6" for name in self.node.families) \
             if len(self.node.families) > 1 else ()
-        on_edges = None
-        if options.routing_tables:
-            def on_edges(ip, nodes):
-                for info in nodes:
-                    store.add_edge(crawl, number, ip, info.ip, info.port, bytes(info.id))
+        def store_edges(ip, nodes):
+            for info in nodes:
+                store.add_edge(crawl, number, ip, info.ip, info.port, bytes(info.id))
+        on_edges = store_edges if options.routing_tables else None
         return Sweep(
             self.node, number, concurrency=options.concurrency, timeout=options.timeout,
             retries=options.retries, sample=options.sample, sample_after=self.sample_after,
