@@ -456,7 +456,7 @@ async def run_crawler(args, folder: Path, bootstrap: str, env, cpu, seconds: flo
 
 
 async def measure(args) -> dict:
-    folder = Path(tempfile.mkdtemp(prefix="mldht-crawl-bench-"))
+    folder = Path(tempfile.mkdtemp(prefix="mldht-crawl-loopback-"))
     env = child_env()
     host_cpus, crawler_cpu = cores() if not args.no_pin else (None, None)
     affinity = None
