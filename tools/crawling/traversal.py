@@ -549,13 +549,12 @@ class Sweep:
 
     def _cover_reply(self, contact: Contact, nodes: list, target: int) -> None:
         # The reply lists every node of the stretch it spans only when the responder lives
-        # inside it (it knows its own part of the keyspace, not the far ones); an empty
-        # reply from the node closest to a hole says there is nobody there.
+        # inside it: a node knows its own part of the keyspace completely, while a bucket
+        # for a far part holds 8 of the nodes there, not all.
         listed = [info.key for info in nodes]
         if len(listed) >= 2:
             low, high = min(listed + [target]), max(listed + [target])
-            if low <= contact.key <= high or _shared_bits(contact.key, target) >= min(
-                    _shared_bits(key, target) for key in listed):
+            if low <= contact.key <= high:
                 self.cover(low, high)
         if self.on_edges is not None:
             self.on_edges(contact.ip, nodes)
