@@ -10,6 +10,7 @@ import json
 import math
 import signal
 import sqlite3
+import zlib
 import sys
 from pathlib import Path
 
@@ -236,3 +237,22 @@ async def test_routing_tables_store_the_neighbour_graph(tmp_path):
     assert all(a != b for a, b in edges)
     queries = [q for (q,) in rows.execute("SELECT queries FROM visits")]
     assert min(queries) >= 2  # the visit, then at least one bucket
+
+
+def test_the_bootstrap_widens_the_recapture_interval_to_what_the_referrers_vary():
+    import random
+    from crawling.estimates import bootstrap_recapture
+    rng = random.Random(5)
+    population = [f"10.0.{i // 250}.{i % 250}" for i in range(2000)]
+    # Each referrer lists 8 nodes, more often the "popular" first half: unequal catchability.
+    listings = {f"10.9.{r // 250}.{r % 250}": [population[min(1999, int(rng.expovariate(1 / 600)))]
+                                               for _ in range(8)] for r in range(1500)}
+    answered = set(population)
+    estimate = bootstrap_recapture("halves", listings, answered, random.Random(1), rounds=60)
+    first = {ip for ref, ips in listings.items() if zlib.crc32(ref.encode()) & 1 == 0 for ip in ips}
+    second = {ip for ref, ips in listings.items() if zlib.crc32(ref.encode()) & 1 for ip in ips}
+    value, low, high = chapman(len(first), len(second), len(first & second))
+    assert estimate.value == pytest.approx(value)
+    assert estimate.low <= low and estimate.high >= high
+    assert estimate.high - estimate.low > high - low  # the referrers' variation counts
+    assert estimate.detail["bootstrap_rounds"] == 60

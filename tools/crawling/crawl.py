@@ -12,7 +12,9 @@ from typing import Callable
 
 from mldht.ids import random_id_with_prefix
 
-from .estimates import Estimate, count_estimate, engine_estimate, recapture_estimate
+from .estimates import (
+    Estimate, bootstrap_recapture, count_estimate, engine_estimate, recapture_estimate,
+)
 from .traversal import Sweep, seed_contacts
 
 
@@ -196,9 +198,8 @@ class Crawler:
                            **{f"found_{k}": v for k, v in stats.found.items()}),
             engine_estimate(self.node.estimated_size().as_dict()),
         ]
-        halves = sweep.listed_by_half
-        result.append(recapture_estimate("mark-recapture, two halves of the sweep",
-                                         halves[0] & answered, halves[1] & answered))
+        result.append(bootstrap_recapture("mark-recapture, two halves of the sweep",
+                                          sweep.listings, answered, self.rng))
         if len(self.result.answered_sets) >= 2:
             result.append(recapture_estimate("mark-recapture, this sweep and the last",
                                              self.result.answered_sets[-2], answered))

@@ -183,6 +183,9 @@ class Sweep:
         """Disjoint stretches of keyspace whose nodes some reply listed, sorted."""
         self.in_flight: set[str] = set()
         self.listed_by_half: tuple[set[str], set[str]] = (set(), set())
+        self.listings: dict[str, list[str]] = {}
+        """Who listed whom (referrer IP -> IPs), for the bootstrap of the mark-recapture
+        interval."""
         """The IPs listed by one half of the referrers and by the other (split by a hash of
         the referrer's IP): two captures of one sweep, for mark-recapture."""
         self.answered_ips: set[str] = set()
@@ -205,6 +208,7 @@ class Sweep:
             return
         if referrer is not None:
             self.listed_by_half[zlib.crc32(referrer[0].encode()) & 1].add(ip)
+            self.listings.setdefault(referrer[0], []).append(ip)
         referrer_text = format_address(referrer) if referrer else None
         known = self.known.get(ip)
         if known is not None:
