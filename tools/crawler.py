@@ -160,7 +160,8 @@ async def crawl(args, stop: asyncio.Event) -> int:
                 raise BadInput(f"nothing to resume in {args.db}: every crawl there finished")
             crawl_id = row.id
             first_sweep = store.current_sweep(crawl_id)
-            resume = store.frontier(crawl_id, first_sweep)
+            resume = (*store.frontier(crawl_id, first_sweep),
+                      store.visited_contacts(crawl_id, first_sweep))
             sample_after = store.sample_intervals(crawl_id)
             store.resume_crawl(crawl_id)
             print(f"{PROG}: resuming crawl {crawl_id}, sweep {first_sweep}: "

@@ -259,6 +259,14 @@ class CrawlStore:
             "WHERE crawl=? AND sweep=?", (crawl, sweep)) if row[0] not in visited]
         return contacts, visited
 
+    def visited_contacts(self, crawl: int, sweep: int) -> list[tuple]:
+        """The contacts of a sweep already visited (or started): where the walk has been."""
+        return self.db.execute(
+            "SELECT ip, port, family, node_id, found_at, referrer FROM contacts "
+            "WHERE crawl=? AND sweep=? AND ip IN (SELECT ip FROM visits WHERE crawl=? AND "
+            "sweep=? UNION SELECT ip FROM intents WHERE crawl=? AND sweep=?)",
+            (crawl, sweep, crawl, sweep, crawl, sweep)).fetchall()
+
     def known_ips(self, crawl: int, sweep: int) -> set[str]:
         return {row[0] for row in self.db.execute(
             "SELECT ip FROM contacts WHERE crawl=? AND sweep=?", (crawl, sweep))}

@@ -40,6 +40,8 @@ from mldht.krpc import FindNode, SampleInfohashes
 
 METHOD_UNKNOWN = 204
 MAX_FILL_ROUNDS = 32
+MAX_HOLE_ASKS = 3
+CLOSE_GAPS = 1
 FALLBACK_TRIAL = 64
 FALLBACK_WORTH = 0.1
 MAX_TABLE_DEPTH = 40
@@ -175,7 +177,8 @@ class Sweep:
         """Holes a visit in flight is asking about (their start)."""
         self.answered_keys: list[int] = []
         self.answered_by_key: dict[int, Contact] = {}
-        self.asked_holes: set[tuple[int, int]] = set()
+        self.asked_holes: dict[tuple[int, int], set[int]] = {}
+        """Each hole asked about, with the nodes asked (their keys)."""
         self.fallback_tries = 0
         self.fallback_successes = 0
         self.own = {tuple(address) for address in getattr(node, "addresses", [])}
@@ -230,10 +233,17 @@ class Sweep:
             heapq.heappush(self.frontier, contact)
             self._wake.set()
 
-    def restore(self, contacts: list[tuple], visited: set[str]) -> None:
+    def restore(self, contacts: list[tuple], visited: set[str],
+                visited_contacts: list[tuple] = ()) -> None:
         """Carry on a sweep a crashed crawl left (`store.frontier`): visited IPs are not
-        visited again."""
+        visited again; their ids (`store.visited_contacts`) mark where the walk has been,
+        so that the stretches between them are asked about."""
         self.visited |= visited
+        for ip, port, _family, node_id, found_at, referrer in visited_contacts:
+            contact = Contact(int.from_bytes(node_id, "big"), ip, port, bytes(node_id),
+                              referrer, found_at)
+            self.known[ip] = contact
+            bisect.insort(self.keys, contact.key)
         for ip in visited:
             self.known.setdefault(ip, Contact(0, ip, 0, b"", None, 0.0))
         for ip, port, _family, node_id, found_at, referrer in contacts:
@@ -407,15 +417,28 @@ class Sweep:
         known = len(self.keys)
         smallest = 0 if known < SMALL_NETWORK else HOLE_GAPS * (1 << 160) // known
         for low, high in self.holes():
-            if high - low < smallest or (low, high) in self.asked_holes:
-                continue  # too short to hold anyone, or asked already and unchanged since
-            self.asked_holes.add((low, high))
+            if high - low < smallest:
+                continue  # too short to hold anyone
+            tried = self.asked_holes.setdefault((low, high), set())
+            if len(tried) >= MAX_HOLE_ASKS:
+                continue  # asked enough, and unchanged since
             middle = (low + high) // 2
-            responder = self._closest_answered(middle)
+            # The answering node sharing most bits with its middle, then those on either
+            # side of it: each knows a different part of the keyspace around it.
+            candidates = [self._closest_answered(middle), *self._neighbours_answered(low, high)]
+            responder = next((c for c in candidates if c is not None and c.key not in tried),
+                             None)
             if responder is not None:
+                tried.add(responder.key)
                 tasks.append(asyncio.ensure_future(
                     self._ask_about(responder, middle, (low, high))))
         return tasks
+
+    def _neighbours_answered(self, low: int, high: int) -> list[Contact]:
+        keys = self.answered_keys
+        chosen = [keys[i] for i in (bisect.bisect_left(keys, low) - 1,
+                                    bisect.bisect_right(keys, high)) if 0 <= i < len(keys)]
+        return [self.answered_by_key[key] for key in chosen]
 
     def _closest_answered(self, key: int) -> Contact | None:
         keys = self.answered_keys
@@ -434,15 +457,20 @@ class Sweep:
             response = await self.node.query(contact.address, self._query(contact, False, target),
                                              timeout=self.timeout)
         except MldhtError:
-            self.asked_holes.discard(hole)  # unanswered: ask again next round (bounded)
+            self.asked_holes.get(hole, set()).discard(contact.key)  # ask again (bounded)
             return
         nodes = list(response.nodes or []) + list(response.nodes6 or [])
         for info in nodes:
             self.learn(info, contact.address)
         low, high = hole
         if not any(low <= info.key <= high for info in nodes):
-            # The answering node best placed to know the stretch knows nobody in it.
-            self.cover(low, high)
+            # Nobody there, says the node best placed to know: believed for a short stretch
+            # at once, for a long one (its bucket there holds 8 nodes of a wider part, which
+            # may all lie outside) only once nodes on both sides agree.
+            known = max(1, len(self.keys))
+            if (high - low) * known <= CLOSE_GAPS * (1 << 160) or \
+                    len(self.asked_holes.get(hole, ())) >= MAX_HOLE_ASKS:
+                self.cover(low, high)
         self._cover_reply(contact, nodes, middle)
 
     def _query(self, contact: Contact, sampling: bool, target: NodeId):
