@@ -424,21 +424,31 @@ class Sweep:
                 continue  # asked enough, and unchanged since
             middle = (low + high) // 2
             # The answering node sharing most bits with its middle, then those on either
-            # side of it: each knows a different part of the keyspace around it.
-            candidates = [self._closest_answered(middle), *self._neighbours_answered(low, high)]
-            responder = next((c for c in candidates if c is not None and c.key not in tried),
-                             None)
-            if responder is not None:
+            # side of it: each knows a different part of the keyspace around it. In a small
+            # network all three at once, about its middle and its two ends: XOR-closest
+            # sets do not follow id order, so a node just inside one end of a stretch may
+            # be listed for a target at that end and for no target in its middle.
+            left, right = self._neighbours_answered(low, high, sides=True)
+            asks = [(self._closest_answered(middle), middle), (left, low), (right, high)]
+            if known >= SMALL_NETWORK:
+                asks = [next(((c, middle) for c, _ in asks
+                              if c is not None and c.key not in tried), (None, middle))]
+            for responder, target in asks:
+                if responder is None or responder.key in tried:
+                    continue
                 tried.add(responder.key)
                 tasks.append(asyncio.ensure_future(
-                    self._ask_about(responder, middle, (low, high))))
+                    self._ask_about(responder, target, (low, high))))
         return tasks
 
-    def _neighbours_answered(self, low: int, high: int) -> list[Contact]:
+    def _neighbours_answered(self, low: int, high: int, sides: bool = False) -> list:
+        """The answering nodes just below and just above [low, high] (with `sides`, as a
+        pair with None where there is none; else those that exist)."""
         keys = self.answered_keys
-        chosen = [keys[i] for i in (bisect.bisect_left(keys, low) - 1,
-                                    bisect.bisect_right(keys, high)) if 0 <= i < len(keys)]
-        return [self.answered_by_key[key] for key in chosen]
+        chosen = [keys[i] if 0 <= i < len(keys) else None
+                  for i in (bisect.bisect_left(keys, low) - 1, bisect.bisect_right(keys, high))]
+        found = [None if key is None else self.answered_by_key[key] for key in chosen]
+        return found if sides else [contact for contact in found if contact is not None]
 
     def _closest_answered(self, key: int) -> Contact | None:
         keys = self.answered_keys
