@@ -60,6 +60,14 @@ def read_static(name: str) -> bytes:
     return resources.files(__package__).joinpath("static", name).read_bytes()
 
 
+def static_response(name: str, files: dict[str, str]) -> web.Response:
+    """One of the page's files, by name, among those `files` lists (name -> type): no
+    path from a request ever reaches the file system."""
+    if name not in files:
+        raise HttpJsonError(404, f"no file {name!r}")
+    return web.Response(body=read_static(name), content_type=files[name])
+
+
 def parse_infohash_path(text: str) -> bytes:
     if len(text) != 40:
         raise HttpJsonError(400, f"an infohash is 40 hex digits, not {len(text)} characters")
@@ -174,10 +182,7 @@ class NodeWeb:
                             charset="utf-8")
 
     async def static(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in STATIC_FILES:
-            raise HttpJsonError(404, f"no file {name!r}")
-        return web.Response(body=read_static(name), content_type=STATIC_FILES[name])
+        return static_response(request.match_info["name"], STATIC_FILES)
 
     async def index(self, request: web.Request) -> web.Response:
         return json_response({"title": self.title, "routes": API_ROUTES})

@@ -12,8 +12,8 @@ from typing import Callable
 
 from aiohttp import web
 
-from .app import HttpJsonError, WebSettings, create_app, json_response
-from .node_api import Snapshot, read_static
+from .app import WebSettings, create_app, json_response
+from .node_api import Snapshot, read_static, static_response
 
 PROGRESS_FILES = {"progress.js": "text/javascript", "style.css": "text/css",
                   "favicon.svg": "image/svg+xml"}
@@ -39,10 +39,7 @@ class ProgressWeb:
                             charset="utf-8")
 
     async def static(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in PROGRESS_FILES:
-            raise HttpJsonError(404, f"no file {name!r}")
-        return web.Response(body=read_static(name), content_type=PROGRESS_FILES[name])
+        return static_response(request.match_info["name"], PROGRESS_FILES)
 
     async def index(self, request: web.Request) -> web.Response:
         return json_response({"title": self.title, "routes": ["/api/progress"]})

@@ -267,10 +267,6 @@ class CrawlStore:
             "sweep=? UNION SELECT ip FROM intents WHERE crawl=? AND sweep=?)",
             (crawl, sweep, crawl, sweep, crawl, sweep)).fetchall()
 
-    def known_ips(self, crawl: int, sweep: int) -> set[str]:
-        return {row[0] for row in self.db.execute(
-            "SELECT ip FROM contacts WHERE crawl=? AND sweep=?", (crawl, sweep))}
-
     def sample_intervals(self, crawl: int) -> dict[str, float]:
         """When each IP may next be asked for samples (its last answer plus its interval)."""
         return {row[0]: row[1] for row in self.db.execute(

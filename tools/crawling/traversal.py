@@ -3,7 +3,7 @@ traversal), on a running `mldht.Node` and through its public API only.
 
 Each node is asked once, walking the keyspace in id order from what the crawler's own
 routing table holds, for a target halfway between its id and the next id the walk knows
-(`gap_target`): next to its own id where the walk is dense, so that its reply lists its
+(`Sweep._frontier_target`): next to its own id where the walk is dense, so that its reply lists its
 neighbours, and into the gap where it is not, so that its reply opens the next subtree.
 Every node that some node lists is found, and none is asked twice. `sample_infohashes` (BEP 51) is the query where the node supports
 it (its reply has the same `nodes`, plus samples), `find_node` where it refused it, or where
@@ -67,11 +67,6 @@ class Contact:
         return (self.ip, self.port)
 
 
-def neighbour_target(node_id: bytes) -> NodeId:
-    """The id next to `node_id`: a reply for it lists the node's closest neighbours."""
-    return NodeId(node_id[:-1] + bytes([node_id[-1] ^ 1]))
-
-
 def _shared_bits(a: int, b: int) -> int:
     return 160 - (a ^ b).bit_length()
 
@@ -81,22 +76,6 @@ def successor_target(key: int) -> NodeId:
     across subtree boundaries too (where `key + 1` flips high bits, its closest nodes lie
     in the next subtree, which the node's routing table knows)."""
     return NodeId(((key + 1) % (1 << 160)).to_bytes(20, "big"))
-
-
-def gap_target(key: int, next_key: int | None) -> NodeId:
-    """Where to ask the node at `key` about: halfway to the next node known after it.
-
-    XOR-closest sets do not cross the boundaries of id subtrees: asking every node only for
-    its own neighbours finds the subtrees the walk starts in and no others. A target in the
-    gap after the node lies in one of its buckets, so its reply lists the nodes it knows
-    there: next to its own id where the walk already knows the next node, and into the
-    unknown where it does not."""
-    if next_key is None:
-        next_key = (1 << 160) - 1
-    target = (key + next_key) // 2
-    if target == key:
-        target = key ^ 1
-    return NodeId(target.to_bytes(20, "big"))
 
 
 def _is_private(ip: str) -> bool:
@@ -132,7 +111,6 @@ class SweepStats:
     """With routing tables: the find_nodes that list each node's buckets."""
     fill_queries: int = 0
     """Second queries, to open stretches of keyspace the walk had no way into."""
-    started: float = field(default_factory=time.monotonic)
 
 
 class Sweep:
@@ -614,5 +592,4 @@ def seed_contacts(node) -> list[NodeInfo]:
     return seeds
 
 
-__all__ = ["Contact", "Sweep", "SweepStats", "acceptable", "neighbour_target", "seed_contacts",
-           "MldhtError"]
+__all__ = ["Contact", "Sweep", "SweepStats", "acceptable", "seed_contacts"]
