@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     crawl.add_argument("--retries", type=int, default=0, metavar="N",
                        help="tries again after a timeout (default 0: next sweep)")
     crawl.add_argument("--estimate-lookups", type=int, default=16, metavar="N",
-                       help="random lookups for the lookup-distance size estimate (default 16)")
+                       help="random lookups for the lookup-distance size estimate, at least, "
+                            "made during each sweep; one more per 400 nodes answering, "
+                            "up to 240 (default 16)")
     crawl.add_argument("--partition", type=parse_partition, metavar="I/N",
                        help="crawl only the ids of part I of N (by id prefix)")
     crawl.add_argument("--routing-tables", action="store_true",
