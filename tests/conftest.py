@@ -27,3 +27,23 @@ def loopback_only(tmp_path_factory):
     if found:
         pytest.fail("non-loopback network use: " + "; ".join(sorted(set(found))), pytrace=False)
 
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server of the tests' own (tests/pgserver.py), for the whole session."""
+    from pgserver import postgres_server
+    with postgres_server() as url:
+        yield url
+
+
+_databases = iter(range(1, 10**6))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def crawl_db(request, tmp_path):
+    """Where a crawl database goes: a SQLite path, or a fresh database on the test server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "crawl.sqlite")
+    from pgserver import fresh_database
+    return fresh_database(request.getfixturevalue("postgres_url"), f"crawl{next(_databases)}")

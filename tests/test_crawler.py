@@ -6,8 +6,10 @@ and the parts: sanitizing, Chapman's estimate, the store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+import re
 import signal
 import sqlite3
 import zlib
@@ -22,8 +24,9 @@ from toolrun import LoopbackNetwork, run_tool
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 sys.path.insert(0, str(TOOLS))
 
-from crawling.estimates import chapman, recapture_estimate  # noqa: E402
-from crawling.store import CrawlStore  # noqa: E402
+from crawling.crawl import Partition  # noqa: E402
+from crawling.estimates import Estimate, chapman, combine_parts, recapture_estimate  # noqa: E402
+from crawling.store import CrawlStore, StoreError  # noqa: E402
 from crawling.traversal import acceptable  # noqa: E402
 
 CRAWLER = TOOLS / "crawler.py"
@@ -58,22 +61,106 @@ def test_chapman_estimate_and_interval():
     assert empty.value is None
 
 
-def test_the_store_survives_a_reopen_and_knows_the_frontier(tmp_path):
-    store = CrawlStore(tmp_path / "c.sqlite")
-    crawl = store.begin_crawl({"rate": 1}, "test")
+async def test_the_store_survives_a_reopen_and_knows_the_frontier(crawl_db):
+    store = await CrawlStore.open(crawl_db)
+    crawl = await store.begin_crawl({"rate": 1}, "test")
     store.add_contact(crawl, 1, "10.0.0.1", 1, "ipv4", b"\x01" * 20, 1.0, None)
     store.add_contact(crawl, 1, "10.0.0.2", 2, "ipv4", b"\x02" * 20, 1.0, "10.0.0.1:1")
     store.add_contact(crawl, 1, "10.0.0.3", 3, "ipv4", b"\x03" * 20, 1.0, "10.0.0.1:1")
-    store.add_intents(crawl, 1, ["10.0.0.1", "10.0.0.2"], 2.0)
+    store.add_contact(crawl, 1, "10.0.0.3", 3, "ipv4", b"\x03" * 20, 1.0, "10.0.0.1:1")  # again
+    await store.add_intents(crawl, 1, ["10.0.0.1", "10.0.0.2"], 2.0)
     store.add_visit({"crawl": crawl, "sweep": 1, "at": 2.5, "ip": "10.0.0.1", "port": 1,
-                     "family": "ipv4", "outcome": "answered", "queries": 1})
-    store.close()
-    again = CrawlStore(tmp_path / "c.sqlite")
-    contacts, visited = again.frontier(crawl, 1)
+                     "family": "ipv4", "outcome": "timeout", "queries": 1})
+    store.add_visit({"crawl": crawl, "sweep": 1, "at": 3.5, "ip": "10.0.0.1", "port": 1,
+                     "family": "ipv4", "outcome": "answered", "queries": 2, "bep51": True,
+                     "interval": 60, "v": b"LT\x01\x02"})
+    await store.close()
+    again = await CrawlStore.open(crawl_db)
+    contacts, visited = await again.frontier(crawl, 1)
     assert visited == {"10.0.0.1", "10.0.0.2"}  # an intent counts: never asked twice
     assert [row[0] for row in contacts] == ["10.0.0.3"]
-    assert again.crawls()[0].shown_status == "running"  # our own live process
-    again.close()
+    assert (await again.crawls())[0].shown_status == "running"  # our own live process
+    # The second visit of a node replaced the first; the interval says when to sample again.
+    assert await again.fetch("SELECT outcome, queries, v FROM visits") == [
+        ("answered", 2, b"LT\x01\x02")]
+    assert await again.sample_intervals(crawl) == {"10.0.0.1": 63.5}
+    await again.end_crawl(crawl, "complete", 1)
+    assert (await again.crawls())[0].shown_status == "complete"
+    await again.close()
+
+
+async def test_partitioned_crawl_parts_are_claimed_once_and_roll_up(crawl_db):
+    store = await CrawlStore.open(crawl_db)
+    other = await CrawlStore.open(crawl_db)  # a second process
+    crawl = await store.begin_crawl({"partition": [0, 2]}, "test", label="march")
+    assert await other.begin_crawl({"partition": [1, 2]}, "test", label="march") == crawl
+    assert await store.begin_crawl({}, "test", label="april") != crawl
+    assert await store.claim_part(crawl, 0, 2, resume=False) == 1
+    with pytest.raises(StoreError, match="held by process"):
+        await other.claim_part(crawl, 0, 2, resume=False)
+    with pytest.raises(StoreError, match="split into 2 parts, not 4"):
+        await other.claim_part(crawl, 1, 4, resume=False)
+    with pytest.raises(StoreError, match="never started"):
+        await other.claim_part(crawl, 1, 2, resume=True)
+    assert await other.claim_part(crawl, 1, 2, resume=False) == 1
+
+    async def crawl_row():
+        return next(row for row in await store.crawls() if row.id == crawl)
+    await store.sweep_done(crawl, 2, part=0)
+    await other.sweep_done(crawl, 1, part=1)
+    assert (await crawl_row()).sweeps_done == 1  # the fewest any part has done
+    await store.end_crawl(crawl, "complete", 2, part=0)
+    assert (await crawl_row()).status == "running"  # part 1 is still at it
+    await other.end_crawl(crawl, "stopped", 1, part=1)
+    assert (await crawl_row()).status == "stopped"
+    with pytest.raises(StoreError, match="did not finish: --resume"):
+        await other.claim_part(crawl, 1, 2, resume=False)
+    assert await other.claim_part(crawl, 1, 2, resume=True) == 2  # carries on at sweep 2
+    await other.end_crawl(crawl, "complete", 2, part=1)
+    row = await crawl_row()
+    assert (row.status, row.sweeps_done) == ("complete", 2)
+    with pytest.raises(StoreError, match="is complete"):
+        await other.claim_part(crawl, 0, 2, resume=True)
+    await store.close()
+    await other.close()
+
+
+def test_partitions_split_the_keyspace_exactly():
+    for count in (1, 2, 3, 4, 5, 8, 16):
+        parts = [Partition(index, count) for index in range(count)]
+        assert sum(part.share for part in parts) == pytest.approx(1.0)
+        for first in range(256):
+            node_id = bytes([first]) + bytes(19)
+            owners = [part for part in parts if part(node_id)]
+            assert len(owners) == 1
+            key = int.from_bytes(node_id, "big")
+            assert any(low <= key <= high for low, high in owners[0].ranges())
+
+
+def test_the_parts_estimates_combine():
+    def part(answered, recapture, lookup, error):
+        return [Estimate("nodes that answered", answered, answered, None, "reachable"),
+                Estimate("mark-recapture, two halves of the sweep", recapture, recapture - 30,
+                         recapture + 40, "reachable", {"n1": 10, "n2": 12, "m": 5}),
+                Estimate("lookup distances", lookup, None, None, "reachable",
+                         {"standard_error": error, "lookups": 10})]
+    combined = {e.name: e for e in combine_parts([part(100, 110, 1000, 100),
+                                                   part(300, 320, 1200, 200)])}
+    answered = combined["nodes that answered"]
+    assert (answered.value, answered.low, answered.high) == (400, 400, None)
+    recapture = combined["mark-recapture, two halves of the sweep"]
+    assert recapture.value == 430
+    assert recapture.low == pytest.approx(430 - math.sqrt(2) * 30)
+    assert recapture.high == pytest.approx(430 + math.sqrt(2) * 40)
+    assert (recapture.detail["n1"], recapture.detail["m"]) == (20, 10)
+    lookup = combined["lookup distances"]
+    # Inverse-variance weights 1/100^2 and 1/200^2: 4 to 1.
+    assert lookup.value == pytest.approx((4 * 1000 + 1200) / 5)
+    assert lookup.detail["standard_error"] == pytest.approx(1 / math.sqrt(1e-4 + 2.5e-5), 0.01)
+    assert lookup.detail["lookups"] == 20
+    # An estimate one part lacks is left out.
+    assert combine_parts([part(1, 2, 3, 4), part(1, 2, 3, 4)[:1]])[0].name == "nodes that answered"
+    assert len(combine_parts([part(1, 2, 3, 4), part(1, 2, 3, 4)[:1]])) == 1
 
 
 def test_bad_input_exits_2(capsys, tmp_path):
@@ -100,7 +187,7 @@ class Network(LoopbackNetwork):
 
     def observe(self, index: int, event) -> None:
         if event.kind == "query_received" and event.method == "sample_infohashes" and \
-                event.source[0].endswith(".250"):
+                event.source[0].endswith((".250", ".251")):
             self.sampled[index] += 1
 
 
@@ -183,9 +270,9 @@ async def test_kill_9_then_resume_finishes_without_asking_anyone_twice(tmp_path)
         visited_before = check.execute("SELECT COUNT(*) FROM visits").fetchone()[0]
         check.close()
         assert 8 <= visited_before < 40
-        store = CrawlStore(db)
-        assert store.crawls()[0].shown_status == "incomplete"
-        store.close()
+        store = await CrawlStore.open(db)
+        assert (await store.crawls())[0].shown_status == "incomplete"
+        await store.close()
         code, out, err = await run_crawler(
             "crawl", "--db", str(db), "--resume", "--bootstrap", net.bootstrap, "--bind",
             "127.0.22.250:0", "--estimate-lookups", "0", "--timeout", "2", "--json")
@@ -206,6 +293,93 @@ async def test_kill_9_then_resume_finishes_without_asking_anyone_twice(tmp_path)
     assert unvisited == 0
     assert distinct >= 20  # most of the 40: nodes only the lost replies knew of can hide
     assert rows.execute("SELECT status FROM crawls").fetchall() == [("complete",)]
+
+
+@pytest.mark.network
+async def test_a_partitioned_crawl_into_postgresql_with_a_crash_and_a_report(
+        tmp_path, postgres_url):
+    """Two crawler processes, --partition 0/2 and 1/2 of one labelled crawl, write into a
+    real PostgreSQL server; one of them is killed with -9 mid-crawl and resumed. Every node
+    is visited once, by the part that owns its id; the report and the export read the
+    database."""
+    from pgserver import fresh_database
+    url = fresh_database(postgres_url, "partitioned")
+    net = Network(40, 26)
+    await net.start()
+    ids = {node.address[0]: bytes(node.node_id) for node in net.nodes}
+
+    def part_args(index: int, *extra: str) -> list[str]:
+        return ["crawl", "--db", url, "--partition", f"{index}/2", "--label", "crawl-a",
+                "--bootstrap", net.bootstrap, "--bind", f"127.0.26.25{index}:0",
+                "--timeout", "2", "--estimate-lookups", "2", *extra]
+    try:
+        # Part 0, slowly, killed once it has visited a few nodes; part 1 meanwhile.
+        slow = await asyncio.create_subprocess_exec(
+            sys.executable, str(CRAWLER), *part_args(0, "--rate", "6", "--concurrency", "1",
+                                                      "-q"),
+            env=guarded_env(), stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
+        other = asyncio.ensure_future(run_crawler(*part_args(1, "--json")))
+        try:
+            import asyncpg
+            connection = await asyncpg.connect(url)
+            for _ in range(300):  # until part 0 has visits on the server (at most 30 s)
+                await asyncio.sleep(0.1)
+                with contextlib.suppress(asyncpg.UndefinedTableError):
+                    visited = await connection.fetchval(  # ids starting with a 0 bit
+                        "SELECT COUNT(*) FROM visits WHERE get_byte(node_id, 0) < 128")
+                    if visited >= 4:
+                        break
+            slow.send_signal(signal.SIGKILL)  # our own child: a crash mid-crawl
+            await slow.wait()
+        finally:
+            if slow.returncode is None:
+                slow.kill()
+                await slow.wait()
+        code, out, err = await other
+        assert code == 0, err
+        part_1_summary = json.loads(out)
+        assert part_1_summary["part"] == [1, 2]
+        status = await connection.fetch("SELECT part, status FROM parts ORDER BY part")
+        assert [tuple(row) for row in status] == [(0, "running"), (1, "complete")]
+        assert await connection.fetchval("SELECT status FROM crawls") == "running"
+        code, _, err = await run_crawler(*part_args(0, "--resume", "--json"))
+        assert code == 0, err
+        assert re.search(r"resuming part 0/2 of crawl \d+, sweep 1", err), err
+    finally:
+        await net.close()
+    try:
+        crawl = await connection.fetchrow("SELECT status, sweeps_done FROM crawls")
+        assert tuple(crawl) == ("complete", 1)
+        rows = await connection.fetch("SELECT ip, node_id, outcome FROM visits")
+        intents = await connection.fetch("SELECT ip FROM intents")
+    finally:
+        await connection.close()
+    assert len(intents) == len({row["ip"] for row in intents})  # nobody asked twice
+    answered = {row["ip"] for row in rows if row["outcome"] == "answered"}
+    # Every node of the part that did not crash; of the part that did, nearly all (a
+    # node only the replies lost in the crash listed can hide from the resumed walk).
+    part_1 = {ip for ip, node_id in ids.items() if Partition(1, 2)(node_id)}
+    assert part_1 <= answered, json.dumps([part_1_summary, sorted(part_1 - answered)])
+    assert len(set(ids) - answered) <= 2, sorted(set(ids) - answered)
+    assert max(net.sampled.values()) == 1, net.sampled
+    for row in rows:
+        owner = Partition(0, 2)(bytes(row["node_id"]))
+        assert owner == Partition(0, 2)(ids[row["ip"]])
+    # The report reads PostgreSQL (through a SQLite copy); the parts' estimates combine.
+    code, _, err = await run_crawler("report", "--db", url, "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    latest = summary["crawls"][-1]
+    assert latest["status"] == "complete" and latest["answered"]["total"] == len(answered)
+    estimates = {e["name"]: e for e in latest["estimates"]}
+    assert estimates["nodes that answered"]["value"] == len(answered)
+    assert estimates["nodes that answered"]["detail"]["parts"] == 2
+    assert summary["database"] == url
+    code, out, err = await run_crawler("export", "--db", url, "--table", "parts",
+                                       "--format", "jsonl")
+    assert code == 0, err
+    assert [json.loads(line)["status"] for line in out.splitlines()] == ["complete"] * 2
 
 
 class contextlib_suppress:

@@ -30,8 +30,8 @@ from pathlib import Path
 from mldht import Node, NodeConfig, __version__
 from mldht.errors import InvalidInput, JoinFailed, MldhtError
 
-from crawling.crawl import CrawlOptions, Crawler
-from crawling.store import CrawlStore, StoreError
+from crawling.crawl import CrawlOptions, Crawler, partition_filter
+from crawling.store import CrawlStore, StoreError, readable_sqlite, redacted
 
 PROG = "crawler"
 DEFAULT_RATE = 100.0
@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     crawl = commands.add_parser("crawl", help="sweep the keyspace, recording every node")
     crawl.add_argument("--bootstrap", action="append", metavar="HOST:PORT",
                        help="bootstrap node (repeatable; default: the public routers)")
-    crawl.add_argument("--db", default="crawl.sqlite", help="SQLite database (default crawl.sqlite)")
+    crawl.add_argument("--db", default="crawl.sqlite", metavar="PATH|URL",
+                       help="SQLite file (default crawl.sqlite) or postgresql://user@host/db")
     limit = crawl.add_mutually_exclusive_group()
     limit.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     limit.add_argument("--sweeps", type=int, metavar="N", help="sweeps to make (default 1)")
@@ -86,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "made during each sweep; one more per 400 nodes answering, "
                             "up to 240 (default 16)")
     crawl.add_argument("--partition", type=parse_partition, metavar="I/N",
-                       help="crawl only the ids of part I of N (by id prefix)")
+                       help="crawl only the ids of part I of N (by id prefix), as one of N "
+                            "processes writing one crawl (needs --label)")
+    crawl.add_argument("--label", metavar="NAME",
+                       help="name of the crawl: the N processes of a partitioned crawl join "
+                            "the crawl of that name (unique in the database)")
     crawl.add_argument("--routing-tables", action="store_true",
                        help="also store who lists whom (the neighbour graph)")
     crawl.add_argument("--resume", action="store_true",
@@ -96,10 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     crawl.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
     crawl.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     report = commands.add_parser("report", help="an HTML page with plots and a JSON summary")
-    report.add_argument("--db", default="crawl.sqlite")
+    report.add_argument("--db", default="crawl.sqlite", metavar="PATH|URL",
+                        help="SQLite file or postgresql:// URL (copied to SQLite first)")
     report.add_argument("--out", required=True, metavar="DIR")
     export = commands.add_parser("export", help="a table as CSV or JSON lines on stdout")
-    export.add_argument("--db", default="crawl.sqlite")
+    export.add_argument("--db", default="crawl.sqlite", metavar="PATH|URL")
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     export.add_argument("--table", default="visits")
     return parser
@@ -145,6 +151,7 @@ def _settings(args) -> dict:
             "duration": args.duration, "samples": args.samples, "sample": not args.no_sample,
             "partition": None if args.partition is None else list(args.partition),
             "routing_tables": args.routing_tables, "read_only": not args.serve,
+            "label": args.label,
             "bootstrap": args.bootstrap, "bind": args.bind}
 
 
@@ -153,24 +160,39 @@ async def crawl(args, stop: asyncio.Event) -> int:
         raise BadInput("--rate, --concurrency and --timeout must be positive")
     if args.sweeps is not None and args.sweeps < 1:
         raise BadInput("--sweeps must be at least 1")
-    store = CrawlStore(args.db)
+    if args.partition is not None and not args.label:
+        raise BadInput("--partition needs --label NAME: the name its N processes share")
+    store = await CrawlStore.open(args.db)
     try:
         first_sweep, resume, sample_after = 1, None, {}
-        if args.resume:
-            row = store.latest_unfinished()
+        keep = partition_filter(args.partition)
+        part = None if args.partition is None else args.partition[0]
+        if args.partition is not None:
+            crawl_id = await store.begin_crawl(_settings(args), __version__, label=args.label)
+            first_sweep = await store.claim_part(crawl_id, *args.partition, resume=args.resume)
+            where = f"part {args.partition[0]}/{args.partition[1]} of crawl {crawl_id}"
+        elif args.resume:
+            row = await store.latest_unfinished()
             if row is None:
-                raise BadInput(f"nothing to resume in {args.db}: every crawl there finished")
+                raise BadInput(f"nothing to resume in {store.target}: every crawl there "
+                               "finished")
             crawl_id = row.id
-            first_sweep = store.current_sweep(crawl_id)
-            resume = (*store.frontier(crawl_id, first_sweep),
-                      store.visited_contacts(crawl_id, first_sweep))
-            sample_after = store.sample_intervals(crawl_id)
-            store.resume_crawl(crawl_id)
-            print(f"{PROG}: resuming crawl {crawl_id}, sweep {first_sweep}: "
+            first_sweep = await store.current_sweep(crawl_id)
+            await store.resume_crawl(crawl_id)
+            where = f"crawl {crawl_id}"
+        else:
+            crawl_id = await store.begin_crawl(_settings(args), __version__, label=args.label)
+            where = f"crawl {crawl_id}"
+        if args.resume:
+            resume = (*await store.frontier(crawl_id, first_sweep, keep),
+                      await store.visited_contacts(crawl_id, first_sweep, keep))
+            sample_after = await store.sample_intervals(crawl_id)
+            print(f"{PROG}: resuming {where}, sweep {first_sweep}: "
                   f"{len(resume[1]):,} nodes visited, {len(resume[0]):,} to go",
                   file=sys.stderr, flush=True)
-        else:
-            crawl_id = store.begin_crawl(_settings(args), __version__)
+        elif args.partition is not None:
+            print(f"{PROG}: crawling {where} ({args.label!r}) into {store.target}",
+                  file=sys.stderr, flush=True)
         config = NodeConfig.from_overrides({"query_rate": args.rate,
                                             # a second of queries at most at once
                                             "query_burst": max(10.0, min(100.0, args.rate)),
@@ -194,7 +216,7 @@ async def crawl(args, stop: asyncio.Event) -> int:
             try:
                 await node.bootstrap()
             except JoinFailed:
-                store.end_crawl(crawl_id, "failed", 0)
+                await store.end_crawl(crawl_id, "failed", 0, part=part)
                 raise
             crawler = Crawler(node, store, crawl_id, options, first_sweep=first_sweep,
                               resume=resume, sample_after=sample_after)
@@ -207,11 +229,10 @@ async def crawl(args, stop: asyncio.Event) -> int:
                 if web is not None:
                     await web.cleanup()
             status = "stopped" if result.stopped else "complete"
-            if result.stopped:
-                store.end_crawl(crawl_id, "stopped", result.sweeps_done)
-            else:
-                store.end_crawl(crawl_id, "complete", result.sweeps_done)
-            summary = {"crawl": crawl_id, "status": status, "db": str(args.db),
+            await store.end_crawl(crawl_id, status, first_sweep - 1 + result.sweeps_done,
+                                  part=part)
+            summary = {"crawl": crawl_id, "status": status, "db": store.target,
+                       "part": None if args.partition is None else list(args.partition),
                        **crawler.progress(),
                        "sweeps_done": result.sweeps_done,
                        "estimates": [[e.as_dict() for e in sweep] for sweep in result.estimates]}
@@ -221,7 +242,7 @@ async def crawl(args, stop: asyncio.Event) -> int:
                 print_summary(summary)
             return 130 if result.stopped else 0
     finally:
-        store.close()
+        await store.close()
 
 
 def print_summary(summary: dict) -> None:
@@ -258,14 +279,16 @@ def main(argv=None) -> int:
     try:
         if args.command == "report":
             from crawling.report import build_report
-            summary = build_report(args.db, args.out)
+            with readable_sqlite(args.db) as path:
+                summary = build_report(path, args.out, shown_as=redacted(args.db))
             print(f"{PROG}: report written to {Path(args.out) / 'index.html'} "
                   f"({len(summary.get('crawls', []))} crawls)", file=sys.stderr)
             return 0
         if args.command == "export":
             from crawling.export import export
             try:
-                export(args.db, args.table, args.format, sys.stdout)
+                with readable_sqlite(args.db) as path:
+                    export(path, args.table, args.format, sys.stdout)
                 sys.stdout.flush()
             except BrokenPipeError:  # `| head`: the reader has all it wanted
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import random
 import sys
@@ -36,7 +37,8 @@ from mldht.sim import Scenario  # noqa: E402
 from mldht.sim.aio import attach_node, run_in_simulation  # noqa: E402
 from mldht.sim.scenario import Simulation  # noqa: E402
 
-from crawling.crawl import CrawlOptions, Crawler  # noqa: E402
+from crawling.crawl import CrawlOptions, CrawlResult, Crawler  # noqa: E402
+from crawling.estimates import combine_parts  # noqa: E402
 from crawling.store import CrawlStore  # noqa: E402
 
 CRAWLER_ADDRESS = ("100.64.0.1", 6881)
@@ -50,43 +52,73 @@ def truth(sim: Simulation) -> dict:
     return {"alive": len(live), "reachable": reachable}
 
 
-async def crawl(sim: Simulation, options: CrawlOptions, rate: float, db: Path,
-                contacts: list, crawls: int = 1) -> dict:
+async def crawl(sim: Simulation, options: CrawlOptions, rate: float, db: str,
+                contacts: list, crawls: int = 1, partitions: int = 1) -> dict:
+    """`crawls` crawls one after another; each made by `partitions` crawlers at once (each
+    its own node and address, `--partition I/N` of one labelled crawl) into `db`."""
     config = NodeConfig.from_overrides({"query_rate": rate, "per_ip_query_rate": 2.0,
                                         "per_ip_query_burst": 10.0})
-    node = Node(CRAWLER_ADDRESS, bootstrap=contacts, clock=lambda: sim.scheduler.now,
-                read_only=True, config=config, rng=random.Random(1))
-    await attach_node(node, sim.network, CRAWLER_ADDRESS)
-    await node.bootstrap()
-    store = CrawlStore(db)
+    nodes = []
+    for index in range(partitions):
+        address = (CRAWLER_ADDRESS[0][:-1] + str(1 + index), CRAWLER_ADDRESS[1])
+        node = Node(address, bootstrap=contacts, clock=lambda: sim.scheduler.now,
+                    read_only=True, config=config, rng=random.Random(1 + index))
+        await attach_node(node, sim.network, address)
+        nodes.append(node)
+    await asyncio.gather(*(node.bootstrap() for node in nodes))
+    store = await CrawlStore.open(db)
     done = [False]
     sim.start_churn(lambda: done[0], longest=7200.0 * crawls)
     started = sim.scheduler.now
+    results = []
     for number in range(crawls):
         if number:
             await asyncio.sleep(CRAWL_GAP)  # virtual time: the network churns meanwhile
             started = sim.scheduler.now
-        crawl_id = store.begin_crawl({"bench": True, "rate": rate}, "bench")
-        crawler = Crawler(node, store, crawl_id, options, clock=lambda: sim.scheduler.now,
-                          rng=random.Random(2 + number))
-        result = await crawler.run()
-        store.end_crawl(crawl_id, "complete", result.sweeps_done)
+        label = f"bench-{number}-{random.Random().getrandbits(32):08x}" if partitions > 1 \
+            else None
+        crawl_id = await store.begin_crawl({"bench": True, "rate": rate,
+                                            "partition": partitions > 1 or None}, "bench",
+                                           label=label)
+        crawlers = []
+        for index, node in enumerate(nodes):
+            part_options = dataclasses.replace(
+                options, partition=(index, partitions) if partitions > 1 else None)
+            if partitions > 1:
+                await store.claim_part(crawl_id, index, partitions, resume=False)
+            crawlers.append(Crawler(node, store, crawl_id, part_options,
+                                    clock=lambda: sim.scheduler.now,
+                                    rng=random.Random(2 + number + 100 * index)))
+        results = await asyncio.gather(*(crawler.run() for crawler in crawlers))
+        for index, result in enumerate(results):
+            await store.end_crawl(crawl_id, "complete", result.sweeps_done,
+                                  part=index if partitions > 1 else None)
     done[0] = True
     elapsed = sim.scheduler.now - started
-    found = {row[0] for row in store.db.execute(
-        "SELECT DISTINCT ip FROM visits WHERE outcome='answered' AND crawl=?", (crawl_id,))}
-    listed = store.db.execute("SELECT COUNT(DISTINCT ip) FROM contacts WHERE crawl=?",
-                              (crawl_id,)).fetchone()[0]
-    store.close()
-    queries = node.stats.queries_sent
-    await node.close()
-    return {"result": result, "found": len(found), "listed": listed,
-            "queries": queries / crawls, "virtual_seconds": elapsed}
+    found = {row[0] for row in await store.fetch(
+        "SELECT DISTINCT ip FROM visits WHERE outcome='answered' AND crawl=?", crawl_id)}
+    (listed,), = await store.fetch("SELECT COUNT(DISTINCT ip) FROM contacts WHERE crawl=?",
+                                   crawl_id)
+    await store.close()
+    queries = sum(node.stats.queries_sent for node in nodes)
+    for node in nodes:
+        await node.close()
+    return {"result": results[0] if partitions == 1 else combined(results), "found": len(found),
+            "listed": listed, "queries": queries / crawls, "virtual_seconds": elapsed}
+
+
+def combined(results: list) -> object:
+    """The estimates of N partitions' crawls as one crawl's (tools/crawling/estimates.py)."""
+    merged = CrawlResult(sweeps_done=min(r.sweeps_done for r in results))
+    per_sweep = [[sweep_estimates for sweep_estimates in r.estimates] for r in results]
+    for sweep in range(merged.sweeps_done):
+        merged.estimates.append(combine_parts([part[sweep] for part in per_sweep]))
+    return merged
 
 
 def measure(nodes: int, dead: float, nat: float, churn: float, seed: int, sweeps: int = 1,
             rate: float = 500.0, estimate_lookups: int = 16, crawls: int = 1,
-            keep_db: str | None = None) -> dict:
+            keep_db: str | None = None, partitions: int = 1) -> dict:
     wall = time.perf_counter()
     sim = Simulation(Scenario(nodes=nodes, lookups=0, swarms=1, dead=0.0, nat=nat,
                               churn=churn, seed=seed, bootstrap="seeded"))
@@ -98,9 +130,9 @@ def measure(nodes: int, dead: float, nat: float, churn: float, seed: int, sweeps
     options = CrawlOptions(sweeps=sweeps, concurrency=256, timeout=3.0,
                            estimate_lookups=estimate_lookups)
     with tempfile.TemporaryDirectory(prefix="mldht-crawl-bench-") as folder:
-        db = Path(keep_db) if keep_db else Path(folder) / "crawl.sqlite"
+        db = keep_db or str(Path(folder) / "crawl.sqlite")
         run = run_in_simulation(sim.scheduler, crawl(sim, options, rate, db, contacts,
-                                                     crawls))
+                                                     crawls, partitions))
     true = truth(sim)
     estimates = []
     for estimate in run["result"].estimates[-1] if run["result"].estimates else []:
@@ -113,6 +145,7 @@ def measure(nodes: int, dead: float, nat: float, churn: float, seed: int, sweeps
         estimates.append(row)
     return {
         "nodes": nodes, "dead": dead, "nat": nat, "churn": churn, "seed": seed,
+        "partitions": partitions,
         "sweeps": run["result"].sweeps_done, "rate": rate,
         **true, "found": run["found"], "listed": run["listed"],
         "share_found": round(run["found"] / max(1, true["reachable"]), 4),
@@ -141,20 +174,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crawls", type=int, default=1,
                         help=f"crawls one after another, {CRAWL_GAP:g} virtual s apart (churn "
                              f"between crawls; the figures are the last crawl's)")
-    parser.add_argument("--db", help="keep the crawl database here (for the report)")
+    parser.add_argument("--partitions", type=int, default=1, metavar="N",
+                        help="N crawlers at once, each its own node, one crawl split by "
+                             "--partition I/N (the estimates combined as the report does)")
+    parser.add_argument("--db", metavar="PATH|URL",
+                        help="keep the crawl database here (for the report): a SQLite path "
+                             "or postgresql://...")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.seeds:
         first, _, last = args.seeds.partition("-")
         return many(args, range(int(first), int(last or first) + 1))
     result = measure(args.nodes, args.dead, args.nat, args.churn, args.seed, args.sweeps,
-                     args.rate, crawls=args.crawls, keep_db=args.db)
+                     args.rate, crawls=args.crawls, keep_db=args.db,
+                     partitions=args.partitions)
     if args.json:
         print(json.dumps(result))
         return 0
     r = result
+    crawlers = f" by {r['partitions']} crawlers" if r["partitions"] > 1 else ""
     print(f"{r['nodes']} nodes, {r['dead']:.0%} dead, {r['nat']:.0%} behind NAT, churn "
-          f"{r['churn']:.0%}/min, seed {r['seed']}, {r['sweeps']} sweep(s) at {r['rate']:g} q/s")
+          f"{r['churn']:.0%}/min, seed {r['seed']}, {r['sweeps']} sweep(s) at {r['rate']:g} q/s"
+          f"{crawlers}")
     print(f"  reachable {r['reachable']}, alive {r['alive']}; found {r['found']} "
           f"({r['share_found']:.2%} of reachable), listed {r['listed']}")
     print(f"  queries per node found {r['queries_per_node']}, sweep {r['virtual_seconds']} "
@@ -171,7 +212,7 @@ def many(args, seeds) -> int:
     runs = []
     for seed in seeds:
         result = measure(args.nodes, args.dead, args.nat, args.churn, seed, args.sweeps,
-                         args.rate)
+                         args.rate, partitions=args.partitions)
         runs.append(result)
         if not args.json:
             print(f"seed {seed}: found {result['share_found']:.2%} of {result['reachable']} "

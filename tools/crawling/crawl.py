@@ -55,13 +55,36 @@ class CrawlResult:
     stopped: bool = False
 
 
-def partition_filter(partition: tuple[int, int] | None) -> Callable[[bytes], bool] | None:
-    """`--partition I/N`: only ids whose first bits, read as a number, are I modulo N."""
-    if partition is None:
-        return None
-    index, count = partition
-    bits = max(1, (count - 1).bit_length())
-    return lambda node_id: (int.from_bytes(node_id[:4], "big") >> (32 - bits)) % count == index
+@dataclass(frozen=True)
+class Partition:
+    """`--partition I/N`: the ids whose first `bits` bits, read as a number, are I modulo N
+    (N a power of two: contiguous stretches of equal size). Called with an id, says
+    whether it belongs."""
+    index: int
+    count: int
+
+    @property
+    def bits(self) -> int:
+        return max(1, (self.count - 1).bit_length())
+
+    def __call__(self, node_id: bytes) -> bool:
+        return (int.from_bytes(node_id[:4], "big") >> (32 - self.bits)) % self.count == self.index
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The stretches of the 160-bit keyspace in the part, as (low, high) integers."""
+        shift = 160 - self.bits
+        return [(prefix << shift, ((prefix + 1) << shift) - 1)
+                for prefix in range(1 << self.bits) if prefix % self.count == self.index]
+
+    @property
+    def share(self) -> float:
+        """The part's share of the keyspace."""
+        return len(self.ranges()) / (1 << self.bits)
+
+
+def partition_filter(partition: tuple[int, int] | None) -> Partition | None:
+    """`--partition I/N` as the `Partition` a sweep keeps to (None: the whole keyspace)."""
+    return None if partition is None else Partition(*partition)
 
 
 class Crawler:
@@ -82,6 +105,7 @@ class Crawler:
         self.resume = resume
         self.sample_after = sample_after or {}
         self.result = CrawlResult()
+        self.part = None if options.partition is None else options.partition[0]
         self.sweep: Sweep | None = None
         self.started = node.clock()
         self._queries_at_start = node.stats.queries_sent
@@ -116,7 +140,10 @@ class Crawler:
 
     def _estimate_lookups_wanted(self, sweep: Sweep) -> int:
         answered = sum(sweep.stats.answered.values())
-        return min(MAX_ESTIMATE_LOOKUPS, max(self.options.estimate_lookups,
+        # The N parts of a partitioned crawl pool their lookups (estimates.combine_parts).
+        parts = 1 if self.options.partition is None else self.options.partition[1]
+        least = -(-self.options.estimate_lookups // parts)
+        return min(MAX_ESTIMATE_LOOKUPS, max(least,
                    answered // max(1, self.options.nodes_per_estimate_lookup)))
 
     async def _estimate_lookups(self, sweep: Sweep, sweep_done: asyncio.Future) -> None:
@@ -200,7 +227,7 @@ class Crawler:
                 work_and_lookups.cancel()
                 await asyncio.gather(work, lookups, return_exceptions=True)
                 self.result.stopped = stop.is_set()
-                self.store.flush()
+                await self.store.flush()
                 break
             work.result()
             self.result.sweeps_done += 1
@@ -209,11 +236,12 @@ class Crawler:
             self.result.answered_sets.append(answered)
             estimates = self.estimates(sweep, answered)
             self.result.estimates.append(estimates)
+            part = {} if options.partition is None else {"part": list(options.partition)}
             for estimate in estimates:
                 self.store.add_estimate(self.crawl_id, number, estimate.name, estimate.value,
                                         estimate.low, estimate.high, estimate.counts,
-                                        estimate.detail)
-            self.store.sweep_done(self.crawl_id, number)
+                                        {**estimate.detail, **part})
+            await self.store.sweep_done(self.crawl_id, number, part=self.part)
             finished_all = options.sweeps is not None and self.result.sweeps_done >= options.sweeps
             if finished_all or (deadline is not None and self.node.clock() >= deadline):
                 break

@@ -97,3 +97,56 @@ def bootstrap_recapture(name: str, listings: dict[str, list[str]], answered: set
     low, high = base.value - (middle - low), base.value + (high - middle)
     return Estimate(name, base.value, min(base.low, low), max(base.high, high), base.counts,
                     {**base.detail, "bootstrap_rounds": len(values)})
+
+
+SUMMED = ("nodes that answered", "nodes found")
+
+
+def combine_parts(parts: list[list[Estimate]]) -> list[Estimate]:
+    """One crawl's estimates from those of its N partitions (`--partition I/N`), each part
+    having counted the nodes of its own ids: counts and mark-recapture estimates add up
+    (their interval half-widths in quadrature: the parts' captures are independent);
+    lookup distances, which each part made of the whole network, are averaged weighted by
+    the inverse of their variance. An estimate some part lacks is left out."""
+    names: list[str] = []
+    for estimates in parts:
+        for estimate in estimates:
+            if estimate.name not in names:
+                names.append(estimate.name)
+    combined = []
+    for name in names:
+        rows = [next((e for e in estimates if e.name == name), None) for estimates in parts]
+        if any(row is None for row in rows):
+            continue
+        counts = rows[0].counts
+        detail = {"parts": len(rows)}
+        if any(row.value is None for row in rows):
+            combined.append(Estimate(name, None, None, None, counts, detail))
+        elif name == "lookup distances":
+            errors = [row.detail.get("standard_error") or 0 for row in rows]
+            if all(error > 0 for error in errors):
+                weights = [1 / error ** 2 for error in errors]
+                value = sum(w * row.value for w, row in zip(weights, rows)) / sum(weights)
+                error = 1 / math.sqrt(sum(weights))
+            else:
+                value, error = sum(row.value for row in rows) / len(rows), None
+            low = None if error is None else value - 1.96 * error
+            high = None if error is None else value + 1.96 * error
+            combined.append(Estimate(name, value, low, high, counts, {
+                **detail, "standard_error": None if error is None else round(error, 1),
+                "lookups": sum(row.detail.get("lookups") or 0 for row in rows)}))
+        else:
+            value = sum(row.value for row in rows)
+            if any(row.low is None for row in rows):
+                low = None
+            elif name in SUMMED:
+                low = sum(row.low for row in rows)
+            else:
+                low = value - math.sqrt(sum((row.value - row.low) ** 2 for row in rows))
+            high = None if any(row.high is None for row in rows) else \
+                value + math.sqrt(sum((row.high - row.value) ** 2 for row in rows))
+            for key in ("n1", "n2", "m"):
+                if all(key in row.detail for row in rows):
+                    detail[key] = sum(row.detail[key] for row in rows)
+            combined.append(Estimate(name, value, low, high, counts, detail))
+    return combined

@@ -23,6 +23,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .estimates import Estimate, combine_parts
 from .export import open_readonly, table_names
 from .store import CrawlRow, StoreError
 
@@ -326,15 +327,45 @@ def _estimate_row(sweep, at, name, value, low, high, counts, detail_text) -> dic
             "families": None, "source": "estimates"}
 
 
+def _stored_estimates(db, crawl_id: int | None = None) -> list[tuple]:
+    """Rows of `estimates` (crawl, sweep, at, name, value, low, high, counts, detail), in the
+    order they were stored. A partitioned crawl stores one row per part (its detail says
+    which): those become one row per sweep and name (`estimates.combine_parts`), once all
+    N parts have stored that sweep."""
+    where, args = ("WHERE crawl=?", (crawl_id,)) if crawl_id is not None else ("", ())
+    rows = db.execute("SELECT crawl, sweep, at, name, value, low, high, counts, detail FROM "
+                      f"estimates {where} ORDER BY at, rowid", args).fetchall()
+    merged, parted = [], {}
+    for row in rows:
+        detail = _json_or_text(row[8])
+        part = detail.get("part") if isinstance(detail, dict) else None
+        if not (isinstance(part, list) and len(part) == 2):
+            merged.append(row)
+            continue
+        index, count = part
+        parted.setdefault((row[0], row[1], count), {}).setdefault(index, {})[row[3]] = \
+            (row, detail)
+    for (crawl, sweep, count), by_part in parted.items():
+        if len(by_part) < count:
+            continue  # some part has not finished this sweep yet
+        estimates = [[Estimate(name, r[4], r[5], r[6], r[7], detail)
+                      for name, (r, detail) in named.items()] for named in by_part.values()]
+        at = max(r[2] for named in by_part.values() for r, _ in named.values())
+        for estimate in combine_parts(estimates):
+            merged.append((crawl, sweep, at, estimate.name, estimate.value, estimate.low,
+                           estimate.high, estimate.counts, json.dumps(estimate.detail)))
+    merged.sort(key=lambda r: r[2] or 0.0)
+    return merged
+
+
 def _latest_estimates(db, crawl_id: int, summary: dict) -> list[dict]:
     """The latest estimate of each name the crawler stored for the crawl, with the sweep's
     counts from the database (per family) next to them: a stored count of the same name and
     sweep gets the database's per-family split (`families`); one the crawler did not store
     (an interrupted sweep, an older crawler) is added from the database (`source`)."""
     latest: dict[str, dict] = {}
-    for row in db.execute("SELECT sweep, at, name, value, low, high, counts, detail FROM "
-                          "estimates WHERE crawl=? ORDER BY sweep, at, rowid", (crawl_id,)):
-        latest[row[2]] = _estimate_row(*row)
+    for row in sorted(_stored_estimates(db, crawl_id), key=lambda r: (r[1], r[2])):
+        latest[row[3]] = _estimate_row(*row[1:])
     counted = []
     if summary["sweep"] is not None:
         for name, counts, key, meaning in (
@@ -348,7 +379,10 @@ def _latest_estimates(db, crawl_id: int, summary: dict) -> list[dict]:
             families = {"ipv4": numbers["ipv4"], "ipv6": numbers["ipv6"]}
             stored = latest.get(name)
             if stored is not None and stored["sweep"] == summary["sweep"]:
+                # The database's count: a sweep resumed after a crash stored only the
+                # second run's.
                 stored["families"] = families
+                stored["value"] = stored["low"] = float(numbers["total"])
                 continue
             total = float(numbers["total"])
             counted.append({"sweep": summary["sweep"], "at": None, "name": name, "value": total,
@@ -443,9 +477,7 @@ def _sessions(db, crawls: list[dict]) -> dict | None:
 
 def _size_over_time(db, crawls: list[dict]) -> tuple[list[dict], str]:
     rows = [{"crawl": r[0], "sweep": r[1], "at": r[2], "name": r[3], "value": r[4], "low": r[5],
-             "high": r[6], "counts": r[7]}
-            for r in db.execute("SELECT crawl, sweep, at, name, value, low, high, counts "
-                                "FROM estimates ORDER BY at, rowid")]
+             "high": r[6], "counts": r[7]} for r in _stored_estimates(db)]
     if rows:
         return rows, "estimates"
     # No estimate stored: the counts of each crawl's sweep, at its end.
@@ -1105,9 +1137,10 @@ def build_summary(db) -> dict:
             "totals": {"crawls": len(crawls), "distinct_infohashes": distinct}}
 
 
-def build_report(db_path: str | Path, out_dir: str | Path) -> dict:
+def build_report(db_path: str | Path, out_dir: str | Path, shown_as: str | None = None) -> dict:
     """Write `index.html`, `summary.json` and the plots into `out_dir` (created if need be);
-    return the summary (what summary.json holds)."""
+    return the summary (what summary.json holds). `shown_as` names the database in the
+    report (a PostgreSQL URL whose copy `db_path` is)."""
     import matplotlib
     matplotlib.use("Agg")
     out = Path(out_dir)
@@ -1117,7 +1150,7 @@ def build_report(db_path: str | Path, out_dir: str | Path) -> dict:
         summary = build_summary(db)
     finally:
         db.close()
-    summary = {"database": str(db_path), **summary}
+    summary = {"database": shown_as or str(db_path), **summary}
     crawls = summary["crawls"]
     latest = next((c for c in crawls if c["id"] == summary["latest"]), None)
     has_sweep = latest is not None and latest["sweep"] is not None

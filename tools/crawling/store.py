@@ -1,11 +1,19 @@
-"""Where a crawl goes: SQLite (WAL, batched transactions), several crawls in one database.
+"""Where a crawl goes: SQLite by default (a file; WAL, batched transactions), or PostgreSQL
+(`postgresql://user@host:port/db`, through asyncpg), into which several crawler processes, on
+one host or several, each crawl a part of the keyspace (`--partition I/N --label NAME`) as
+one crawl. Several crawls in one database either way; the same schema and statements on
+both (`?` placeholders become `$n` for PostgreSQL; `interval` is quoted, a keyword there).
 
 The schema (also in the README):
 
 - `crawls`: one row per crawl: `id`, `started_at` / `finished_at` (Unix seconds), `status`
   (`running`, `complete`, `stopped`; a `running` crawl whose process is gone is shown as
   `incomplete`), `pid`, `host`, `settings` (JSON: the command's options), `sweeps_done`,
-  `mldht_version`.
+  `mldht_version`, `label` (the name the processes of a partitioned crawl share; unique).
+- `parts`: the processes of a partitioned crawl, one row per part: `crawl`, `part`, `parts`
+  (N), `status`, `pid`, `host`, `started_at`, `finished_at`, `sweeps_done`. A crawl's
+  `sweeps_done` is then the fewest any of its N parts has done, and it is `complete` when
+  all N are.
 - `contacts`: every node a sweep learned of, one per IP per sweep (the first id seen on
   it): `crawl`, `sweep`, `ip`, `port`, `family`, `node_id`, `found_at`, `referrer`
   (`ip:port` of the node that listed it, NULL for the crawler's own table). With `visits`
@@ -29,19 +37,27 @@ The schema (also in the README):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS crawls (
     id INTEGER PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,
     status TEXT NOT NULL, pid INTEGER, host TEXT, settings TEXT, sweeps_done INTEGER DEFAULT 0,
-    mldht_version TEXT);
+    mldht_version TEXT, label TEXT);
+CREATE TABLE IF NOT EXISTS parts (
+    crawl INTEGER NOT NULL, part INTEGER NOT NULL, parts INTEGER NOT NULL, status TEXT NOT NULL,
+    pid INTEGER, host TEXT, started_at REAL, finished_at REAL, sweeps_done INTEGER DEFAULT 0,
+    PRIMARY KEY (crawl, part));
 CREATE TABLE IF NOT EXISTS contacts (
     crawl INTEGER NOT NULL, sweep INTEGER NOT NULL, ip TEXT NOT NULL, port INTEGER NOT NULL,
     family TEXT NOT NULL, node_id BLOB NOT NULL, found_at REAL NOT NULL, referrer TEXT,
@@ -51,7 +67,7 @@ CREATE TABLE IF NOT EXISTS visits (
     port INTEGER NOT NULL, family TEXT NOT NULL, node_id BLOB, answered_id BLOB, v BLOB,
     client TEXT, client_version TEXT, bep42 INTEGER, rtt REAL, outcome TEXT NOT NULL,
     error_code INTEGER, queries INTEGER NOT NULL, referrer TEXT, bep51 INTEGER, num INTEGER,
-    interval INTEGER, samples INTEGER, neighbours INTEGER,
+    "interval" INTEGER, samples INTEGER, neighbours INTEGER,
     PRIMARY KEY (crawl, sweep, ip));
 CREATE TABLE IF NOT EXISTS aliases (
     crawl INTEGER NOT NULL, sweep INTEGER NOT NULL, ip TEXT NOT NULL, port INTEGER NOT NULL,
@@ -70,18 +86,36 @@ CREATE TABLE IF NOT EXISTS estimates (
     value REAL, low REAL, high REAL, counts TEXT NOT NULL, detail TEXT);
 CREATE INDEX IF NOT EXISTS visits_node ON visits (node_id);
 """
+LABEL_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS crawls_label ON crawls (label)"
 
-TABLES = ("crawls", "contacts", "visits", "intents", "aliases", "samples", "edges",
+TABLES = ("crawls", "parts", "contacts", "visits", "intents", "aliases", "samples", "edges",
           "estimates")
 VISIT_COLUMNS = ("crawl", "sweep", "at", "ip", "port", "family", "node_id", "answered_id", "v",
                  "client", "client_version", "bep42", "rtt", "outcome", "error_code", "queries",
                  "referrer", "bep51", "num", "interval", "samples", "neighbours")
 FLUSH_ROWS = 2000
-FLUSH_SECONDS = 1.0
+INSERTS = {
+    "contacts": "INSERT INTO contacts VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+    "aliases": "INSERT INTO aliases VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+    "intents": "INSERT INTO intents VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+    # A visit stored again (a second try) replaces the first.
+    "visits": (f"INSERT INTO visits VALUES ({','.join('?' * len(VISIT_COLUMNS))}) "
+               "ON CONFLICT (crawl, sweep, ip) DO UPDATE SET " + ", ".join(
+                   f'"{c}"=excluded."{c}"' for c in VISIT_COLUMNS[2:])),
+    "samples": "INSERT INTO samples VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+    "edges": "INSERT INTO edges VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+    "estimates": "INSERT INTO estimates VALUES (?,?,?,?,?,?,?,?,?)",
+}
+# Contacts before visits: a resumed crawl never sees a visit of an unknown node.
+FLUSH_ORDER = ("contacts", "aliases", "intents", "visits", "samples", "edges", "estimates")
 
 
 class StoreError(Exception):
     """The database cannot be used (a one-line reason)."""
+
+
+def is_postgres(target: str | os.PathLike) -> bool:
+    return str(target).startswith(("postgresql://", "postgres://"))
 
 
 @dataclass
@@ -115,59 +149,277 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-class CrawlStore:
-    """A crawl database. Writes are queued and committed in batches (`FLUSH_ROWS` rows or
-    `FLUSH_SECONDS`), each batch one transaction: a crash loses at most the last second,
-    never the database (WAL)."""
+# --- the two backends: the same few calls -----------------------------------------------------
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+class _Sqlite:
+    """sqlite3 behind the async calls the store makes (each call is quick and local)."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(crawls)")}
+            if "label" not in columns:  # a database from before partitioned crawls
+                self.db.execute("ALTER TABLE crawls ADD COLUMN label TEXT")
+            self.db.execute(LABEL_INDEX)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot use {self.path} as a crawl database: {exc}") from None
+            raise StoreError(f"cannot use {path} as a crawl database: {exc}") from None
+
+    async def fetch(self, sql: str, *args) -> list[tuple]:
+        return self.db.execute(sql, args).fetchall()
+
+    async def execute(self, sql: str, *args) -> None:
+        self.db.execute(sql, args)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        # IMMEDIATE: several processes may share the file (one per partition).
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    async def executemany(self, sql: str, rows: list[tuple]) -> None:
+        self.db.executemany(sql, rows)
+
+    async def close(self) -> None:
+        self.db.close()
+
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+class _Postgres:
+    """asyncpg (a maintained asyncio PostgreSQL driver: the crawl's loop never waits on the
+    database while packets come in)."""
+
+    name = "postgresql"
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+        self._statements: dict[str, str] = {}
+
+    @classmethod
+    async def connect(cls, url: str) -> "_Postgres":
+        try:
+            import asyncpg
+        except ImportError:
+            raise StoreError("a postgresql:// database needs asyncpg "
+                             "(pip install asyncpg)") from None
+        try:
+            connection = await asyncpg.connect(url, timeout=10)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError,
+                asyncpg.InterfaceError) as exc:
+            raise StoreError(f"cannot connect to {redacted(url)}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                             ) from None
+        self = cls(connection)
+        schema = (SCHEMA.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY")
+                  .replace(" BLOB", " BYTEA").replace(" REAL", " DOUBLE PRECISION")
+                  .replace(" INTEGER", " BIGINT"))
+        # Several processes start at once: one creates the tables while the others wait.
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock(7016884)")
+            await connection.execute(schema)
+            await connection.execute(LABEL_INDEX)
+        return self
+
+    def _sql(self, sql: str) -> str:
+        text = self._statements.get(sql)
+        if text is None:
+            counter = iter(range(1, 1000))
+            text = self._statements[sql] = _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
+        return text
+
+    async def fetch(self, sql: str, *args) -> list[tuple]:
+        return [tuple(row) for row in await self.connection.fetch(self._sql(sql), *args)]
+
+    async def execute(self, sql: str, *args) -> None:
+        await self.connection.execute(self._sql(sql), *args)
+
+    def transaction(self):
+        return self.connection.transaction()
+
+    async def executemany(self, sql: str, rows: list[tuple]) -> None:
+        await self.connection.executemany(self._sql(sql), rows)
+
+    async def close(self) -> None:
+        await self.connection.close(timeout=10)
+
+
+def redacted(url: str | os.PathLike) -> str:
+    """The URL without its password, for messages (a path as it is)."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", str(url))
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+class CrawlStore:
+    """A crawl database, SQLite or PostgreSQL (`await CrawlStore.open(target)`).
+
+    Rows are queued by the `add_*` calls and committed in batches, each batch one
+    transaction: when `FLUSH_ROWS` are waiting (in the background) and whenever
+    `add_intents` makes the nodes about to be queried durable, which the sweep does before
+    each batch of queries leaves. A crash loses only answers not yet committed, never the
+    database, and never the record that a node was asked."""
+
+    def __init__(self, backend, target: str) -> None:
+        self.backend = backend
+        self.target = target
         self._queued: dict[str, list[tuple]] = {}
         self._queued_rows = 0
-        self._last_flush = time.monotonic()
+        self._lock = asyncio.Lock()
+        self._background: set[asyncio.Task] = set()
 
-    def close(self) -> None:
-        self.flush()
-        self.db.close()
+    @classmethod
+    async def open(cls, target: str | os.PathLike) -> "CrawlStore":
+        """SQLite at a path (created if need be), or PostgreSQL at a `postgresql://` URL."""
+        if is_postgres(target):
+            return cls(await _Postgres.connect(str(target)), redacted(str(target)))
+        return cls(_Sqlite(Path(target)), str(target))
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    async def fetch(self, sql: str, *args) -> list[tuple]:
+        """Rows of a read-only statement (`?` placeholders, whichever the backend)."""
+        return await self.backend.fetch(sql, *args)
+
+    async def close(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            await self.backend.close()
 
     # --- crawls ------------------------------------------------------------------------------
 
-    def begin_crawl(self, settings: dict, version: str) -> int:
-        cursor = self.db.execute(
-            "INSERT INTO crawls (started_at, status, pid, host, settings, mldht_version) "
-            "VALUES (?, 'running', ?, ?, ?, ?)",
-            (time.time(), os.getpid(), socket.gethostname(), json.dumps(settings), version))
-        return cursor.lastrowid
+    async def begin_crawl(self, settings: dict, version: str, label: str | None = None) -> int:
+        """A new crawl; with `label`, the crawl of that name, made by whichever process of a
+        partitioned crawl comes first (the others join it)."""
+        async with self._lock, self.backend.transaction():
+            rows = await self.backend.fetch(
+                "INSERT INTO crawls (started_at, status, pid, host, settings, mldht_version, "
+                "label) VALUES (?, 'running', ?, ?, ?, ?, ?) ON CONFLICT (label) DO NOTHING "
+                "RETURNING id",
+                time.time(), os.getpid(), socket.gethostname(), json.dumps(settings), version,
+                label)
+            if not rows:  # another process of the partitioned crawl made it
+                rows = await self.backend.fetch("SELECT id FROM crawls WHERE label=?", label)
+            return rows[0][0]
 
-    def resume_crawl(self, crawl: int) -> None:
-        self.db.execute("UPDATE crawls SET status='running', pid=?, host=?, finished_at=NULL "
-                        "WHERE id=?", (os.getpid(), socket.gethostname(), crawl))
+    async def claim_part(self, crawl: int, part: int, parts: int, resume: bool) -> int:
+        """Take part `part` of `parts` of a partitioned crawl for this process; returns the
+        sweep it starts at. A part another process holds, a finished part, a part started
+        before (without `resume`) or a different N are refused, with the reason."""
+        async with self._lock, self.backend.transaction():
+            known = await self.backend.fetch("SELECT DISTINCT parts FROM parts WHERE crawl=?",
+                                             crawl)
+            if known and known[0][0] != parts:
+                raise StoreError(f"crawl {crawl} is split into {known[0][0]} parts, not {parts}")
+            rows = await self.backend.fetch(
+                "SELECT status, pid, host, sweeps_done FROM parts WHERE crawl=? AND part=?",
+                crawl, part)
+            if not rows:
+                if resume:
+                    raise StoreError(f"part {part}/{parts} of crawl {crawl} was never started: "
+                                     "nothing to resume")
+                claimed = await self.backend.fetch(
+                    "INSERT INTO parts (crawl, part, parts, status, pid, host, started_at) "
+                    "VALUES (?, ?, ?, 'running', ?, ?, ?) ON CONFLICT DO NOTHING RETURNING part",
+                    crawl, part, parts, os.getpid(), socket.gethostname(), time.time())
+                if not claimed:
+                    raise StoreError(f"part {part}/{parts} of crawl {crawl} was just taken by "
+                                     "another process")
+                return 1
+            status, pid, host, sweeps_done = rows[0]
+            if status == "complete":
+                raise StoreError(f"part {part}/{parts} of crawl {crawl} is complete")
+            gone = host == socket.gethostname() and pid and not _process_alive(pid)
+            # Another host's process cannot be checked from here: its part is taken over
+            # only when asked to (--resume).
+            if status == "running" and not gone and (host == socket.gethostname()
+                                                     or not resume):
+                raise StoreError(f"part {part}/{parts} of crawl {crawl} is held by process "
+                                 f"{pid} on {host}")
+            if not resume:
+                raise StoreError(f"part {part}/{parts} of crawl {crawl} was started before "
+                                 "and did not finish: --resume carries it on")
+            await self.backend.execute(
+                "UPDATE parts SET status='running', pid=?, host=?, finished_at=NULL "
+                "WHERE crawl=? AND part=?", os.getpid(), socket.gethostname(), crawl, part)
+            return (sweeps_done or 0) + 1
 
-    def end_crawl(self, crawl: int, status: str, sweeps_done: int) -> None:
-        self.flush()
-        self.db.execute("UPDATE crawls SET status=?, finished_at=?, sweeps_done=? WHERE id=?",
-                        (status, time.time(), sweeps_done, crawl))
+    async def resume_crawl(self, crawl: int) -> None:
+        await self.backend.execute(
+            "UPDATE crawls SET status='running', pid=?, host=?, finished_at=NULL WHERE id=?",
+            os.getpid(), socket.gethostname(), crawl)
 
-    def sweep_done(self, crawl: int, sweeps_done: int) -> None:
-        self.flush()
-        self.db.execute("UPDATE crawls SET sweeps_done=? WHERE id=?", (sweeps_done, crawl))
+    async def end_crawl(self, crawl: int, status: str, sweeps_done: int,
+                        part: int | None = None) -> None:
+        """The crawl (or this process's part of it) is over: `complete`, `stopped` or
+        `failed`. A partitioned crawl is complete when every part is."""
+        await self.flush()
+        now = time.time()
+        async with self._lock, self.backend.transaction():
+            if part is None:
+                await self.backend.execute(
+                    "UPDATE crawls SET status=?, finished_at=?, sweeps_done=? WHERE id=?",
+                    status, now, sweeps_done, crawl)
+                return
+            await self.backend.execute(
+                "UPDATE parts SET status=?, finished_at=?, sweeps_done=? WHERE crawl=? AND part=?",
+                status, now, sweeps_done, crawl, part)
+            await self._roll_up(crawl, now)
 
-    def crawls(self) -> list[CrawlRow]:
-        rows = self.db.execute("SELECT id, started_at, finished_at, status, pid, host, settings, "
-                               "sweeps_done FROM crawls ORDER BY id").fetchall()
+    async def sweep_done(self, crawl: int, sweeps_done: int, part: int | None = None) -> None:
+        await self.flush()
+        async with self._lock, self.backend.transaction():
+            if part is None:
+                await self.backend.execute("UPDATE crawls SET sweeps_done=? WHERE id=?",
+                                           sweeps_done, crawl)
+                return
+            await self.backend.execute(
+                "UPDATE parts SET sweeps_done=? WHERE crawl=? AND part=?", sweeps_done, crawl,
+                part)
+            await self._roll_up(crawl, None)
+
+    async def _roll_up(self, crawl: int, now: float | None) -> None:
+        """A partitioned crawl's own row from its parts' rows."""
+        rows = await self.backend.fetch("SELECT parts, status, sweeps_done FROM parts "
+                                        "WHERE crawl=?", crawl)
+        parts = rows[0][0]
+        everyone = len(rows) == parts
+        sweeps = min(row[2] or 0 for row in rows) if everyone else 0
+        statuses = {row[1] for row in rows}
+        if everyone and statuses == {"complete"}:
+            status = "complete"
+        elif "running" in statuses or not everyone:
+            status = "running"
+        else:
+            status = "stopped"
+        await self.backend.execute(
+            "UPDATE crawls SET sweeps_done=?, status=?, finished_at=? WHERE id=?",
+            sweeps, status, now if status != "running" else None, crawl)
+
+    async def crawls(self) -> list[CrawlRow]:
+        rows = await self.backend.fetch("SELECT id, started_at, finished_at, status, pid, host, "
+                                        "settings, sweeps_done FROM crawls ORDER BY id")
         return [CrawlRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "{}"), r[7])
                 for r in rows]
 
-    def latest_unfinished(self) -> CrawlRow | None:
-        for row in reversed(self.crawls()):
-            if row.shown_status == "incomplete":
+    async def latest_unfinished(self) -> CrawlRow | None:
+        """The last crawl (not partitioned) whose process is gone before its end."""
+        for row in reversed(await self.crawls()):
+            if row.settings.get("partition") is None and row.shown_status == "incomplete":
                 return row
         return None
 
@@ -176,8 +428,10 @@ class CrawlStore:
     def _queue(self, table: str, row: tuple) -> None:
         self._queued.setdefault(table, []).append(row)
         self._queued_rows += 1
-        if self._queued_rows >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_SECONDS:
-            self.flush()
+        if self._queued_rows >= FLUSH_ROWS and not self._background:
+            task = asyncio.ensure_future(self.flush())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def add_contact(self, crawl: int, sweep: int, ip: str, port: int, family: str,
                     node_id: bytes, found_at: float, referrer: str | None) -> None:
@@ -187,16 +441,18 @@ class CrawlStore:
                   referrer: str | None) -> None:
         self._queue("aliases", (crawl, sweep, ip, port, node_id, referrer))
 
-    def add_intents(self, crawl: int, sweep: int, ips: list[str], at: float) -> None:
-        """Record that these nodes are about to be queried, durably (committed now, with
-        whatever else is queued), before the queries leave."""
+    async def add_intents(self, crawl: int, sweep: int, ips: list[str], at: float) -> None:
+        """Record that these nodes are about to be queried, durably (committed, with
+        whatever else is queued, before this returns), before the queries leave."""
         for ip in ips:
             self._queued.setdefault("intents", []).append((crawl, sweep, ip, at))
             self._queued_rows += 1
-        self.flush()
+        await self.flush()
 
     def add_visit(self, row: dict) -> None:
-        self._queue("visits", tuple(row.get(name) for name in VISIT_COLUMNS))
+        self._queue("visits", tuple(
+            int(value) if isinstance(value, bool) else value
+            for value in (row.get(name) for name in VISIT_COLUMNS)))
 
     def add_samples(self, crawl: int, ip: str, at: float, infohashes: list[bytes]) -> None:
         for infohash in infohashes:
@@ -211,64 +467,132 @@ class CrawlStore:
         self._queue("estimates", (crawl, sweep, time.time(), name, value, low, high, counts,
                                   json.dumps(detail)))
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Commit what is queued, in one transaction."""
-        if not self._queued_rows:
-            self._last_flush = time.monotonic()
-            return
-        statements = {
-            "contacts": "INSERT OR IGNORE INTO contacts VALUES (?,?,?,?,?,?,?,?)",
-            "aliases": "INSERT OR IGNORE INTO aliases VALUES (?,?,?,?,?,?)",
-            "visits": f"INSERT OR REPLACE INTO visits VALUES ({','.join('?' * len(VISIT_COLUMNS))})",
-            "samples": "INSERT OR IGNORE INTO samples VALUES (?,?,?,?)",
-            "intents": "INSERT OR IGNORE INTO intents VALUES (?,?,?,?)",
-            "edges": "INSERT OR IGNORE INTO edges VALUES (?,?,?,?,?,?)",
-            "estimates": "INSERT INTO estimates VALUES (?,?,?,?,?,?,?,?,?)",
-        }
-        db = self.db
-        db.execute("BEGIN")
-        try:
-            # Contacts before visits: a resumed crawl never sees a visit of an unknown node.
-            for table in ("contacts", "aliases", "intents", "visits", "samples", "edges",
-                          "estimates"):
-                rows = self._queued.get(table)
-                if rows:
-                    db.executemany(statements[table], rows)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        self._queued.clear()
-        self._queued_rows = 0
-        self._last_flush = time.monotonic()
+        async with self._lock:
+            if not self._queued_rows:
+                return
+            queued, self._queued, self._queued_rows = self._queued, {}, 0
+            try:
+                async with self.backend.transaction():
+                    for table in FLUSH_ORDER:
+                        rows = queued.get(table)
+                        if rows:
+                            await self.backend.executemany(INSERTS[table], rows)
+            except BaseException:
+                # Put them back (before anything queued meanwhile): a later flush retries.
+                for table, rows in queued.items():
+                    self._queued[table] = rows + self._queued.get(table, [])
+                    self._queued_rows += len(rows)
+                raise
 
     # --- reading back (resume) -----------------------------------------------------------------
 
-    def current_sweep(self, crawl: int) -> int:
-        row = self.db.execute("SELECT MAX(sweep) FROM contacts WHERE crawl=?", (crawl,)).fetchone()
-        return row[0] or 1
+    async def current_sweep(self, crawl: int) -> int:
+        rows = await self.backend.fetch("SELECT MAX(sweep) FROM contacts WHERE crawl=?", crawl)
+        return rows[0][0] or 1
 
-    def frontier(self, crawl: int, sweep: int) -> tuple[list[tuple], set[str]]:
-        """The contacts of a sweep not visited yet, and the IPs visited (or whose visit had
-        started when the crawl stopped)."""
-        visited = {row[0] for row in self.db.execute(
+    async def frontier(self, crawl: int, sweep: int,
+                       keep: Callable[[bytes], bool] | None = None
+                       ) -> tuple[list[tuple], set[str]]:
+        """The contacts of a sweep not visited yet (those `keep` accepts: a partition's),
+        and the IPs visited (or whose visit had started when the crawl stopped)."""
+        visited = {row[0] for row in await self.backend.fetch(
             "SELECT ip FROM visits WHERE crawl=? AND sweep=? UNION "
-            "SELECT ip FROM intents WHERE crawl=? AND sweep=?", (crawl, sweep, crawl, sweep))}
-        contacts = [row for row in self.db.execute(
+            "SELECT ip FROM intents WHERE crawl=? AND sweep=?", crawl, sweep, crawl, sweep)}
+        contacts = [row for row in await self.backend.fetch(
             "SELECT ip, port, family, node_id, found_at, referrer FROM contacts "
-            "WHERE crawl=? AND sweep=?", (crawl, sweep)) if row[0] not in visited]
+            "WHERE crawl=? AND sweep=?", crawl, sweep)
+            if row[0] not in visited and (keep is None or keep(bytes(row[3])))]
         return contacts, visited
 
-    def visited_contacts(self, crawl: int, sweep: int) -> list[tuple]:
-        """The contacts of a sweep already visited (or started): where the walk has been."""
-        return self.db.execute(
-            "SELECT ip, port, family, node_id, found_at, referrer FROM contacts "
+    async def visited_contacts(self, crawl: int, sweep: int,
+                               keep: Callable[[bytes], bool] | None = None) -> list[tuple]:
+        """The contacts of a sweep already visited (or started): where the walk has been,
+        each with whether it answered (those can be asked about stretches of keyspace
+        nobody has covered yet)."""
+        rows = await self.backend.fetch(
+            "SELECT ip, port, family, node_id, found_at, referrer, EXISTS (SELECT 1 FROM "
+            "visits v WHERE v.crawl=c.crawl AND v.sweep=c.sweep AND v.ip=c.ip AND "
+            "v.outcome='answered') FROM contacts c "
             "WHERE crawl=? AND sweep=? AND ip IN (SELECT ip FROM visits WHERE crawl=? AND "
             "sweep=? UNION SELECT ip FROM intents WHERE crawl=? AND sweep=?)",
-            (crawl, sweep, crawl, sweep, crawl, sweep)).fetchall()
+            crawl, sweep, crawl, sweep, crawl, sweep)
+        return [row for row in rows if keep is None or keep(bytes(row[3]))]
 
-    def sample_intervals(self, crawl: int) -> dict[str, float]:
+    async def sample_intervals(self, crawl: int) -> dict[str, float]:
         """When each IP may next be asked for samples (its last answer plus its interval)."""
-        return {row[0]: row[1] for row in self.db.execute(
-            "SELECT ip, MAX(at + interval) FROM visits WHERE crawl=? AND bep51=1 GROUP BY ip",
-            (crawl,))}
+        return {row[0]: row[1] for row in await self.backend.fetch(
+            'SELECT ip, MAX(at + "interval") FROM visits WHERE crawl=? AND bep51=1 GROUP BY ip',
+            crawl)}
+
+    async def copy_to_sqlite(self, path: str | Path,
+                             progress: Callable[[str, int], None] | None = None) -> int:
+        """Every table into a new SQLite file at `path` (what `report` and `export` read),
+        streamed in chunks; returns the rows copied."""
+        target = _Sqlite(Path(path))
+        copied = 0
+        try:
+            for table in TABLES:
+                columns = [row[0] for row in await self.backend.fetch(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name=? "
+                    "AND table_schema=current_schema() ORDER BY ordinal_position", table)] \
+                    if self.backend.name == "postgresql" else None
+                select = f"SELECT {', '.join(_quoted(c) for c in columns)} FROM {table}" \
+                    if columns else f"SELECT * FROM {table}"
+                insert = (f"INSERT INTO {table} ({', '.join(_quoted(c) for c in columns)}) "
+                          f"VALUES ({','.join('?' * len(columns))})") if columns else None
+                async for rows in self._chunks(select):
+                    if insert is None:
+                        insert = f"INSERT INTO {table} VALUES ({','.join('?' * len(rows[0]))})"
+                    async with target.transaction():
+                        await target.executemany(insert, rows)
+                    copied += len(rows)
+                    if progress is not None:
+                        progress(table, copied)
+        finally:
+            await target.close()
+        return copied
+
+    async def _chunks(self, select: str, size: int = 20_000):
+        if self.backend.name == "postgresql":
+            connection = self.backend.connection
+            async with connection.transaction():
+                cursor = await connection.cursor(select)
+                while True:
+                    rows = await cursor.fetch(size)
+                    if not rows:
+                        return
+                    yield [tuple(row) for row in rows]
+        else:
+            cursor = self.backend.db.execute(select)
+            while True:
+                rows = cursor.fetchmany(size)
+                if not rows:
+                    return
+                yield rows
+
+
+def _quoted(column: str) -> str:
+    return f'"{column}"'
+
+
+@contextlib.contextmanager
+def readable_sqlite(target: str | os.PathLike, progress: Callable[[str, int], None] | None = None):
+    """A SQLite file `report` and `export` can read for `target`: the file itself, or, for a
+    PostgreSQL URL, a copy of every table in a temporary folder (deleted afterwards)."""
+    if not is_postgres(target):
+        yield Path(target)
+        return
+    import tempfile
+
+    async def copy(path: Path) -> None:
+        store = await CrawlStore.open(target)
+        try:
+            await store.copy_to_sqlite(path, progress)
+        finally:
+            await store.backend.close()
+    with tempfile.TemporaryDirectory(prefix="mldht-crawl-copy-") as folder:
+        path = Path(folder) / "crawl.sqlite"
+        asyncio.run(copy(path))
+        yield path

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
+import inspect
 import ipaddress
 import random
 import time
@@ -124,7 +125,7 @@ class Sweep:
                  want: tuple[bytes, ...] = (), clock: Callable[[], float] = time.time,
                  on_visit=None, on_contact=None, on_alias=None, on_samples=None,
                  on_edges=None, on_launch=None, routing_tables: bool = False,
-                 partition: Callable[[bytes], bool] | None = None) -> None:
+                 partition=None) -> None:
         self.node = node
         self.sweep = sweep
         self.concurrency = concurrency
@@ -142,6 +143,7 @@ class Sweep:
         self.on_launch = on_launch or (lambda ips, at: None)
         self.routing_tables = routing_tables
         self.partition = partition
+        """A `crawl.Partition` (the ids to visit, and their stretches of keyspace), or None."""
         self.stats = SweepStats()
         self.known: dict[str, Contact] = {}
         """Every IP learned of this sweep, with the first node seen on it."""
@@ -174,6 +176,15 @@ class Sweep:
         """The id (as an integer) of the last node taken from the frontier: how far the walk
         has come through the keyspace."""
         self._wake = asyncio.Event()
+        if partition is not None:
+            # Outside the partition is other processes' work: nothing to find there.
+            position = 0
+            for low, high in partition.ranges():
+                if low > position:
+                    self.cover(position, low - 1)
+                position = high + 1
+            if position < 1 << 160:
+                self.cover(position, (1 << 160) - 1)
 
     # --- the frontier -----------------------------------------------------------------------
 
@@ -215,13 +226,23 @@ class Sweep:
                 visited_contacts: list[tuple] = ()) -> None:
         """Carry on a sweep a crashed crawl left (`store.frontier`): visited IPs are not
         visited again; their ids (`store.visited_contacts`) mark where the walk has been,
-        so that the stretches between them are asked about."""
+        so that the stretches between them are asked about, by those that answered (their
+        replies may have been lost in the crash, and with them the only way to some
+        nodes)."""
         self.visited |= visited
-        for ip, port, _family, node_id, found_at, referrer in visited_contacts:
+        for ip, port, _family, node_id, found_at, referrer, *answered in visited_contacts:
             contact = Contact(int.from_bytes(node_id, "big"), ip, port, bytes(node_id),
                               referrer, found_at)
             self.known[ip] = contact
             bisect.insort(self.keys, contact.key)
+            # Counted as this sweep's, as if the crash had not been.
+            self.stats.found[contact.family] += 1
+            self.stats.visited += 1
+            if answered and answered[0]:
+                bisect.insort(self.answered_keys, contact.key)
+                self.answered_by_key[contact.key] = contact
+                self.answered_ips.add(ip)
+                self.stats.answered[contact.family] += 1
         for ip in visited:
             self.known.setdefault(ip, Contact(0, ip, 0, b"", None, 0.0))
         for ip, port, _family, node_id, found_at, referrer in contacts:
@@ -258,7 +279,10 @@ class Sweep:
                     launched.append(contact)
                 if launched:
                     # Durable before any query leaves (tasks run after this returns).
-                    self.on_launch([contact.ip for contact in launched], self.clock())
+                    recorded = self.on_launch([contact.ip for contact in launched],
+                                              self.clock())
+                    if inspect.isawaitable(recorded):
+                        await recorded
                 for contact in launched:
                     task = asyncio.ensure_future(self._visit(contact))
                     running.add(task)
@@ -331,6 +355,13 @@ class Sweep:
         starts.insert(index, low)
         ends.insert(index, high)
 
+    def _known_over_keyspace(self) -> int:
+        """The nodes known, as many as the whole keyspace would hold at the same density
+        (a partition's walk sees only its share): the gap between ids it implies."""
+        if self.partition is None:
+            return len(self.keys)
+        return round(len(self.keys) / self.partition.share)
+
     def _next_key(self, key: int) -> int | None:
         index = bisect.bisect_right(self.keys, key)
         return self.keys[index] if index < len(self.keys) else None
@@ -392,7 +423,7 @@ class Sweep:
         tasks = []
         # In a large network, a stretch shorter than the average gap between ids most
         # likely holds nobody; in a small one every stretch is worth its one query.
-        known = len(self.keys)
+        known = self._known_over_keyspace()
         smallest = 0 if known < SMALL_NETWORK else HOLE_GAPS * (1 << 160) // known
         for low, high in self.holes():
             if high - low < smallest:
@@ -455,7 +486,7 @@ class Sweep:
             # Nobody there, says the node best placed to know: believed for a short stretch
             # at once, for a long one (its bucket there holds 8 nodes of a wider part, which
             # may all lie outside) only once nodes on both sides agree.
-            known = max(1, len(self.keys))
+            known = max(1, self._known_over_keyspace())
             if (high - low) * known <= CLOSE_GAPS * (1 << 160) or \
                     len(self.asked_holes.get(hole, ())) >= MAX_HOLE_ASKS:
                 self.cover(low, high)
