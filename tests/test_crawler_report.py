@@ -4,6 +4,7 @@ shapes. No network: the database is written here with CrawlStore."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -48,6 +49,10 @@ def add(db: store.CrawlStore, crawl: int, sweep: int, k: int, outcome: str | Non
 
 
 def build_db(path: Path) -> Path:
+    return asyncio.run(_build_db(path))
+
+
+async def _build_db(path: Path) -> Path:
     """Three crawls a day apart:
 
     1. complete, one sweep: 8 IPv4 + 2 IPv6 found; 7 answered, 2 timeouts, 1 error.
@@ -55,9 +60,9 @@ def build_db(path: Path) -> Path:
        101 times out, 10 is found and not visited.
     3. `running` on another host (shown `incomplete`), no sweep complete: 1 and 9 answer.
     """
-    db = store.CrawlStore(path)
+    db = await store.CrawlStore.open(path)
     for crawl in (1, 2, 3):
-        assert db.begin_crawl({"concurrency": 64, "samples": True, "note": "<b>bold</b>"},
+        assert await db.begin_crawl({"concurrency": 64, "samples": True, "note": "<b>bold</b>"},
                               "0.1.0") == crawl
     # crawl 1, sweep 1
     add(db, 1, 1, 1, "answered", rtt=0.010, bep42=1, bep51=1, samples=3, num=100, interval=60,
@@ -101,16 +106,17 @@ def build_db(path: Path) -> Path:
     add(db, 3, 1, 1, "answered", rtt=0.05, bep42=1, **LT)
     add(db, 3, 1, 9, "answered", rtt=0.05, bep42=1, **LT)
     add(db, 3, 1, 11, "timeout", queries=2)
-    db.flush()
-    db.end_crawl(1, "complete", 1)
-    db.end_crawl(2, "complete", 2)
+    await db.flush()
+    await db.end_crawl(1, "complete", 1)
+    await db.end_crawl(2, "complete", 2)
+    sql = db.backend.db  # the SQLite connection underneath
     for crawl in (1, 2, 3):
         start = T0 + (crawl - 1) * DAY
-        db.db.execute("UPDATE crawls SET started_at=?, finished_at=? WHERE id=?",
-                      (start, None if crawl == 3 else start + 3600, crawl))
-        db.db.execute("UPDATE estimates SET at=? WHERE crawl=?", (start + 3000, crawl))
-    db.db.execute("UPDATE crawls SET host='elsewhere.invalid' WHERE id=3")
-    db.close()
+        sql.execute("UPDATE crawls SET started_at=?, finished_at=? WHERE id=?",
+                    (start, None if crawl == 3 else start + 3600, crawl))
+        sql.execute("UPDATE estimates SET at=? WHERE crawl=?", (start + 3000, crawl))
+    sql.execute("UPDATE crawls SET host='elsewhere.invalid' WHERE id=3")
+    await db.close()
     return path
 
 
@@ -285,9 +291,13 @@ def test_tables_the_report_does_not_read(crawl_db, tmp_path):
         report.build_report(crawl_db, tmp_path / "out")
 
 
+async def _empty(path: Path) -> None:
+    await (await store.CrawlStore.open(path)).close()
+
+
 def test_empty_database(tmp_path):
     path = tmp_path / "empty.sqlite"
-    store.CrawlStore(path).close()
+    asyncio.run(_empty(path))
     summary = report.build_report(path, tmp_path / "out")
     assert summary["crawls"] == [] and summary["latest"] is None
     assert summary["churn"] == [] and summary["sessions"] is None
@@ -301,13 +311,16 @@ def test_empty_database(tmp_path):
 @pytest.mark.parametrize("stage", ["begun", "one contact", "one timeout", "one answer"])
 def test_tiny_databases(tmp_path, stage):
     path = tmp_path / "tiny.sqlite"
-    db = store.CrawlStore(path)
-    db.begin_crawl({}, "0.1.0")
-    if stage == "one answer":
-        add(db, 1, 1, 1, "answered", rtt=0.0)
-    elif stage != "begun":
-        add(db, 1, 1, 1, "timeout" if stage == "one timeout" else None)
-    db.close()
+
+    async def build() -> None:
+        db = await store.CrawlStore.open(path)
+        await db.begin_crawl({}, "0.1.0")
+        if stage == "one answer":
+            add(db, 1, 1, 1, "answered", rtt=0.0)
+        elif stage != "begun":
+            add(db, 1, 1, 1, "timeout" if stage == "one timeout" else None)
+        await db.close()
+    asyncio.run(build())
     summary = report.build_report(path, tmp_path / "out")
     assert summary["plot_errors"] == {}
     assert summary["crawls"][0]["status"] == "running"  # this process is alive

@@ -178,6 +178,21 @@ class Crawler:
             for task in running:
                 task.cancel()
 
+    async def _partition_seeds(self) -> list:
+        """A partitioned crawl's way in: the nodes a lookup finds in the middle of each of
+        its stretches (the crawler's own table may hold none there)."""
+        partition = partition_filter(self.options.partition)
+        if partition is None:
+            return []
+        found = []
+        for low, high in partition.ranges():
+            middle = ((low + high) // 2).to_bytes(20, "big")
+            try:
+                found += await self.node.find_node(middle, timeout=30.0)
+            except Exception:  # noqa: BLE001 - the routing table's nodes are still there
+                pass
+        return found
+
     def _sweep_for(self, number: int) -> Sweep:
         store, crawl = self.store, self.crawl_id
         options = self.options
@@ -211,7 +226,7 @@ class Crawler:
             sweep = self.sweep = self._sweep_for(number)
             if self.resume is not None and number == self.first_sweep:
                 sweep.restore(*self.resume)
-            for info in seed_contacts(self.node):
+            for info in seed_contacts(self.node) + await self._partition_seeds():
                 sweep.learn(info, None)
             work = asyncio.ensure_future(sweep.run())
             lookups = asyncio.ensure_future(self._estimate_lookups(sweep, work))

@@ -476,7 +476,10 @@ class Sweep:
             response = await self.node.query(contact.address, self._query(contact, False, target),
                                              timeout=self.timeout)
         except MldhtError:
-            self.asked_holes.get(hole, set()).discard(contact.key)  # ask again (bounded)
+            # Gone since it answered (churn): ask someone else about the hole next round,
+            # not it again.
+            self.asked_holes.get(hole, set()).discard(contact.key)
+            self._forget_answered(contact)
             return
         nodes = list(response.nodes or []) + list(response.nodes6 or [])
         for info in nodes:
@@ -491,6 +494,12 @@ class Sweep:
                     len(self.asked_holes.get(hole, ())) >= MAX_HOLE_ASKS:
                 self.cover(low, high)
         self._cover_reply(contact, nodes, middle)
+
+    def _forget_answered(self, contact: Contact) -> None:
+        if self.answered_by_key.pop(contact.key, None) is not None:
+            index = bisect.bisect_left(self.answered_keys, contact.key)
+            if index < len(self.answered_keys) and self.answered_keys[index] == contact.key:
+                del self.answered_keys[index]
 
     def _query(self, contact: Contact, sampling: bool, target: NodeId):
         own = self.node.node_ids.get(contact.family) or self.node.node_id
