@@ -3,7 +3,7 @@ does the crawler sustain on one core, and how long does a sweep take?
 
     python tools/bench/crawl_loopback.py [--nodes 2000] [--hosts 8] [--rate 20000]
         [--concurrency 512] [--query-timeout S] [--join-concurrency N] [--join-wait S]
-        [--no-pin] [--timeout S] [--keep] [--json]
+        [--no-pin] [--timeout S] [--keep] [--db postgresql://...] [--json]
 
 The network: `--hosts` host processes (this file run with `--host`), each running its share
 of `--nodes` `mldht.Node`s in one asyncio loop, node g on its own address
@@ -61,10 +61,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+if str(REPO / "tools") not in sys.path:
+    sys.path.insert(0, str(REPO / "tools"))
 
 CRAWLER = REPO / "tools" / "crawler.py"
 NODE_NET = "127.30"
@@ -389,10 +392,42 @@ async def wait_exit(pid: int, seconds: float) -> tuple[int, object] | None:
         await asyncio.sleep(0.01)
 
 
+async def fresh_postgres_database(url: str) -> tuple[str, Callable]:
+    """A new database on the server of `url` for one crawl, and how to drop it."""
+    import asyncpg
+    name = f"mldht_bench_{os.getpid()}_{int(time.time())}"
+    connection = await asyncpg.connect(url, timeout=10)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(url, timeout=10)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        finally:
+            await connection.close()
+    return url.rsplit("/", 1)[0] + "/" + name, drop
+
+
 async def run_crawler(args, folder: Path, bootstrap: str, env, cpu, seconds: float,
                       watch: list[int]) -> dict:
     db = folder / "crawl.sqlite"
-    command = [sys.executable, str(CRAWLER), "crawl", "--db", str(db), "--bootstrap",
+    target, drop = str(db), None
+    if args.db:  # PostgreSQL: crawled into a database of its own, read back as a SQLite copy
+        target, drop = await fresh_postgres_database(args.db)
+    try:
+        return await _run_crawler(args, folder, db, target, bootstrap, env, cpu, seconds,
+                                  watch)
+    finally:
+        if drop is not None:
+            await drop()
+
+
+async def _run_crawler(args, folder: Path, db: Path, target: str, bootstrap: str, env, cpu,
+                       seconds: float, watch: list[int]) -> dict:
+    command = [sys.executable, str(CRAWLER), "crawl", "--db", target, "--bootstrap",
                bootstrap, "--bind", CRAWLER_BIND, "--sweeps", "1", "--rate", str(args.rate),
                "--concurrency", str(args.concurrency), "--estimate-lookups", "0",
                "--timeout", str(args.query_timeout), "--json", "-q"]
@@ -425,6 +460,13 @@ async def run_crawler(args, folder: Path, bootstrap: str, env, cpu, seconds: flo
         summary = json.loads(out_path.read_text().strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise BenchError(f"no JSON summary from the crawler: {stderr[-2000:]}") from None
+    if target != str(db):
+        from crawling.store import CrawlStore
+        store = await CrawlStore.open(target)
+        try:
+            await store.copy_to_sqlite(db)
+        finally:
+            await store.close()
     with contextlib.closing(sqlite3.connect(db)) as rows:
         first_intent = rows.execute("SELECT MIN(at) FROM intents").fetchone()[0]
         last_visit = rows.execute("SELECT MAX(at) FROM visits").fetchone()[0]
@@ -592,6 +634,7 @@ async def measure(args) -> dict:
         "packets_per_cpu_second": per_cpu,
         "walk_packets_per_cpu_second": ratio(visit_packets, cpu_walk),
         "anchor_packets_per_cpu_second": ANCHOR_PACKETS_PER_SECOND,
+        "database": "postgresql" if args.db else "sqlite",
         "share_of_anchor": None if per_cpu is None
         else round(per_cpu / ANCHOR_PACKETS_PER_SECOND, 3),
         "hosts_cores_busy_walk": ratio(hosts_walk, (walk_seconds or 0) * host_cores, 3),
@@ -652,6 +695,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the whole run at most (default 900)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the crawl database and the logs")
+    parser.add_argument("--db", metavar="URL",
+                        help="a postgresql:// server to crawl into (a new database on it, "
+                             "dropped afterwards); default a SQLite file")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not 2 <= args.nodes <= MAX_NODES:
@@ -672,6 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     r = result
     tables = r["table_sizes"]
+    print(f"database: {r['database']}")
     print(f"network: {r['nodes']} nodes in {r['hosts']} processes (cores {r['pinned']['hosts']},"
           f" crawler on {r['pinned']['crawler']}); joined {r['joined']} in "
           f"{r['join_seconds']} s ({r['join_failures']} joins failed), ready in "

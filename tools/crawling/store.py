@@ -222,6 +222,10 @@ class _Postgres:
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                              ) from None
         self = cls(connection)
+        # As SQLite's synchronous=NORMAL: a commit is in the server once it returns (a
+        # crawler killed at any moment loses nothing committed) without waiting for the
+        # server's disk; only a crash of the server itself could lose its last moments.
+        await connection.execute("SET synchronous_commit TO OFF")
         schema = (SCHEMA.replace("id INTEGER PRIMARY KEY", "id BIGSERIAL PRIMARY KEY")
                   .replace(" BLOB", " BYTEA").replace(" REAL", " DOUBLE PRECISION")
                   .replace(" INTEGER", " BIGINT"))
