@@ -174,6 +174,15 @@ def test_bad_input_exits_2(capsys, tmp_path):
     assert main(["crawl", "--db", str(tmp_path / "not-a-db"), "--bootstrap",
                  "127.0.0.1:1"]) == 2
     assert "cannot use" in capsys.readouterr().err
+    assert main(["crawl", "--db", str(tmp_path / "z.sqlite"), "--partition", "0/2",
+                 "--bootstrap", "127.0.0.1:1"]) == 2
+    assert "--partition needs --label" in capsys.readouterr().err
+    for command in (["crawl", "--bootstrap", "127.0.0.1:1"], ["report", "--out", str(tmp_path)],
+                    ["export"]):
+        assert main([*command, "--db", "postgresql://nobody:secret@127.0.0.1:1/x"]) == 2
+        err = capsys.readouterr().err
+        assert "cannot connect to postgresql://nobody:***@127.0.0.1:1/x" in err, err
+        assert len(err.strip().splitlines()) == 1 and "secret" not in err
 
 
 # --- crawls of a local network ---------------------------------------------------------------
