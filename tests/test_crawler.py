@@ -27,7 +27,7 @@ sys.path.insert(0, str(TOOLS))
 from crawling.crawl import Partition  # noqa: E402
 from crawling.estimates import Estimate, chapman, combine_parts, recapture_estimate  # noqa: E402
 from crawling.store import CrawlStore, StoreError  # noqa: E402
-from crawling.traversal import acceptable  # noqa: E402
+from crawling.traversal import Sweep, acceptable  # noqa: E402
 
 CRAWLER = TOOLS / "crawler.py"
 
@@ -135,6 +135,12 @@ def test_partitions_split_the_keyspace_exactly():
             assert len(owners) == 1
             key = int.from_bytes(node_id, "big")
             assert any(low <= key <= high for low, high in owners[0].ranges())
+    # How far a partition's walk has come, for its progress: the share of its stretches.
+    sweep = Sweep.__new__(Sweep)
+    sweep.partition, sweep.position = Partition(1, 2), 3 << 158
+    assert sweep.covered == 0.5
+    sweep.partition, sweep.position = Partition(0, 3), 1 << 158  # prefixes 00 and 11
+    assert sweep.covered == 0.5
 
 
 def test_the_parts_estimates_combine():

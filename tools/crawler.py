@@ -123,7 +123,8 @@ class Progress:
     def line(self) -> str:
         p = self.crawler.progress()
         total = f", estimated total {p['estimated_total']:,}" if p["estimated_total"] else ""
-        return (f"sweep {p['sweep']}: found {p['found']:,}, visited {p['visited']:,}, "
+        part = f"part {p['part']}, " if p.get("part") else ""
+        return (f"{part}sweep {p['sweep']}: found {p['found']:,}, visited {p['visited']:,}, "
                 f"answering {p['answering']:,}, queue {p['queue']:,}, "
                 f"{p['queries_per_second']:g} q/s, {p['elapsed']:.0f} s{total}")
 

@@ -121,6 +121,8 @@ class Crawler:
         queries = self.node.stats.queries_sent - self._queries_at_start
         return {
             "sweep": sweep.sweep if sweep else 0,
+            "part": None if self.options.partition is None else
+            "{}/{}".format(*self.options.partition),
             "found": found, "visited": visited,
             "answering": sum(stats.answered.values()) if stats else 0,
             "queue": len(sweep.frontier) if sweep else 0,

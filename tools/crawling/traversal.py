@@ -260,8 +260,13 @@ class Sweep:
 
     @property
     def covered(self) -> float:
-        """Share of the keyspace the walk has passed (for the estimate of the total)."""
-        return self.position / float(1 << 160)
+        """Share of the keyspace (of its partition's stretches) the walk has passed, for
+        the estimate of the total."""
+        if self.partition is None:
+            return self.position / float(1 << 160)
+        ranges = self.partition.ranges()
+        passed = sum(max(0, min(self.position, high + 1) - low) for low, high in ranges)
+        return passed / float(sum(high + 1 - low for low, high in ranges))
 
     # --- visiting -------------------------------------------------------------------------
 
