@@ -233,8 +233,8 @@ async def crawl(args, stop: asyncio.Event) -> int:
             await store.end_crawl(crawl_id, status, first_sweep - 1 + result.sweeps_done,
                                   part=part)
             summary = {"crawl": crawl_id, "status": status, "db": store.target,
-                       "part": None if args.partition is None else list(args.partition),
                        **crawler.progress(),
+                       "part": None if args.partition is None else list(args.partition),
                        "sweeps_done": result.sweeps_done,
                        "estimates": [[e.as_dict() for e in sweep] for sweep in result.estimates]}
             if args.json:
