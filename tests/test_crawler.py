@@ -254,6 +254,22 @@ async def test_a_crawl_finds_and_describes_every_node(tmp_path):
     assert crawl_row == ("complete", 2)
 
 
+async def kill_9_once(process, visits, at_least: int) -> None:
+    """Kill our own child `process` with -9 (a crash mid-crawl) once `visits()` reaches
+    `at_least`, or after 30 s whatever it says."""
+    try:
+        for _ in range(300):
+            await asyncio.sleep(0.1)
+            if await visits() >= at_least:
+                break
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 @pytest.mark.network
 async def test_kill_9_then_resume_finishes_without_asking_anyone_twice(tmp_path):
     net = Network(40, 22)
@@ -265,21 +281,13 @@ async def test_kill_9_then_resume_finishes_without_asking_anyone_twice(tmp_path)
             net.bootstrap, "--bind", "127.0.22.250:0", "--rate", "8", "--concurrency", "2",
             "--estimate-lookups", "0", "--timeout", "2", "-q", env=guarded_env(),
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        try:
-            for _ in range(300):  # until some visits are on disk (at most 30 s)
-                await asyncio.sleep(0.1)
-                if db.exists():
-                    with contextlib_suppress():
-                        done = sqlite3.connect(db).execute(
-                            "SELECT COUNT(*) FROM visits").fetchone()[0]
-                        if done >= 8:
-                            break
-            process.send_signal(signal.SIGKILL)  # our own child: a crash mid-crawl
-            await process.wait()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+
+        async def visits() -> int:
+            if db.exists():
+                with contextlib_suppress():
+                    return sqlite3.connect(db).execute("SELECT COUNT(*) FROM visits").fetchone()[0]
+            return 0
+        await kill_9_once(process, visits, 8)
         check = sqlite3.connect(db)
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         visited_before = check.execute("SELECT COUNT(*) FROM visits").fetchone()[0]
@@ -335,22 +343,15 @@ async def test_a_partitioned_crawl_into_postgresql_with_a_crash_and_a_report(
             env=guarded_env(), stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL)
         other = asyncio.ensure_future(run_crawler(*part_args(1, "--json")))
-        try:
-            import asyncpg
-            connection = await asyncpg.connect(url)
-            for _ in range(300):  # until part 0 has visits on the server (at most 30 s)
-                await asyncio.sleep(0.1)
-                with contextlib.suppress(asyncpg.UndefinedTableError):
-                    visited = await connection.fetchval(  # ids starting with a 0 bit
-                        "SELECT COUNT(*) FROM visits WHERE get_byte(node_id, 0) < 128")
-                    if visited >= 4:
-                        break
-            slow.send_signal(signal.SIGKILL)  # our own child: a crash mid-crawl
-            await slow.wait()
-        finally:
-            if slow.returncode is None:
-                slow.kill()
-                await slow.wait()
+        import asyncpg
+        connection = await asyncpg.connect(url)
+
+        async def part_0_visits() -> int:
+            with contextlib.suppress(asyncpg.UndefinedTableError):
+                return await connection.fetchval(  # ids starting with a 0 bit
+                    "SELECT COUNT(*) FROM visits WHERE get_byte(node_id, 0) < 128")
+            return 0
+        await kill_9_once(slow, part_0_visits, 4)
         code, out, err = await other
         assert code == 0, err
         assert json.loads(out)["part"] == [1, 2]

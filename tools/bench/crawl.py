@@ -110,9 +110,8 @@ async def crawl(sim: Simulation, options: CrawlOptions, rate: float, db: str,
 def combined(results: list) -> object:
     """The estimates of N partitions' crawls as one crawl's (tools/crawling/estimates.py)."""
     merged = CrawlResult(sweeps_done=min(r.sweeps_done for r in results))
-    per_sweep = [[sweep_estimates for sweep_estimates in r.estimates] for r in results]
     for sweep in range(merged.sweeps_done):
-        merged.estimates.append(combine_parts([part[sweep] for part in per_sweep]))
+        merged.estimates.append(combine_parts([r.estimates[sweep] for r in results]))
     return merged
 
 

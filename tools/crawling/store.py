@@ -190,6 +190,12 @@ class _Sqlite:
     async def executemany(self, sql: str, rows: list[tuple]) -> None:
         self.db.executemany(sql, rows)
 
+    async def chunks(self, select: str, size: int = 20_000):
+        """The rows of `select`, `size` at a time."""
+        cursor = self.db.execute(select)
+        while rows := cursor.fetchmany(size):
+            yield rows
+
     async def close(self) -> None:
         self.db.close()
 
@@ -255,6 +261,13 @@ class _Postgres:
     async def executemany(self, sql: str, rows: list[tuple]) -> None:
         await self.connection.executemany(self._sql(sql), rows)
 
+    async def chunks(self, select: str, size: int = 20_000):
+        """The rows of `select`, `size` at a time (a server-side cursor)."""
+        async with self.connection.transaction():
+            cursor = await self.connection.cursor(select)
+            while rows := await cursor.fetch(size):
+                yield [tuple(row) for row in rows]
+
     async def close(self) -> None:
         await self.connection.close(timeout=10)
 
@@ -289,10 +302,6 @@ class CrawlStore:
         if is_postgres(target):
             return cls(await _Postgres.connect(str(target)), redacted(str(target)))
         return cls(_Sqlite(Path(target)), str(target))
-
-    @property
-    def backend_name(self) -> str:
-        return self.backend.name
 
     async def fetch(self, sql: str, *args) -> list[tuple]:
         """Rows of a read-only statement (`?` placeholders, whichever the backend)."""
@@ -533,22 +542,16 @@ class CrawlStore:
     async def copy_to_sqlite(self, path: str | Path,
                              progress: Callable[[str, int], None] | None = None) -> int:
         """Every table into a new SQLite file at `path` (what `report` and `export` read),
-        streamed in chunks; returns the rows copied."""
+        column by column as the schema names them, streamed in chunks; returns the rows
+        copied."""
         target = _Sqlite(Path(path))
         copied = 0
         try:
             for table in TABLES:
-                columns = [row[0] for row in await self.backend.fetch(
-                    "SELECT column_name FROM information_schema.columns WHERE table_name=? "
-                    "AND table_schema=current_schema() ORDER BY ordinal_position", table)] \
-                    if self.backend.name == "postgresql" else None
-                select = f"SELECT {', '.join(_quoted(c) for c in columns)} FROM {table}" \
-                    if columns else f"SELECT * FROM {table}"
-                insert = (f"INSERT INTO {table} ({', '.join(_quoted(c) for c in columns)}) "
-                          f"VALUES ({','.join('?' * len(columns))})") if columns else None
-                async for rows in self._chunks(select):
-                    if insert is None:
-                        insert = f"INSERT INTO {table} VALUES ({','.join('?' * len(rows[0]))})"
+                names = [row[1] for row in target.db.execute(f"PRAGMA table_info({table})")]
+                columns = ", ".join(_quoted(name) for name in names)
+                insert = f"INSERT INTO {table} ({columns}) VALUES ({','.join('?' * len(names))})"
+                async for rows in self.backend.chunks(f"SELECT {columns} FROM {table}"):
                     async with target.transaction():
                         await target.executemany(insert, rows)
                     copied += len(rows)
@@ -557,24 +560,6 @@ class CrawlStore:
         finally:
             await target.close()
         return copied
-
-    async def _chunks(self, select: str, size: int = 20_000):
-        if self.backend.name == "postgresql":
-            connection = self.backend.connection
-            async with connection.transaction():
-                cursor = await connection.cursor(select)
-                while True:
-                    rows = await cursor.fetch(size)
-                    if not rows:
-                        return
-                    yield [tuple(row) for row in rows]
-        else:
-            cursor = self.backend.db.execute(select)
-            while True:
-                rows = cursor.fetchmany(size)
-                if not rows:
-                    return
-                yield rows
 
 
 def _quoted(column: str) -> str:

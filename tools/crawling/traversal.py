@@ -2,13 +2,15 @@
 traversal), on a running `mldht.Node` and through its public API only.
 
 Each node is asked once, walking the keyspace in id order from what the crawler's own
-routing table holds, for a target halfway between its id and the next id the walk knows
-(`Sweep._frontier_target`): next to its own id where the walk is dense, so that its reply lists its
-neighbours, and into the gap where it is not, so that its reply opens the next subtree.
-Every node that some node lists is found, and none is asked twice. `sample_infohashes` (BEP 51) is the query where the node supports
-it (its reply has the same `nodes`, plus samples), `find_node` where it refused it, or where
-the `interval` it gave last time has not passed. A node that does not answer is asked once
-more (datagrams get lost); one that answers with an error is not.
+routing table holds, for a target in the first stretch of keyspace after its id that no
+reply has covered yet: next to its own id where the walk is dense, so that its reply lists
+its neighbours, and into the gap where it is not, so that its reply opens the next subtree.
+Every node that some node lists is found, and none is asked twice. `sample_infohashes`
+(BEP 51) is the query where the node supports it (its reply has the same `nodes`, plus
+samples), `find_node` where it refused it, or where the `interval` it gave last time has
+not passed, and once after a silence (aria2, Transmission and WebTorrent drop
+`sample_infohashes` without a word). A node that does not answer is tried again only with
+`retries`; one that answers with an error is not.
 
 Politeness comes from the node's outbound budget (`NodeConfig.query_rate` in all,
 `per_ip_query_rate` after `per_ip_query_burst` to any one IP) and from here: one query at a
