@@ -14,6 +14,7 @@ from collections import OrderedDict
 
 from crc32c import crc32c
 
+from .compact import ipv4_text, pack_ip
 from .ids import ID_LENGTH, NodeId
 
 IPV4_MASK = bytes([0x03, 0x0F, 0x3F, 0xFF])
@@ -28,8 +29,15 @@ _EXEMPT_V4 = tuple(ipaddress.ip_network(net) for net in
 _EXEMPT_V6 = tuple(ipaddress.ip_network(net) for net in ("::1/128", "fe80::/10", "fc00::/7"))
 
 
+def _packed(ip: str) -> bytes:
+    """The address as bytes (inet_pton for the common forms: a crawl sees millions of
+    addresses, more than any cache of `ipaddress` objects holds)."""
+    packed = pack_ip(ip)
+    return packed if packed is not None else ipaddress.ip_address(ip).packed
+
+
 def _masked(ip: str, r: int) -> bytes:
-    packed = ipaddress.ip_address(ip).packed
+    packed = _packed(ip)
     if len(packed) == 4:
         masked = bytearray(a & b for a, b in zip(packed, IPV4_MASK))
     else:
@@ -55,9 +63,21 @@ def secure_node_id(ip: str, rng: _random.Random) -> NodeId:
     return NodeId(bytes(raw))
 
 
-@functools.lru_cache(maxsize=16_384)  # parsing the address is most of the cost
+_EXEMPT_V4_RANGES = tuple((int(net.network_address), int(net.broadcast_address))
+                          for net in _EXEMPT_V4)
+
+
 def is_exempt(ip: str) -> bool:
     """Local addresses cannot be verified: any id goes for them."""
+    packed = pack_ip(ip) if ":" not in ip else None
+    if packed is None:
+        return _is_exempt_slow(ip)
+    value = int.from_bytes(packed, "big")
+    return any(low <= value <= high for low, high in _EXEMPT_V4_RANGES)
+
+
+@functools.lru_cache(maxsize=16_384)  # parsing the address is most of the cost
+def _is_exempt_slow(ip: str) -> bool:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -78,9 +98,16 @@ def is_secure_id(node_id: bytes, ip: str) -> bool:
     return prefix == crc >> (32 - PREFIX_BITS)
 
 
-@functools.lru_cache(maxsize=4096)  # one call per reply to our own queries
 def _voter_group(ip: str) -> str:
     """Voters in one /24 (IPv4) or /48 (IPv6) count once: a Sybil on one subnet is one vote."""
+    packed = pack_ip(ip) if ":" not in ip else None
+    if packed is not None:  # one call per reply to our own queries: no parsing for IPv4
+        return ipv4_text(packed[:3] + b"\0")
+    return _voter_group_slow(ip)
+
+
+@functools.lru_cache(maxsize=4096)
+def _voter_group_slow(ip: str) -> str:
     address = ipaddress.ip_address(ip)
     prefix = 24 if address.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)

@@ -6,6 +6,7 @@ import functools
 import ipaddress
 import socket
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Iterable
 
 from .ids import ID_LENGTH, NodeId
@@ -80,6 +81,19 @@ def pack_ip_port(ip: str, port: int) -> bytes:
     return socket.inet_pton(family, ip) + port.to_bytes(2, "big")
 
 
+def pack_ip(ip: str) -> bytes | None:
+    """The 4 or 16 bytes of an IP address in its usual text forms (None otherwise: a
+    scoped IPv6 address, a host name): cheaper than `ipaddress` on paths run per packet."""
+    try:
+        return socket.inet_pton(socket.AF_INET6 if ":" in ip else socket.AF_INET, ip)
+    except OSError:
+        return None
+
+
+def ipv4_text(packed: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET, packed)
+
+
 def unpack_address(data: bytes) -> Address:
     """Inverse of `pack_address` for 6- or 18-byte strings."""
     if len(data) == PEER4_LENGTH:
@@ -91,6 +105,8 @@ def unpack_address(data: bytes) -> Address:
 
 def pack_nodes(nodes: Iterable[NodeInfo]) -> bytes:
     """Concatenated compact node info; IPv4 and IPv6 nodes must not be mixed."""
+    if isinstance(nodes, CompactNodes):
+        return nodes.raw
     return b"".join(node.id + pack_ip_port(node.ip, node.port) for node in nodes)
 
 
@@ -100,10 +116,68 @@ def unpack_nodes(data: bytes, ipv6: bool = False) -> list[NodeInfo]:
     if len(data) % size:
         key = "nodes6" if ipv6 else "nodes"
         raise ValueError(f"{key} length {len(data)} is not a multiple of {size}")
-    return [
-        NodeInfo(NodeId(data[i:i + ID_LENGTH]), *unpack_address(data[i + ID_LENGTH:i + size]))
-        for i in range(0, len(data), size)
-    ]
+    # Every id is a 20-byte slice: NodeId's checks would only repeat what the length did.
+    new_id = bytes.__new__
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
+    ntop = socket.inet_ntop
+    return [NodeInfo(new_id(NodeId, data[i:i + ID_LENGTH]),
+                     ntop(family, data[i + ID_LENGTH:i + size - 2]),
+                     int.from_bytes(data[i + size - 2:i + size], "big"))
+            for i in range(0, len(data), size)]
+
+
+class CompactNodes(Sequence):
+    """The `nodes` (or `nodes6`) of a reply as they came on the wire, `raw`, read as a
+    sequence of `NodeInfo` (decoded on first use: a crawler that reads `raw` itself, or
+    a reply nobody looks at, never pays for the objects). Compares equal to a list of the
+    same nodes; `+` with a list gives a list."""
+
+    __slots__ = ("raw", "ipv6", "_decoded")
+
+    def __init__(self, raw: bytes, ipv6: bool = False) -> None:
+        size = NODE6_LENGTH if ipv6 else NODE4_LENGTH
+        if len(raw) % size:
+            key = "nodes6" if ipv6 else "nodes"
+            raise ValueError(f"{key} length {len(raw)} is not a multiple of {size}")
+        self.raw = bytes(raw)
+        self.ipv6 = ipv6
+        self._decoded: list[NodeInfo] | None = None
+
+    @property
+    def entry_size(self) -> int:
+        return NODE6_LENGTH if self.ipv6 else NODE4_LENGTH
+
+    def _nodes(self) -> list[NodeInfo]:
+        if self._decoded is None:
+            self._decoded = unpack_nodes(self.raw, self.ipv6)
+        return self._decoded
+
+    def __len__(self) -> int:
+        return len(self.raw) // self.entry_size
+
+    def __getitem__(self, index):
+        return self._nodes()[index]
+
+    def __iter__(self):
+        return iter(self._nodes())
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, CompactNodes):
+            return self.raw == other.raw and self.ipv6 == other.ipv6
+        if isinstance(other, (list, tuple)):
+            return self._nodes() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, which do not hash
+
+    def __add__(self, other) -> list[NodeInfo]:
+        return self._nodes() + list(other)
+
+    def __radd__(self, other) -> list[NodeInfo]:
+        return list(other) + self._nodes()
+
+    def __repr__(self) -> str:
+        return repr(self._nodes())
 
 
 def is_contactable(address: Address, referrer: Address) -> bool:
@@ -138,9 +212,23 @@ def _contact_kind(ip: str) -> int:
     return _ORDINARY
 
 
-@functools.lru_cache(maxsize=16_384)  # run on the source of every datagram
 def normalize_ip(ip: str) -> str:
-    """The canonical text form of an IP address (IPv4-mapped IPv6 becomes IPv4)."""
+    """The canonical text form of an IP address (IPv4-mapped IPv6 becomes IPv4).
+
+    Run on the source of every datagram: an IPv4 address already in canonical form (what
+    the socket gives) is recognised without parsing it with `ipaddress`, whose cache a
+    crawl of millions of addresses would miss every time."""
+    if ":" not in ip:
+        try:
+            if socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, ip)) == ip:
+                return ip
+        except OSError:
+            pass
+    return _normalized(ip)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _normalized(ip: str) -> str:
     address = ipaddress.ip_address(ip.split("%", 1)[0])
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)

@@ -9,11 +9,14 @@ validating every key the DHT BEPs define and ignoring unknown ones; it raises
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import bencodepy
 
-from .compact import Address, NodeInfo, pack_address, pack_nodes, unpack_address, unpack_nodes
+from .compact import (
+    Address, CompactNodes, NodeInfo, pack_address, pack_nodes, unpack_address,
+)
 from .errors import KrpcDecodeError
 from .ids import ID_LENGTH, InfoHash, NodeId
 
@@ -264,8 +267,9 @@ class Response(Message):
     """A reply (`y` = `r`). Which fields are set depends on the query it answers."""
 
     sender_id: NodeId
-    nodes: list[NodeInfo] | None = None
-    nodes6: list[NodeInfo] | None = None
+    nodes: Sequence[NodeInfo] | None = None
+    """A list, or a decoded reply's `CompactNodes` (its `raw` bytes read as NodeInfo)."""
+    nodes6: Sequence[NodeInfo] | None = None
     values: list[Address] | None = None
     token: bytes | None = None
     requester: Address | None = None
@@ -523,11 +527,11 @@ def _decode_response(message: dict, transaction_id: bytes, version: bytes | None
         if b"nodes" in body:
             if not isinstance(body[b"nodes"], bytes):
                 raise _Invalid("'r.nodes' must be a string")
-            nodes = unpack_nodes(body[b"nodes"])
+            nodes = CompactNodes(body[b"nodes"])
         if b"nodes6" in body:
             if not isinstance(body[b"nodes6"], bytes):
                 raise _Invalid("'r.nodes6' must be a string")
-            nodes6 = unpack_nodes(body[b"nodes6"], ipv6=True)
+            nodes6 = CompactNodes(body[b"nodes6"], ipv6=True)
     except ValueError as exc:
         raise _Invalid(str(exc)) from None
     if b"values" in body:

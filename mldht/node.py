@@ -66,8 +66,14 @@ def ipv6_available() -> bool:
 
 
 def _is_ip_literal(host: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):  # run on every query: parse cheaply
+        try:
+            socket.inet_pton(family, host)
+            return True
+        except OSError:
+            pass
     try:
-        ipaddress.ip_address(host)
+        ipaddress.ip_address(host)  # what inet_pton refuses: a scoped IPv6 address
     except ValueError:
         return False
     return True

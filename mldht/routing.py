@@ -392,6 +392,11 @@ class RoutingTable:
                 # It would be the first evicted: spare the work (and the verification ping).
                 return InsertResult(InsertOutcome.REJECTED,
                                     "bucket and replacement cache full of nodes that answered")
+        elif self._settled(bucket, now):
+            # A crawl hears from thousands of new nodes a second: where nothing would change
+            # but which answering node waits in the replacement cache, spare the work.
+            return InsertResult(InsertOutcome.REJECTED, "bucket full of good nodes and "
+                                "replacement cache full of nodes that answered lately")
         # Known nodes were checked when they came in: only newcomers cost a CRC32C.
         secure = self.verify is None or self.verify(node.id, node.ip)
         if self.enforce and not secure:
@@ -451,6 +456,22 @@ class RoutingTable:
             old.ping_pending = True
         return InsertResult(InsertOutcome.REPLACEMENT, "bucket full",
                             ping=tuple(old.info for old in to_ping), verified=True)
+
+    def _settled(self, bucket: Bucket, now: float) -> bool:
+        """A bucket that cannot split, full of good nodes (none to replace or ping, none
+        without a BEP 42 id where verified ids are preferred), whose replacement cache is
+        full of nodes that answered within the good interval."""
+        if len(bucket.nodes) < self.k or len(bucket.replacements) < self.replacement_size:
+            return False
+        if bucket is self.buckets[-1] and len(self.buckets) < ID_BITS:
+            return False
+        if any(old.state(now) is not NodeState.GOOD for old in bucket.nodes):
+            return False
+        if self.prefer_verified and any(not old.secure_id for old in bucket.nodes):
+            return False
+        return all(waiting.last_response is not None and
+                   now - waiting.last_response < GOOD_INTERVAL
+                   for waiting in bucket.replacements)
 
     def _add_replacement(self, bucket: Bucket, entry: RoutingEntry) -> None:
         replacements = bucket.replacements

@@ -194,11 +194,16 @@ async def crawl(args, stop: asyncio.Event) -> int:
         elif args.partition is not None:
             print(f"{PROG}: crawling {where} ({args.label!r}) into {store.target}",
                   file=sys.stderr, flush=True)
-        config = NodeConfig.from_overrides({"query_rate": args.rate,
-                                            # a second of queries at most at once
-                                            "query_burst": max(10.0, min(100.0, args.rate)),
-                                            "per_ip_query_rate": PER_IP_RATE,
-                                            "per_ip_query_burst": PER_IP_BURST})
+        config = NodeConfig.from_overrides({
+            "query_rate": args.rate,
+            # a second of queries at most at once
+            "query_burst": max(10.0, min(100.0, args.rate)),
+            "per_ip_query_rate": PER_IP_RATE,
+            "per_ip_query_burst": PER_IP_BURST,
+            # Every query may wait out its whole timeout (half the real DHT's contacts
+            # never answer): room for all of them, so that silence never slows the rate.
+            "max_pending": max(4096, int(args.rate * args.timeout * 1.5)),
+            "max_queued_queries": max(65_536, int(args.rate * args.timeout * 3))})
         try:
             node = Node(args.bind or ["0.0.0.0:0"], bootstrap=args.bootstrap and
                         [s for value in args.bootstrap for s in value.split(",") if s],

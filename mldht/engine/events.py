@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
-from ..compact import Address, NodeInfo, format_address
+from ..compact import Address, CompactNodes, NodeInfo, format_address
 from ..errors import MldhtError
 
 
@@ -29,7 +29,7 @@ def _jsonable(value: Any) -> Any:
         return {"id": value.id.hex(), "address": format_address(value.address)}
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
         return format_address(value)
-    if isinstance(value, list):
+    if isinstance(value, (list, CompactNodes)):
         return [_jsonable(item) for item in value]
     if hasattr(value, "as_dict"):
         return value.as_dict()

@@ -68,6 +68,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 if str(REPO / "tools") not in sys.path:
     sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from processes import child_env, cores, cpu_seconds, pinned  # noqa: E402
 
 CRAWLER = REPO / "tools" / "crawler.py"
 NODE_NET = "127.30"
@@ -77,7 +79,6 @@ ANCHOR_PACKETS_PER_SECOND = 20_000
 """the8472's mldht: 20,000 packets a second on one Xeon core."""
 POLL = 0.01
 """Seconds between two reads of the children's /proc/<pid>/stat."""
-TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MAX_NODES = 20_000
 MAX_DIAGNOSED = 50
 """Nodes the crawler missed that the hosts are asked about (who lists them)."""
@@ -221,53 +222,6 @@ async def host(args) -> int:
 
 
 # --- the benchmark ------------------------------------------------------------------------
-
-def child_env() -> dict[str, str]:
-    """This environment, with the repository first on PYTHONPATH (anything already there,
-    such as a test's network guard, kept)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-def cores() -> tuple[set[int] | None, int | None]:
-    """(the cores of the hosts and of this script, the crawler's core); (None, None) when
-    there is one core (or no taskset): nothing pinned."""
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None, None
-    if len(allowed) < 2 or not shutil.which("taskset"):
-        return None, None
-    return set(allowed[:-1]), allowed[-1]
-
-
-def pinned(command: list[str], cpus) -> list[str]:
-    if cpus is None:
-        return command
-    listing = ",".join(str(cpu) for cpu in sorted(cpus)) if isinstance(cpus, set) else str(cpus)
-    return ["taskset", "-c", listing, *command]
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """CPU time `pid` has used so far, in seconds (None once it is gone): the sum of its
-    threads' run time in /proc/<pid>/task/*/schedstat (nanoseconds), else utime + stime
-    from /proc/<pid>/stat (clock ticks, 10 ms)."""
-    try:
-        total = 0
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/schedstat", "rb") as handle:
-                total += int(handle.read().split()[0])
-        return total / 1e9
-    except (OSError, IndexError, ValueError):
-        pass
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
 
 class Host:
     """One host child process: its JSON lines in `messages`, its stderr in a log file."""

@@ -13,9 +13,10 @@ from typing import Callable
 from mldht.ids import random_id_with_prefix
 
 from .estimates import (
-    Estimate, bootstrap_recapture, count_estimate, engine_estimate, recapture_estimate,
+    Estimate, chapman_estimate, count_estimate, engine_estimate, grouped_recapture,
 )
-from .traversal import Sweep, seed_contacts
+from .nodes import ANSWERED, NodeTable
+from .traversal import SamplePolicy, Sweep, seed_contacts
 
 
 @dataclass
@@ -23,7 +24,10 @@ class CrawlOptions:
     sweeps: int | None = 1
     duration: float | None = None
     concurrency: int = 64
+    """Visits in flight that have not stalled (see traversal.StallTimer)."""
     timeout: float = 5.0
+    stall: float | None = None
+    """Seconds before a visit gives its slot away (None: adaptive)."""
     retries: int = 0
     """Second tries after a timeout (0: a silent node is tried again next sweep; about half
     the contacts the real DHT hands out never answer, see the8472's notes)."""
@@ -51,7 +55,8 @@ class CrawlResult:
     sweeps_done: int = 0
     estimates: list[list[Estimate]] = field(default_factory=list)
     stats: list = field(default_factory=list)
-    answered_sets: list[set[str]] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)
+    """Nodes that answered, per sweep."""
     stopped: bool = False
 
 
@@ -94,7 +99,7 @@ class Crawler:
     def __init__(self, node, store, crawl_id: int, options: CrawlOptions, *,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None,
                  first_sweep: int = 1, resume: tuple[list, set] | None = None,
-                 sample_after: dict[str, float] | None = None) -> None:
+                 sample_after: dict[tuple[str, int], float] | None = None) -> None:
         self.node = node
         self.store = store
         self.crawl_id = crawl_id
@@ -107,6 +112,10 @@ class Crawler:
         self.result = CrawlResult()
         self.part = None if options.partition is None else options.partition[0]
         self.sweep: Sweep | None = None
+        self.table = NodeTable()
+        """Every node of the crawl, across its sweeps."""
+        self.policy = SamplePolicy()
+        self.epoch = clock()
         self.started = node.clock()
         self._queries_at_start = node.stats.queries_sent
         self._datagrams_at_start = (node.stats.datagrams_sent, node.stats.datagrams_received)
@@ -125,8 +134,8 @@ class Crawler:
             "{}/{}".format(*self.options.partition),
             "found": found, "visited": visited,
             "answering": sum(stats.answered.values()) if stats else 0,
-            "queue": len(sweep.frontier) if sweep else 0,
-            "in_flight": len(sweep.in_flight) if sweep else 0,
+            "queue": sweep.queued if sweep else 0,
+            "in_flight": sweep.in_flight if sweep else 0,
             "queries_per_second": round(queries / max(elapsed, 1e-9), 1),
             "elapsed": round(elapsed, 1),
             "keyspace_covered": round(covered, 4),
@@ -205,8 +214,9 @@ class Crawler:
                 store.add_edge(crawl, number, ip, info.ip, info.port, bytes(info.id))
         on_edges = store_edges if options.routing_tables else None
         return Sweep(
-            self.node, number, concurrency=options.concurrency, timeout=options.timeout,
-            retries=options.retries, sample=options.sample, sample_after=self.sample_after,
+            self.node, number, table=self.table, policy=self.policy,
+            concurrency=options.concurrency, timeout=options.timeout, stall=options.stall,
+            retries=options.retries, sample=options.sample, epoch=self.epoch,
             want=want, clock=self.clock,
             on_visit=lambda row: store.add_visit({**row, "crawl": crawl}),
             on_contact=lambda c: store.add_contact(crawl, number, c.ip, c.port, c.family,
@@ -216,7 +226,7 @@ class Crawler:
             on_samples=(lambda ip, at, hashes: store.add_samples(crawl, ip, at, hashes))
             if options.samples else None,
             on_edges=on_edges, partition=partition_filter(options.partition),
-            on_launch=lambda ips, at: store.add_intents(crawl, number, ips, at),
+            on_launch=lambda addresses, at: store.add_intents(crawl, number, addresses, at),
             routing_tables=options.routing_tables)
 
     async def run(self, stop: asyncio.Event | None = None) -> CrawlResult:
@@ -228,6 +238,7 @@ class Crawler:
             sweep = self.sweep = self._sweep_for(number)
             if self.resume is not None and number == self.first_sweep:
                 sweep.restore(*self.resume)
+                self._restore_intervals()
             for info in seed_contacts(self.node) + await self._partition_seeds():
                 sweep.learn(info, None)
             work = asyncio.ensure_future(sweep.run())
@@ -249,9 +260,8 @@ class Crawler:
             work.result()
             self.result.sweeps_done += 1
             self.result.stats.append(sweep.stats)
-            answered = set(sweep.answered_ips)
-            self.result.answered_sets.append(answered)
-            estimates = self.estimates(sweep, answered)
+            estimates = self.estimates(sweep)
+            self.result.answered.append(sum(sweep.stats.answered.values()))
             self.result.estimates.append(estimates)
             part = {} if options.partition is None else {"part": list(options.partition)}
             for estimate in estimates:
@@ -265,18 +275,36 @@ class Crawler:
             number += 1
         return self.result
 
-    def estimates(self, sweep: Sweep, answered: set[str]) -> list[Estimate]:
+    def _restore_intervals(self) -> None:
+        """BEP 51 intervals of a resumed crawl, for the nodes the table knows now."""
+        from .nodes import address_key
+        for (ip, port), at in self.sample_after.items():
+            number = self.table.index.get(address_key(ip, port))
+            if number is not None:
+                self.table.sample_after[number] = max(0, min(0xFFFFFFFF, int(at - self.epoch)))
+
+    def estimates(self, sweep: Sweep) -> list[Estimate]:
         stats = sweep.stats
+        answered = sum(stats.answered.values())
         result = [
-            count_estimate("nodes that answered", sum(stats.answered.values()), "reachable",
+            count_estimate("nodes that answered", answered, "reachable",
                            **{f"answered_{k}": v for k, v in stats.answered.items()}),
             count_estimate("nodes found", sum(stats.found.values()), "listed",
                            **{f"found_{k}": v for k, v in stats.found.items()}),
             engine_estimate(self.node.estimated_size().as_dict()),
         ]
-        result.append(bootstrap_recapture("mark-recapture, two halves of the sweep",
-                                          sweep.listings, answered, self.rng))
-        if len(self.result.answered_sets) >= 2:
-            result.append(recapture_estimate("mark-recapture, this sweep and the last",
-                                             self.result.answered_sets[-2], answered))
+        # Who listed each node that answered, by group of referrers.
+        table = self.table
+        masks: dict[int, int] = {}
+        groups = table.groups
+        for number, flags in enumerate(table.flags):
+            if flags & ANSWERED:
+                mask = groups[number]
+                masks[mask] = masks.get(mask, 0) + 1
+        result.append(grouped_recapture("mark-recapture, two halves of the sweep", masks,
+                                        self.rng))
+        if self.result.answered:
+            result.append(chapman_estimate("mark-recapture, this sweep and the last",
+                                           self.result.answered[-1], answered,
+                                           stats.recaptured))
         return result

@@ -8,7 +8,6 @@ ones a crawl can visit), or `alive` (running nodes, those behind a NAT included)
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass, field
 
 
@@ -61,39 +60,64 @@ def engine_estimate(size_estimate: dict) -> Estimate:
                      "lookups": size_estimate.get("lookups")})
 
 
-def bootstrap_recapture(name: str, listings: dict[str, list[str]], answered: set[str],
-                        rng, rounds: int = 100) -> Estimate:
-    """Chapman between the two halves of a sweep's referrers (split by a hash of their IP),
-    with an interval that also counts how much the estimate moves when the referrers are
+def chapman_estimate(name: str, n1: int, n2: int, m: int, counts: str = "reachable",
+                     **detail) -> Estimate:
+    """Chapman's estimate from the sizes of two captures and of their overlap."""
+    if not n1 or not n2:
+        return Estimate(name, None, None, None, counts, {"n1": n1, "n2": n2, "m": m, **detail})
+    value, low, high = chapman(n1, n2, m)
+    return Estimate(name, value, low, high, counts, {"n1": n1, "n2": n2, "m": m, **detail})
+
+
+HALF = 0x0000FFFF
+"""Referrer groups 0-15 are the first half of the referrers, 16-31 the second."""
+
+
+def _captures(masks: dict[int, int], chosen: int) -> tuple[int, int, int]:
+    """Sizes of the two captures (nodes listed by a chosen group of each half) and of
+    their overlap, from how many nodes each set of groups listed."""
+    first_groups, second_groups = chosen & HALF, chosen & ~HALF
+    n1 = n2 = m = 0
+    for mask, count in masks.items():
+        first, second = mask & first_groups, mask & second_groups
+        if first:
+            n1 += count
+        if second:
+            n2 += count
+            if first:
+                m += count
+    return n1, n2, m
+
+
+def grouped_recapture(name: str, masks: dict[int, int], rng, rounds: int = 100,
+                      groups: int = 32) -> Estimate:
+    """Chapman between the two halves of a sweep's referrers, from `masks` (for each set of
+    referrer groups, as a bit mask, the number of answering nodes listed by exactly those
+    groups: `nodes.GROUPS` groups of referrers split by a hash of their IP, 16 to a half),
+    with an interval that also counts how much the estimate moves when the groups are
     resampled (bootstrap, `rounds` times): Chapman's own variance assumes independent
     captures, and two halves of one sweep are far from that. The interval is the wider of
-    the two."""
-    referrers = sorted(listings)
-    halves = [zlib.crc32(referrer.encode()) & 1 for referrer in referrers]
-
-    def estimate(chosen) -> tuple[set, set]:
-        first: set[str] = set()
-        second: set[str] = set()
-        for index in chosen:
-            (first if halves[index] == 0 else second).update(listings[referrers[index]])
-        return first & answered, second & answered
-
-    first, second = estimate(range(len(referrers)))
-    base = recapture_estimate(name, first, second)
-    if base.value is None or len(referrers) < 4:
+    the two. Keeping a node's groups (4 bytes) instead of every referral keeps this linear
+    in the nodes: a resample costs one pass over the distinct masks."""
+    everyone = (1 << groups) - 1
+    base = chapman_estimate(name, *_captures(masks, everyone))
+    if base.value is None:
         return base
     values = []
     for _ in range(rounds):
-        sample = [rng.randrange(len(referrers)) for _ in referrers]
-        a, b = estimate(sample)
-        m = len(a & b)
-        if a and b:
-            values.append(chapman(len(a), len(b), m)[0])
+        chosen = 0
+        for _ in range(groups):
+            chosen |= 1 << rng.randrange(groups)
+        n1, n2, m = _captures(masks, chosen)
+        if n1 and n2:
+            values.append(chapman(n1, n2, m)[0])
+    if not values:
+        return base
     values.sort()
-    low = values[int(0.025 * len(values))] if values else base.low
-    high = values[min(len(values) - 1, int(0.975 * len(values)))] if values else base.high
+    low = values[int(0.025 * len(values))]
+    high = values[min(len(values) - 1, int(0.975 * len(values)))]
     # The resampled estimates centre on themselves, not on the full sample's: shift them.
-    middle = values[len(values) // 2] if values else base.value
+    middle = values[len(values) // 2]
     low, high = base.value - (middle - low), base.value + (high - middle)
     return Estimate(name, base.value, min(base.low, low), max(base.high, high), base.counts,
                     {**base.detail, "bootstrap_rounds": len(values)})

@@ -14,8 +14,8 @@ The schema (also in the README):
   (N), `status`, `pid`, `host`, `started_at`, `finished_at`, `sweeps_done`. A crawl's
   `sweeps_done` is then the fewest any of its N parts has done, and it is `complete` when
   all N are.
-- `contacts`: every node a sweep learned of, one per IP per sweep (the first id seen on
-  it): `crawl`, `sweep`, `ip`, `port`, `family`, `node_id`, `found_at`, `referrer`
+- `contacts`: every node a sweep learned of, one per (IP, port) per sweep (the first id
+  seen on it): `crawl`, `sweep`, `ip`, `port`, `family`, `node_id`, `found_at`, `referrer`
   (`ip:port` of the node that listed it, NULL for the crawler's own table). With `visits`
   it is the frontier a `--resume` carries on from.
 - `visits`: one row per node visited: `crawl`, `sweep`, `at`, `ip`, `port`, `family`,
@@ -24,10 +24,11 @@ The schema (also in the README):
   `outcome` (`answered`, `timeout`, `error`), `error_code`, `queries`, `referrer`,
   `bep51` (1 answered sample_infohashes, 0 refused it, NULL not asked), `num`, `interval`,
   `samples` (count), `neighbours` (nodes it listed).
-- `intents`: the nodes a visit was started for, committed before the query leaves: after a
-  crash, `--resume` never asks them again, even when the crash lost their answer.
-- `aliases`: other ids (or ports) seen on an IP already known this sweep: counted, never
-  visited as new nodes.
+- `intents`: the nodes (`ip`, `port`) a visit was started for, committed before the query
+  leaves: after a crash, `--resume` never asks them again, even when the crash lost their
+  answer.
+- `aliases`: other ids seen on an (IP, port) already known this sweep: counted, never
+  visited as new nodes. (Other ports on a known IP are other nodes.)
 - `samples`: with `--samples`, each infohash a node sampled (`crawl`, `infohash`, `ip`, `at`).
 - `edges`: with `--routing-tables`, who lists whom (`crawl`, `sweep`, `from_ip`, `to_ip`,
   `to_port`, `to_id`).
@@ -61,20 +62,20 @@ CREATE TABLE IF NOT EXISTS parts (
 CREATE TABLE IF NOT EXISTS contacts (
     crawl INTEGER NOT NULL, sweep INTEGER NOT NULL, ip TEXT NOT NULL, port INTEGER NOT NULL,
     family TEXT NOT NULL, node_id BLOB NOT NULL, found_at REAL NOT NULL, referrer TEXT,
-    PRIMARY KEY (crawl, sweep, ip));
+    PRIMARY KEY (crawl, sweep, ip, port));
 CREATE TABLE IF NOT EXISTS visits (
     crawl INTEGER NOT NULL, sweep INTEGER NOT NULL, at REAL NOT NULL, ip TEXT NOT NULL,
     port INTEGER NOT NULL, family TEXT NOT NULL, node_id BLOB, answered_id BLOB, v BLOB,
     client TEXT, client_version TEXT, bep42 INTEGER, rtt REAL, outcome TEXT NOT NULL,
     error_code INTEGER, queries INTEGER NOT NULL, referrer TEXT, bep51 INTEGER, num INTEGER,
     "interval" INTEGER, samples INTEGER, neighbours INTEGER,
-    PRIMARY KEY (crawl, sweep, ip));
+    PRIMARY KEY (crawl, sweep, ip, port));
 CREATE TABLE IF NOT EXISTS aliases (
     crawl INTEGER NOT NULL, sweep INTEGER NOT NULL, ip TEXT NOT NULL, port INTEGER NOT NULL,
     node_id BLOB NOT NULL, referrer TEXT, PRIMARY KEY (crawl, sweep, ip, port, node_id));
 CREATE TABLE IF NOT EXISTS intents (
-    crawl INTEGER NOT NULL, sweep INTEGER NOT NULL, ip TEXT NOT NULL, at REAL NOT NULL,
-    PRIMARY KEY (crawl, sweep, ip));
+    crawl INTEGER NOT NULL, sweep INTEGER NOT NULL, ip TEXT NOT NULL, port INTEGER NOT NULL,
+    at REAL NOT NULL, PRIMARY KEY (crawl, sweep, ip, port));
 CREATE TABLE IF NOT EXISTS samples (
     crawl INTEGER NOT NULL, infohash BLOB NOT NULL, ip TEXT NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (crawl, infohash, ip));
@@ -97,10 +98,11 @@ FLUSH_ROWS = 2000
 INSERTS = {
     "contacts": "INSERT INTO contacts VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
     "aliases": "INSERT INTO aliases VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-    "intents": "INSERT INTO intents VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+    "intents": "INSERT INTO intents (crawl, sweep, ip, port, at) VALUES (?,?,?,?,?) "
+               "ON CONFLICT DO NOTHING",
     # A visit stored again (a second try) replaces the first.
     "visits": (f"INSERT INTO visits VALUES ({','.join('?' * len(VISIT_COLUMNS))}) "
-               "ON CONFLICT (crawl, sweep, ip) DO UPDATE SET " + ", ".join(
+               "ON CONFLICT (crawl, sweep, ip, port) DO UPDATE SET " + ", ".join(
                    f'"{c}"=excluded."{c}"' for c in VISIT_COLUMNS[2:])),
     "samples": "INSERT INTO samples VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
     "edges": "INSERT INTO edges VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
@@ -166,9 +168,34 @@ class _Sqlite:
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(crawls)")}
             if "label" not in columns:  # a database from before partitioned crawls
                 self.db.execute("ALTER TABLE crawls ADD COLUMN label TEXT")
+            if "port" not in {row[1] for row in self.db.execute("PRAGMA table_info(intents)")}:
+                self._one_row_per_port()
             self.db.execute(LABEL_INDEX)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot use {path} as a crawl database: {exc}") from None
+
+    def _one_row_per_port(self) -> None:
+        """A database from before nodes were (IP, port): its contacts, visits and intents
+        keyed by IP move to tables keyed by (IP, port) (an intent takes its contact's
+        port), in one transaction."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("contacts", "visits", "intents"):
+                db.execute(f"ALTER TABLE {table} RENAME TO {table}_by_ip")
+            db.executescript(SCHEMA.replace("CREATE INDEX", "-- "))
+            db.execute("INSERT INTO contacts SELECT * FROM contacts_by_ip")
+            db.execute("INSERT INTO visits SELECT * FROM visits_by_ip")
+            db.execute("INSERT INTO intents SELECT i.crawl, i.sweep, i.ip, COALESCE((SELECT "
+                       "port FROM contacts_by_ip c WHERE c.crawl=i.crawl AND c.sweep=i.sweep "
+                       "AND c.ip=i.ip), 0), i.at FROM intents_by_ip i")
+            for table in ("contacts", "visits", "intents"):
+                db.execute(f"DROP TABLE {table}_by_ip")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        db.executescript(SCHEMA)
 
     async def fetch(self, sql: str, *args) -> list[tuple]:
         return self.db.execute(sql, args).fetchall()
@@ -239,6 +266,18 @@ class _Postgres:
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock(7016884)")
             await connection.execute(schema)
+            old = await connection.fetchval(
+                "SELECT COUNT(*) FROM information_schema.columns WHERE table_name='intents' "
+                "AND column_name='port' AND table_schema=current_schema()") == 0
+            if old:  # from before nodes were (IP, port): re-keyed, as _Sqlite does
+                await connection.execute(
+                    "ALTER TABLE intents ADD COLUMN port BIGINT NOT NULL DEFAULT 0; "
+                    "UPDATE intents i SET port=c.port FROM contacts c WHERE c.crawl=i.crawl "
+                    "AND c.sweep=i.sweep AND c.ip=i.ip")
+                for table in ("contacts", "visits", "intents"):
+                    await connection.execute(
+                        f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey, "
+                        f"ADD PRIMARY KEY (crawl, sweep, ip, port)")
             await connection.execute(LABEL_INDEX)
         return self
 
@@ -454,11 +493,12 @@ class CrawlStore:
                   referrer: str | None) -> None:
         self._queue("aliases", (crawl, sweep, ip, port, node_id, referrer))
 
-    async def add_intents(self, crawl: int, sweep: int, ips: list[str], at: float) -> None:
-        """Record that these nodes are about to be queried, durably (committed, with
-        whatever else is queued, before this returns), before the queries leave."""
-        for ip in ips:
-            self._queued.setdefault("intents", []).append((crawl, sweep, ip, at))
+    async def add_intents(self, crawl: int, sweep: int, addresses: list[tuple[str, int]],
+                          at: float) -> None:
+        """Record that these nodes (IP, port) are about to be queried, durably (committed,
+        with whatever else is queued, before this returns), before the queries leave."""
+        for ip, port in addresses:
+            self._queued.setdefault("intents", []).append((crawl, sweep, ip, port, at))
             self._queued_rows += 1
         await self.flush()
 
@@ -507,16 +547,17 @@ class CrawlStore:
 
     async def frontier(self, crawl: int, sweep: int,
                        keep: Callable[[bytes], bool] | None = None
-                       ) -> tuple[list[tuple], set[str]]:
+                       ) -> tuple[list[tuple], set[tuple[str, int]]]:
         """The contacts of a sweep not visited yet (those `keep` accepts: a partition's),
-        and the IPs visited (or whose visit had started when the crawl stopped)."""
-        visited = {row[0] for row in await self.backend.fetch(
-            "SELECT ip FROM visits WHERE crawl=? AND sweep=? UNION "
-            "SELECT ip FROM intents WHERE crawl=? AND sweep=?", crawl, sweep, crawl, sweep)}
+        and the nodes (IP, port) visited (or whose visit had started when the crawl
+        stopped)."""
+        visited = {(row[0], row[1]) for row in await self.backend.fetch(
+            "SELECT ip, port FROM visits WHERE crawl=? AND sweep=? UNION "
+            "SELECT ip, port FROM intents WHERE crawl=? AND sweep=?", crawl, sweep, crawl, sweep)}
         contacts = [row for row in await self.backend.fetch(
             "SELECT ip, port, family, node_id, found_at, referrer FROM contacts "
             "WHERE crawl=? AND sweep=?", crawl, sweep)
-            if row[0] not in visited and (keep is None or keep(bytes(row[3])))]
+            if (row[0], row[1]) not in visited and (keep is None or keep(bytes(row[3])))]
         return contacts, visited
 
     async def visited_contacts(self, crawl: int, sweep: int,
@@ -527,17 +568,20 @@ class CrawlStore:
         rows = await self.backend.fetch(
             "SELECT ip, port, family, node_id, found_at, referrer, EXISTS (SELECT 1 FROM "
             "visits v WHERE v.crawl=c.crawl AND v.sweep=c.sweep AND v.ip=c.ip AND "
-            "v.outcome='answered') FROM contacts c "
-            "WHERE crawl=? AND sweep=? AND ip IN (SELECT ip FROM visits WHERE crawl=? AND "
-            "sweep=? UNION SELECT ip FROM intents WHERE crawl=? AND sweep=?)",
-            crawl, sweep, crawl, sweep, crawl, sweep)
+            "v.port=c.port AND v.outcome='answered') FROM contacts c "
+            "WHERE crawl=? AND sweep=? AND EXISTS (SELECT 1 FROM visits v WHERE "
+            "v.crawl=c.crawl AND v.sweep=c.sweep AND v.ip=c.ip AND v.port=c.port UNION ALL "
+            "SELECT 1 FROM intents i WHERE i.crawl=c.crawl AND i.sweep=c.sweep AND "
+            "i.ip=c.ip AND i.port=c.port)",
+            crawl, sweep)
         return [row for row in rows if keep is None or keep(bytes(row[3]))]
 
-    async def sample_intervals(self, crawl: int) -> dict[str, float]:
-        """When each IP may next be asked for samples (its last answer plus its interval)."""
-        return {row[0]: row[1] for row in await self.backend.fetch(
-            'SELECT ip, MAX(at + "interval") FROM visits WHERE crawl=? AND bep51=1 GROUP BY ip',
-            crawl)}
+    async def sample_intervals(self, crawl: int) -> dict[tuple[str, int], float]:
+        """When each node (IP, port) may next be asked for samples (its last answer plus
+        its interval)."""
+        return {(row[0], row[1]): row[2] for row in await self.backend.fetch(
+            'SELECT ip, port, MAX(at + "interval") FROM visits WHERE crawl=? AND bep51=1 '
+            "GROUP BY ip, port", crawl)}
 
     async def copy_to_sqlite(self, path: str | Path,
                              progress: Callable[[str, int], None] | None = None) -> int:

@@ -5,41 +5,59 @@ Each node is asked once, walking the keyspace in id order from what the crawler'
 routing table holds, for a target in the first stretch of keyspace after its id that no
 reply has covered yet: next to its own id where the walk is dense, so that its reply lists
 its neighbours, and into the gap where it is not, so that its reply opens the next subtree.
-Every node that some node lists is found, and none is asked twice. `sample_infohashes`
-(BEP 51) is the query where the node supports it (its reply has the same `nodes`, plus
-samples), `find_node` where it refused it, or where the `interval` it gave last time has
-not passed, and once after a silence (aria2, Transmission and WebTorrent drop
-`sample_infohashes` without a word). A node that does not answer is tried again only with
-`retries`; one that answers with an error is not.
+Every node that some node lists is found, and none is asked twice.
 
-Politeness comes from the node's outbound budget (`NodeConfig.query_rate` in all,
-`per_ip_query_rate` after `per_ip_query_burst` to any one IP) and from here: one query at a
-time to an IP, one node per IP per sweep (another id or port on an IP already known is an
-alias, counted, not visited), and nothing that the8472's sanitizing rules reject: no
-unspecified, multicast, reserved or link-local address, loopback only from loopback, and a
-private address only from a node on a private address itself.
+The query is `find_node`; a node that answers is then asked `sample_infohashes` (BEP 51)
+when its client (its `v`) has been seen to answer it (`SamplePolicy`: on the real DHT about
+a third of nodes do; µTorrent, Transmission, aria2 and WebTorrent drop it without a word, so
+asking everyone first would cost a second query for half the nodes). Where most nodes
+answer it, as in a network of libtorrent or mldht nodes, `sample_infohashes` goes first and
+`find_node` only after a refusal or, while it pays, a silence. A node whose BEP 51
+`interval` has not passed is not sampled again. A node that does not answer is tried again
+only with `retries`; one that answers with an error is not.
+
+Waiting, not computing, is what a crawl of the real DHT spends its time on: about half of
+the contacts it is handed never answer. A visit that has not been answered after the stall
+time (`StallTimer`: the8472's max(p10 + 100 ms, p90) of the round trips seen, at least
+0.25 s) gives its slot to the next node and goes on waiting in the background, up to
+`timeout`: `concurrency` bounds the visits not yet stalled.
+
+A node is its (IP, port): other ports on one IP are other nodes (carrier-grade NAT), other
+ids on one (IP, port) are aliases, counted, not visited. Politeness comes from the node's
+outbound budget (`NodeConfig.query_rate` in all, `per_ip_query_rate` after
+`per_ip_query_burst` to any one IP) and from here: one visit at a time to an IP, and
+nothing that the8472's sanitizing rules reject (`nodes.visitable`).
+
+The sweep's state is flat and linear in the nodes found: the crawl's `NodeTable`, a
+`SortedKeys` of the ids found, the `Coverage` of replies, a heap of the nodes still to
+visit; nothing keeps a list per referrer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import heapq
 import inspect
-import ipaddress
 import random
 import time
-import zlib
+from array import array
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
 from mldht.bep42 import is_secure_id
 from mldht.bep51 import InvalidSample, Sample
 from mldht.clients import describe_version
-from mldht.compact import NodeInfo, format_address, is_contactable
+from mldht.compact import NodeInfo, format_address
 from mldht.errors import MldhtError, QueryNotSent, QueryTimeout, RemoteError
 from mldht.ids import NodeId, random_id_in_bucket
 from mldht.krpc import FindNode, SampleInfohashes
+
+from .keyspace import KEYSPACE, Coverage, SortedKeys, key64
+from .nodes import (
+    ANSWERED, FOUND, NONE, V6_MARK, VISITED, NodeTable, address_key, group_of, key_address,
+    visitable,
+)
 
 METHOD_UNKNOWN = 204
 MAX_FILL_ROUNDS = 32
@@ -50,16 +68,25 @@ FALLBACK_WORTH = 0.1
 MAX_TABLE_DEPTH = 40
 HOLE_GAPS = 1
 SMALL_NETWORK = 2000
+GONE = 16
+"""Flag: answered this sweep, then failed to (a hole is not asked of it again)."""
+STALLED_PER_SLOT = 16
+"""Visits waiting past their stall time, at most, per slot of `concurrency`."""
+ANSWERED_NEAR = 256
+"""How far (in ids) a hole looks for an answering node to ask about it."""
 
 
-@dataclass(order=True)
+@dataclass
 class Contact:
+    """A node as the sweep's callbacks see it."""
+
+    number: int
     key: int
-    ip: str = field(compare=False)
-    port: int = field(compare=False)
-    node_id: bytes = field(compare=False)
-    referrer: str | None = field(compare=False, default=None)
-    found_at: float = field(compare=False, default=0.0)
+    ip: str
+    port: int
+    node_id: bytes
+    referrer: str | None = None
+    found_at: float = 0.0
 
     @property
     def family(self) -> str:
@@ -71,31 +98,22 @@ class Contact:
 
 
 def _shared_bits(a: int, b: int) -> int:
-    return 160 - (a ^ b).bit_length()
+    return 64 - (a ^ b).bit_length()
 
 
-def successor_target(key: int) -> NodeId:
-    """The id right after `key`: the nodes XOR-closest to it follow the node in id order,
-    across subtree boundaries too (where `key + 1` flips high bits, its closest nodes lie
-    in the next subtree, which the node's routing table knows)."""
-    return NodeId(((key + 1) % (1 << 160)).to_bytes(20, "big"))
-
-
-def _is_private(ip: str) -> bool:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return True
-    return not address.is_global and not address.is_loopback
+def target_id(position: int) -> NodeId:
+    """The id at a 64-bit position of the keyspace (its other 96 bits zero)."""
+    return NodeId((position % KEYSPACE).to_bytes(8, "big") + bytes(12))
 
 
 def acceptable(address: tuple[str, int], referrer: tuple[str, int] | None) -> bool:
     """the8472's sanitizing: may a node that `referrer` listed be visited?"""
-    if referrer is None:
-        return True  # our own routing table: its nodes answered us
-    if not is_contactable(address, referrer):
+    try:
+        key = address_key(*address)
+        referrer_key = None if referrer is None else address_key(*referrer)
+    except (OSError, ValueError):
         return False
-    return not _is_private(address[0]) or _is_private(referrer[0])
+    return visitable(key, referrer_key)
 
 
 @dataclass
@@ -114,159 +132,332 @@ class SweepStats:
     """With routing tables: the find_nodes that list each node's buckets."""
     fill_queries: int = 0
     """Second queries, to open stretches of keyspace the walk had no way into."""
+    sample_queries: int = 0
+    """sample_infohashes sent after a find_node answer (BEP 51 probes)."""
+    stalled: int = 0
+    """Visits that gave their slot away at the stall time."""
+    late: int = 0
+    """Of those, answered after all."""
+    recaptured: int = 0
+    """Nodes that answered this sweep and the one before."""
+
+
+class StallTimer:
+    """When a visit gives its slot away: the8472's adaptive stall timeout, max(p10 + 100 ms,
+    p90) of the round trips seen lately, at least `floor`, at most `ceiling`; 1 s
+    (libtorrent's short timeout) until 32 round trips are known."""
+
+    SIZE = 512
+    EVERY = 64
+
+    def __init__(self, floor: float = 0.25, ceiling: float = 5.0,
+                 fixed: float | None = None) -> None:
+        self.floor = floor
+        self.ceiling = ceiling
+        self.fixed = fixed
+        self._seen = array("f")
+        self._next = 0
+        self._count = 0
+        self._value = min(1.0, ceiling)
+
+    def observe(self, rtt: float | None) -> None:
+        if rtt is None:
+            return
+        if len(self._seen) < self.SIZE:
+            self._seen.append(rtt)
+        else:
+            self._seen[self._next] = rtt
+            self._next = (self._next + 1) % self.SIZE
+        self._count += 1
+        if self._count >= 32 and self._count % self.EVERY == 0:
+            ordered = sorted(self._seen)
+            p10 = ordered[len(ordered) // 10]
+            p90 = ordered[len(ordered) * 9 // 10]
+            self._value = min(self.ceiling, max(self.floor, p10 + 0.1, p90))
+
+    @property
+    def value(self) -> float:
+        return self.fixed if self.fixed is not None else self._value
+
+
+class SamplePolicy:
+    """Who is asked `sample_infohashes`, learned during the crawl (shared by its sweeps):
+    per client version (`v`), how often it answered; a version is asked while it has been
+    tried fewer than `TRIAL` times or answered at least `WORTH` of them. `first` (asking
+    it before find_node) turns on where most answering nodes answer it."""
+
+    TRIAL = 4
+    WORTH = 0.2
+    MAX_VERSIONS = 4096
+
+    def __init__(self) -> None:
+        self.by_version: dict[bytes | None, list[int]] = {}
+        self.first = False
+        self.answering = 0
+        self.supporting = 0
+
+    def _entry(self, version: bytes | None) -> list[int]:
+        entry = self.by_version.get(version)
+        if entry is None:
+            if len(self.by_version) >= self.MAX_VERSIONS:
+                version = b"other"
+                entry = self.by_version.get(version)
+            if entry is None:
+                entry = self.by_version[version] = [0, 0]
+        return entry
+
+    def worth_asking(self, version: bytes | None) -> bool:
+        tries, answers = self._entry(version)
+        return tries < self.TRIAL or answers >= self.WORTH * tries
+
+    def record(self, version: bytes | None, answered: bool) -> None:
+        entry = self._entry(version)
+        entry[0] += 1
+        entry[1] += answered
+
+    def answered_visit(self, supports: bool) -> None:
+        """One more node answered; `supports`: it answered sample_infohashes."""
+        self.answering += 1
+        self.supporting += supports
+        if self.answering >= 200 and self.answering % 100 == 0:
+            share = self.supporting / self.answering
+            self.first = share >= 0.7 if not self.first else share >= 0.5
 
 
 class Sweep:
     """Visit every node reachable from `seeds`, each once; `on_visit(row)` gets the visit
     record (see store.VISIT_COLUMNS), `on_contact(contact)` each new node,
-    `on_alias(...)` each second id on a known IP."""
+    `on_alias(...)` each other id seen on a known (IP, port)."""
 
-    def __init__(self, node, sweep: int, *, concurrency: int = 64, timeout: float = 5.0,
-                 retries: int = 1, sample: bool = True,
-                 sample_after: dict[str, float] | None = None,
-                 want: tuple[bytes, ...] = (), clock: Callable[[], float] = time.time,
+    def __init__(self, node, sweep: int, *, table: NodeTable | None = None,
+                 policy: SamplePolicy | None = None, concurrency: int = 64,
+                 timeout: float = 5.0, stall: float | None = None, retries: int = 1,
+                 sample: bool = True, want: tuple[bytes, ...] = (),
+                 clock: Callable[[], float] = time.time, epoch: float | None = None,
                  on_visit=None, on_contact=None, on_alias=None, on_samples=None,
                  on_edges=None, on_launch=None, routing_tables: bool = False,
                  partition=None) -> None:
         self.node = node
         self.sweep = sweep
+        self.table = table if table is not None else NodeTable()
+        self.table.new_sweep(sweep)
+        self.policy = policy if policy is not None else SamplePolicy()
         self.concurrency = concurrency
         self.timeout = timeout
+        self.stall = StallTimer(ceiling=timeout, fixed=stall)
         self.retries = retries
         self.sample = sample
-        self.sample_after = sample_after if sample_after is not None else {}
         self.want = want
         self.clock = clock
+        self.epoch = clock() if epoch is None else epoch
+        """Where `NodeTable.sample_after` counts its seconds from."""
         self.on_visit = on_visit or (lambda row: None)
         self.on_contact = on_contact or (lambda contact: None)
         self.on_alias = on_alias or (lambda *args: None)
         self.on_samples = on_samples or (lambda *args: None)
         self.on_edges = on_edges
-        self.on_launch = on_launch or (lambda ips, at: None)
+        self.on_launch = on_launch or (lambda addresses, at: None)
         self.routing_tables = routing_tables
         self.partition = partition
         """A `crawl.Partition` (the ids to visit, and their stretches of keyspace), or None."""
         self.stats = SweepStats()
-        self.known: dict[str, Contact] = {}
-        """Every IP learned of this sweep, with the first node seen on it."""
-        self.visited: set[str] = set()
-        self.frontier: list[Contact] = []
-        self.keys: list[int] = []
-        """The ids of every node known this sweep, sorted (where the gaps are)."""
-        self.covered_starts: list[int] = []
-        self.covered_ends: list[int] = []
+        self.keys = SortedKeys()
+        """The ids of every node found this sweep (64-bit), with their numbers."""
+        self.coverage = Coverage()
+        self.frontier: list[int] = []
+        """Nodes to visit: (key64 << 32 | number), smallest first."""
+        self.ready: deque[int] = deque()
+        """Nodes whose IP was busy when their turn came, released one by one."""
+        self.waiting: dict[int, deque[int]] = {}
+        self.busy: set[int] = set()
+        """IPs (their keys) a visit is asking now."""
         self.claimed: set[int] = set()
         """Holes a visit in flight is asking about (their start)."""
-        self.answered_keys: list[int] = []
-        self.answered_by_key: dict[int, Contact] = {}
+        self._claims: dict[int, int | None] = {}
+        """Node number -> the hole its visit claimed, until it ends or stalls."""
         self.asked_holes: dict[tuple[int, int], set[int]] = {}
-        """Each hole asked about, with the nodes asked (their keys)."""
         self.fallback_tries = 0
         self.fallback_successes = 0
-        self.own = {tuple(address) for address in getattr(node, "addresses", [])}
+        self.own = set()
+        for address in getattr(node, "addresses", []):
+            try:
+                self.own.add(address_key(*address))
+            except (OSError, ValueError):
+                pass
         self.fill_rounds = 0
-        """Disjoint stretches of keyspace whose nodes some reply listed, sorted."""
-        self.in_flight: set[str] = set()
-        self.listed_by_half: tuple[set[str], set[str]] = (set(), set())
-        self.listings: dict[str, list[str]] = {}
-        """Who listed whom (referrer IP -> IPs), for the bootstrap of the mark-recapture
-        interval."""
-        """The IPs listed by one half of the referrers and by the other (split by a hash of
-        the referrer's IP): two captures of one sweep, for mark-recapture."""
-        self.answered_ips: set[str] = set()
+        self._last_fill: tuple | None = None
         self.position = 0
-        """The id (as an integer) of the last node taken from the frontier: how far the walk
-        has come through the keyspace."""
+        """The id (64 bits) of the last node taken from the frontier: how far the walk has
+        come through the keyspace."""
+        self.active = 0
+        self._stalled: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         if partition is not None:
             # Outside the partition is other processes' work: nothing to find there.
             position = 0
-            for low, high in partition.ranges():
+            for low, high in self._ranges():
                 if low > position:
-                    self.cover(position, low - 1)
+                    self.coverage.cover(position, low - 1)
                 position = high + 1
-            if position < 1 << 160:
-                self.cover(position, (1 << 160) - 1)
+            if position < KEYSPACE:
+                self.coverage.cover(position, KEYSPACE - 1)
+
+    def _ranges(self) -> list[tuple[int, int]]:
+        return [(low >> 96, high >> 96) for low, high in self.partition.ranges()]
 
     # --- the frontier -----------------------------------------------------------------------
 
-    def learn(self, info: NodeInfo, referrer: tuple[str, int] | None) -> None:
-        ip, port = info.ip, info.port
-        if (ip, port) in self.own:
-            return  # the crawler itself, as another node lists it
-        if not acceptable((ip, port), referrer):
+    def learn(self, info: NodeInfo, referrer: int | None) -> None:
+        """A node listed by node number `referrer` (None: the crawler's own table)."""
+        try:
+            key = address_key(info.ip, info.port)
+        except (OSError, ValueError):
             self.stats.rejected += 1
             return
-        node_id = bytes(info.id)
+        self._learn(key, bytes(info.id), referrer,
+                    None if referrer is None else self.table.key(referrer))
+
+    def learn_reply(self, response, referrer: int) -> list[int]:
+        """Every node a reply lists (read from its compact form, without making objects of
+        the nodes already known); returns their positions (64-bit), for the coverage."""
+        positions: list[int] = []
+        referrer_key = self.table.key(referrer)
+        learn = self._learn
+        for nodes in (response.nodes, response.nodes6):
+            if not nodes:
+                continue
+            raw = getattr(nodes, "raw", None)
+            if raw is None:  # a list of NodeInfo (not from the wire)
+                for info in nodes:
+                    positions.append(key64(info.id))
+                    self.learn(info, referrer)
+                continue
+            ipv6 = nodes.ipv6
+            size = 38 if ipv6 else 26
+            mark = V6_MARK if ipv6 else 0
+            for start in range(0, len(raw), size):
+                node_id = raw[start:start + 20]
+                positions.append(int.from_bytes(node_id[:8], "big"))
+                learn(mark | int.from_bytes(raw[start + 20:start + size], "big"), node_id,
+                      referrer, referrer_key)
+        return positions
+
+    def _learn(self, key: int, node_id: bytes, referrer: int | None,
+               referrer_key: int | None) -> None:
+        if key in self.own:
+            return  # the crawler itself, as another node lists it
+        if referrer_key is not None and not visitable(key, referrer_key):
+            self.stats.rejected += 1
+            return
         if self.partition is not None and not self.partition(node_id):
             return
-        if referrer is not None:
-            self.listed_by_half[zlib.crc32(referrer[0].encode()) & 1].add(ip)
-            self.listings.setdefault(referrer[0], []).append(ip)
-        referrer_text = format_address(referrer) if referrer else None
-        known = self.known.get(ip)
-        if known is not None:
-            if known.node_id != node_id or known.port != port:
+        table = self.table
+        number = table.index.get(key)
+        if number is None:
+            number = table.add(key, node_id)
+        elif table.flags[number] & FOUND:
+            if referrer_key is not None:
+                table.groups[number] |= 1 << group_of(referrer_key >> 16)
+            if table.ids[number * 20:number * 20 + 20] != node_id:
                 self.stats.aliases += 1
-                self.on_alias(ip, port, node_id, referrer_text)
+                ip, port = key_address(key)
+                self.on_alias(ip, port, bytes(node_id), self._referrer_text(referrer))
             return
-        contact = Contact(int.from_bytes(node_id, "big"), ip, port, node_id, referrer_text,
-                          self.clock())
-        self.add(contact, new=True)
+        elif table.ids[number * 20:number * 20 + 20] != node_id:
+            table.set_id(number, node_id)  # a new id since an earlier sweep
+        table.flags[number] |= FOUND
+        table.referrer[number] = NONE if referrer is None else referrer
+        if referrer_key is not None:
+            table.groups[number] |= 1 << group_of(referrer_key >> 16)
+        position = int.from_bytes(node_id[:8], "big")
+        self.keys.add(position, number)
+        ip, port = key_address(key)
+        self.stats.found["ipv6" if key & V6_MARK else "ipv4"] += 1
+        self.on_contact(Contact(number, position, ip, port, bytes(node_id),
+                                self._referrer_text(referrer), self.clock()))
+        heapq.heappush(self.frontier, position << 32 | number)
+        self._wake.set()
 
-    def add(self, contact: Contact, new: bool) -> None:
-        self.known[contact.ip] = contact
-        bisect.insort(self.keys, contact.key)
-        self.stats.found[contact.family] += 1
-        if new:
-            self.on_contact(contact)
-        if contact.ip not in self.visited:
-            heapq.heappush(self.frontier, contact)
-            self._wake.set()
+    def _referrer_text(self, referrer: int | None) -> str | None:
+        if referrer is None or referrer == NONE:
+            return None
+        return format_address(self.table.address(referrer))
 
-    def restore(self, contacts: list[tuple], visited: set[str],
+    def restore(self, contacts: list[tuple], visited: set[tuple[str, int]],
                 visited_contacts: list[tuple] = ()) -> None:
-        """Carry on a sweep a crashed crawl left (`store.frontier`): visited IPs are not
+        """Carry on a sweep a crashed crawl left (`store.frontier`): visited nodes are not
         visited again; their ids (`store.visited_contacts`) mark where the walk has been,
         so that the stretches between them are asked about, by those that answered (their
         replies may have been lost in the crash, and with them the only way to some
         nodes)."""
-        self.visited |= visited
-        for ip, port, _family, node_id, found_at, referrer, *answered in visited_contacts:
-            contact = Contact(int.from_bytes(node_id, "big"), ip, port, bytes(node_id),
-                              referrer, found_at)
-            self.known[ip] = contact
-            bisect.insort(self.keys, contact.key)
+        table = self.table
+        for ip, port, _family, node_id, _found_at, _referrer, *answered in visited_contacts:
+            node_id = bytes(node_id)
+            key = address_key(ip, port)
+            number = table.index.get(key)
+            if number is None:
+                number = table.add(key, node_id)
+            if table.flags[number] & FOUND:
+                continue
+            table.flags[number] |= FOUND | VISITED
+            self.keys.add(key64(node_id), number)
+            family = "ipv6" if ":" in ip else "ipv4"
             # Counted as this sweep's, as if the crash had not been.
-            self.stats.found[contact.family] += 1
+            self.stats.found[family] += 1
             self.stats.visited += 1
             if answered and answered[0]:
-                bisect.insort(self.answered_keys, contact.key)
-                self.answered_by_key[contact.key] = contact
-                self.answered_ips.add(ip)
-                self.stats.answered[contact.family] += 1
-        for ip in visited:
-            self.known.setdefault(ip, Contact(0, ip, 0, b"", None, 0.0))
-        for ip, port, _family, node_id, found_at, referrer in contacts:
-            self.add(Contact(int.from_bytes(node_id, "big"), ip, port, bytes(node_id),
-                             referrer, found_at), new=False)
-
-    def _next(self) -> Contact | None:
-        while self.frontier:
-            contact = heapq.heappop(self.frontier)
-            if contact.ip in self.visited or contact.ip in self.in_flight:
+                table.flags[number] |= ANSWERED
+                self.stats.answered[family] += 1
+        for ip, port, _family, node_id, _found_at, _referrer in contacts:
+            if (ip, port) in visited:
                 continue
-            self.position = contact.key
-            return contact
+            self.learn(NodeInfo(NodeId(bytes(node_id)), ip, port), None)
+
+    def _next(self) -> int | None:
+        table = self.table
+        flags = table.flags
+        while self.ready:
+            number = self.ready.popleft()
+            if not flags[number] & VISITED:
+                return number
+        while self.frontier:
+            item = heapq.heappop(self.frontier)
+            number = item & 0xFFFFFFFF
+            if flags[number] & VISITED:
+                continue
+            ip = table.ip_key(number)
+            if ip in self.busy:
+                self.waiting.setdefault(ip, deque()).append(number)
+                continue
+            self.position = item >> 32
+            return number
         return None
+
+    def _release(self, ip: int) -> None:
+        self.busy.discard(ip)
+        queue = self.waiting.get(ip)
+        if queue:
+            self.ready.append(queue.popleft())
+            if not queue:
+                del self.waiting[ip]
+
+    @property
+    def in_flight(self) -> int:
+        """Visits waiting for an answer (stalled ones included)."""
+        return self.active + len(self._stalled)
+
+    @property
+    def queued(self) -> int:
+        """Nodes waiting for their visit."""
+        return len(self.frontier) + len(self.ready) + sum(map(len, self.waiting.values()))
 
     @property
     def covered(self) -> float:
         """Share of the keyspace (of its partition's stretches) the walk has passed, for
         the estimate of the total."""
         if self.partition is None:
-            return self.position / float(1 << 160)
-        ranges = self.partition.ranges()
+            return self.position / float(KEYSPACE)
+        ranges = self._ranges()
         passed = sum(max(0, min(self.position, high + 1) - low) for low, high in ranges)
         return passed / float(sum(high + 1 - low for low, high in ranges))
 
@@ -274,33 +465,36 @@ class Sweep:
 
     async def run(self) -> SweepStats:
         """Until nothing is left to visit."""
+        loop = asyncio.get_running_loop()
         running: set[asyncio.Task] = set()
+        most = self.concurrency * STALLED_PER_SLOT
+        table = self.table
         try:
             while True:
                 launched = []
-                while len(running) + len(launched) < self.concurrency:
-                    contact = self._next()
-                    if contact is None:
+                while self.active + len(launched) < self.concurrency and \
+                        len(running) + len(launched) < most:
+                    number = self._next()
+                    if number is None:
                         break
-                    self.in_flight.add(contact.ip)
-                    launched.append(contact)
+                    self.busy.add(table.ip_key(number))
+                    table.flags[number] |= VISITED
+                    launched.append(number)
                 if launched:
                     # Durable before any query leaves (tasks run after this returns).
-                    recorded = self.on_launch([contact.ip for contact in launched],
+                    recorded = self.on_launch([table.address(n) for n in launched],
                                               self.clock())
                     if inspect.isawaitable(recorded):
                         await recorded
-                for contact in launched:
-                    task = asyncio.ensure_future(self._visit(contact))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                    task.add_done_callback(lambda _: self._wake.set())
-                if not running and not self.frontier:
-                    for task in self._open_holes():
-                        running.add(task)
-                        task.add_done_callback(running.discard)
-                        task.add_done_callback(lambda _: self._wake.set())
-                    if not running:
+                for number in launched:
+                    self._launch(self._visit(number), running, loop, number)
+                if self.active == 0 and not self.frontier and not self.ready:
+                    # The walk has nobody left to ask: open the holes it left, a round at a
+                    # time (a round begins once the last one's answers are in or stalled).
+                    asks = self._open_holes()
+                    for ask in asks:
+                        self._launch(ask, running, loop)
+                    if not asks and not running:
                         return self.stats
                 self._wake.clear()
                 await self._wake.wait()
@@ -310,7 +504,35 @@ class Sweep:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
 
-    def _frontier_target(self, key: int) -> tuple[NodeId, int | None]:
+    def _launch(self, coroutine, running: set, loop, number: int | None = None) -> None:
+        """Start a visit (of node `number`) or a question about a hole: it holds a slot of
+        `concurrency` until it ends or its stall time passes (a visit's hole is then free
+        for another to ask about: the node is most likely silent)."""
+        task = asyncio.ensure_future(coroutine)
+        self.active += 1
+        timer = loop.call_later(self.stall.value, self._stalling, task, number)
+        running.add(task)
+        task.add_done_callback(running.discard)
+        task.add_done_callback(lambda done, timer=timer: self._ended(done, timer))
+
+    def _stalling(self, task: asyncio.Task, number: int | None) -> None:
+        if number is not None:
+            self.claimed.discard(self._claims.pop(number, None))
+        if not task.done():
+            self._stalled.add(task)
+            self.active -= 1
+            self.stats.stalled += 1
+            self._wake.set()
+
+    def _ended(self, task: asyncio.Task, timer) -> None:
+        timer.cancel()
+        if task in self._stalled:
+            self._stalled.discard(task)
+        else:
+            self.active -= 1
+        self._wake.set()
+
+    def _frontier_target(self, key: int) -> tuple[int, int | None]:
         """Where to ask the node at `key` about: into the first hole the walk has after it.
 
         A hole is a stretch after a covered one (where a reply listed every node) up to the
@@ -318,11 +540,23 @@ class Sweep:
         nodes around it, from the responder's bucket for that part of the keyspace, so
         that the walk crosses the boundaries of id subtrees, which XOR-closest sets never
         do by themselves. A hole another visit is asking about is left to it: the next
-        one is taken. Returns the target and the hole claimed (to release)."""
+        one is taken. Returns the target (64 bits) and the hole claimed (to release)."""
+        before = self._hole_before(key)
+        if before is not None:
+            start, end, left = before
+            # Nobody before it will ask (it has been asked already, or there is nobody):
+            # the node asks back, or the hole waits for the end of the sweep.
+            if start not in self.claimed and (
+                    left is None or self.table.flags[left] & VISITED):
+                self.claimed.add(start)
+                return (start + end) // 2 or 1, start
         position = key
+        coverage = self.coverage
         for _ in range(16):  # bounded: past that, the node's own neighbourhood
-            end = self._covered_end(position)
+            end = coverage.end_at(position)
             hole_start = position if end is None else end
+            if hole_start >= KEYSPACE:
+                break
             hole_end = self._hole_end(hole_start)
             if hole_start in self.claimed:
                 if hole_end is None:
@@ -330,37 +564,41 @@ class Sweep:
                 position = hole_end
                 continue
             self.claimed.add(hole_start)
-            target = (hole_start + (hole_end if hole_end is not None else (1 << 160) - 1)) // 2
+            target = (hole_start + (hole_end if hole_end is not None else KEYSPACE - 1)) // 2
             if target == hole_start:
                 target = hole_start ^ 1
-            return NodeId(target.to_bytes(20, "big")), hole_start
-        return successor_target(key), None
+            return target, hole_start
+        return (key + 1) % KEYSPACE, None
 
-    def _covered_end(self, key: int) -> int | None:
-        index = bisect.bisect_right(self.covered_starts, key) - 1
-        if index >= 0 and self.covered_ends[index] >= key:
-            return self.covered_ends[index]
-        return None
+    def _hole_before(self, key: int) -> tuple[int, int, int | None] | None:
+        """The uncovered stretch that ends right before `key` (start, end, and the node
+        it starts at, if it starts at one), or None."""
+        if key <= 0 or self.coverage.covered(key - 1):
+            return None
+        start = self.coverage.end_before(key - 1)
+        left = None
+        known = self.keys.before(key)
+        if known is not None and known[0] >= start:
+            start, left = known[0], known[1]
+        return start, key - 1, left
 
     def _hole_end(self, start: int) -> int | None:
         candidates = []
-        index = bisect.bisect_right(self.covered_starts, start)
-        if index < len(self.covered_starts):
-            candidates.append(self.covered_starts[index])
-        following = self._next_key(start)
+        following = self.coverage.next_start(start)
         if following is not None:
             candidates.append(following)
+        known = self.keys.after(start)
+        if known is not None:
+            candidates.append(known[0])
         return min(candidates) if candidates else None
 
     def cover(self, low: int, high: int) -> None:
         """Mark [low, high] as known completely (the nodes of a reply around its target)."""
-        starts, ends = self.covered_starts, self.covered_ends
-        index = bisect.bisect_left(ends, low - 1)
-        while index < len(starts) and starts[index] <= high + 1:
-            low, high = min(low, starts[index]), max(high, ends[index])
-            del starts[index], ends[index]
-        starts.insert(index, low)
-        ends.insert(index, high)
+        self.coverage.cover(low, high)
+
+    def holes(self) -> list[tuple[int, int]]:
+        """The stretches of keyspace (64-bit) no reply covered, in order."""
+        return self.coverage.holes()
 
     def _known_over_keyspace(self) -> int:
         """The nodes known, as many as the whole keyspace would hold at the same density
@@ -368,10 +606,6 @@ class Sweep:
         if self.partition is None:
             return len(self.keys)
         return round(len(self.keys) / self.partition.share)
-
-    def _next_key(self, key: int) -> int | None:
-        index = bisect.bisect_right(self.keys, key)
-        return self.keys[index] if index < len(self.keys) else None
 
     async def _dump_table(self, contact: Contact) -> int:
         """Nebula's method: a find_node for a random id in each of the node's buckets'
@@ -390,12 +624,13 @@ class Sweep:
                                                  timeout=self.timeout)
             except MldhtError:
                 break
+            self.learn_reply(response, contact.number)
             nodes = list(response.nodes or []) + list(response.nodes6 or [])
-            for info in nodes:
-                self.learn(info, contact.address)
             if self.on_edges is not None:
                 self.on_edges(contact.ip, nodes)
-            in_bucket = [info for info in nodes if _shared_bits(info.key, contact.key) == depth]
+            own = int.from_bytes(contact.node_id, "big")
+            in_bucket = [info for info in nodes
+                         if 160 - (info.key ^ own).bit_length() == depth]
             if not in_bucket and depth >= 3:
                 break  # past the deepest bucket it has
         return sent
@@ -407,34 +642,29 @@ class Sweep:
         tries = self.fallback_tries
         return tries < FALLBACK_TRIAL or self.fallback_successes >= FALLBACK_WORTH * tries
 
-    def holes(self) -> list[tuple[int, int]]:
-        """The stretches of keyspace no reply covered, in order."""
-        holes, position = [], 0
-        for start, end in zip(self.covered_starts, self.covered_ends):
-            if start > position:
-                holes.append((position, start - 1))
-            position = end + 1
-        if position < (1 << 160):
-            holes.append((position, (1 << 160) - 1))
-        return holes
-
-    def _open_holes(self) -> list[asyncio.Future]:
+    def _open_holes(self) -> list:
         """When the walk has nobody left to visit but stretches of keyspace stay uncovered
         (no node there was ever listed: the walk had no way in), ask about each one, once,
         the node that answered whose id shares the most bits with its middle: its bucket
         for that stretch lists the nodes there. These are the only second queries a node
         gets in a sweep (a few per hundred nodes)."""
-        if self.fill_rounds >= MAX_FILL_ROUNDS or not self.answered_keys:
+        if self.fill_rounds >= MAX_FILL_ROUNDS or not any(self.stats.answered.values()):
             return []
+        changes = (len(self.coverage), len(self.keys), sum(self.stats.answered.values()))
+        if changes == self._last_fill:
+            return []  # nothing new since a round that found nothing to ask
+        self._last_fill = changes
         self.fill_rounds += 1
         tasks = []
         # In a large network, a stretch shorter than the average gap between ids most
         # likely holds nobody; in a small one every stretch is worth its one query.
         known = self._known_over_keyspace()
-        smallest = 0 if known < SMALL_NETWORK else HOLE_GAPS * (1 << 160) // known
+        smallest = 0 if known < SMALL_NETWORK else HOLE_GAPS * KEYSPACE // max(1, known)
         for low, high in self.holes():
             if high - low < smallest:
                 continue  # too short to hold anyone
+            if low in self.claimed:
+                continue  # a visit is asking about it now
             tried = self.asked_holes.setdefault((low, high), set())
             if len(tried) >= MAX_HOLE_ASKS:
                 continue  # asked enough, and unchanged since
@@ -444,69 +674,80 @@ class Sweep:
             # network all three at once, about its middle and its two ends: XOR-closest
             # sets do not follow id order, so a node just inside one end of a stretch may
             # be listed for a target at that end and for no target in its middle.
-            left, right = self._neighbours_answered(low, high, sides=True)
+            left, right = self._answered_beside(low, high)
             asks = [(self._closest_answered(middle), middle), (left, low), (right, high)]
             if known >= SMALL_NETWORK:
                 asks = [next(((c, middle) for c, _ in asks
-                              if c is not None and c.key not in tried), (None, middle))]
+                              if c is not None and c not in tried), (None, middle))]
             for responder, target in asks:
-                if responder is None or responder.key in tried:
+                if responder is None or responder in tried:
                     continue
-                tried.add(responder.key)
-                tasks.append(asyncio.ensure_future(
-                    self._ask_about(responder, target, (low, high))))
+                tried.add(responder)
+                tasks.append(self._ask_about(responder, target, (low, high)))
+        if not tasks:
+            self.fill_rounds -= 1  # nothing asked: not a round
         return tasks
 
-    def _neighbours_answered(self, low: int, high: int, sides: bool = False) -> list:
-        """The answering nodes just below and just above [low, high] (with `sides`, as a
-        pair with None where there is none; else those that exist)."""
-        keys = self.answered_keys
-        chosen = [keys[i] if 0 <= i < len(keys) else None
-                  for i in (bisect.bisect_left(keys, low) - 1, bisect.bisect_right(keys, high))]
-        found = [None if key is None else self.answered_by_key[key] for key in chosen]
-        return found if sides else [contact for contact in found if contact is not None]
+    def _answering(self, number: int) -> bool:
+        return self.table.flags[number] & (ANSWERED | GONE) == ANSWERED
 
-    def _closest_answered(self, key: int) -> Contact | None:
-        keys = self.answered_keys
-        index = bisect.bisect_left(keys, key)
-        candidates = [keys[i] for i in (index - 1, index) if 0 <= i < len(keys)]
+    def _answered_beside(self, low: int, high: int) -> list[int | None]:
+        """The answering nodes nearest below `low` and above `high` (None where none)."""
+        found: list[int | None] = []
+        for step in (self.keys.before, self.keys.after):
+            position = low if step == self.keys.before else high
+            chosen = None
+            for _ in range(ANSWERED_NEAR):
+                entry = step(position)
+                if entry is None:
+                    break
+                position = entry[0]
+                if self._answering(entry[1]):
+                    chosen = entry[1]
+                    break
+            found.append(chosen)
+        return found
+
+    def _closest_answered(self, key: int) -> int | None:
+        below, above = self._answered_beside(key, key)
+        candidates = [n for n in (below, above) if n is not None]
         if not candidates:
             return None
-        best = max(candidates, key=lambda candidate: _shared_bits(candidate, key))
-        return self.answered_by_key.get(best)
+        ids = self.table.ids
+        return max(candidates, key=lambda n: _shared_bits(key64(ids[n * 20:n * 20 + 8]), key))
 
-    async def _ask_about(self, contact: Contact, middle: int, hole: tuple[int, int]) -> None:
+    def contact(self, number: int) -> Contact:
+        table = self.table
+        ip, port = table.address(number)
+        node_id = table.node_id(number)
+        return Contact(number, key64(node_id), ip, port, node_id,
+                       self._referrer_text(table.referrer[number]))
+
+    async def _ask_about(self, number: int, middle: int, hole: tuple[int, int]) -> None:
         self.stats.queries += 1
         self.stats.fill_queries += 1
-        target = NodeId(middle.to_bytes(20, "big"))
+        contact = self.contact(number)
         try:
-            response = await self.node.query(contact.address, self._query(contact, False, target),
+            response = await self.node.query(contact.address,
+                                             self._query(contact, False, target_id(middle)),
                                              timeout=self.timeout)
         except MldhtError:
             # Gone since it answered (churn): ask someone else about the hole next round,
             # not it again.
-            self.asked_holes.get(hole, set()).discard(contact.key)
-            self._forget_answered(contact)
+            self.asked_holes.get(hole, set()).discard(number)
+            self.table.flags[number] |= GONE
             return
-        nodes = list(response.nodes or []) + list(response.nodes6 or [])
-        for info in nodes:
-            self.learn(info, contact.address)
+        listed = self.learn_reply(response, number)
         low, high = hole
-        if not any(low <= info.key <= high for info in nodes):
+        if not any(low <= key <= high for key in listed):
             # Nobody there, says the node best placed to know: believed for a short stretch
             # at once, for a long one (its bucket there holds 8 nodes of a wider part, which
             # may all lie outside) only once nodes on both sides agree.
             known = max(1, self._known_over_keyspace())
-            if (high - low) * known <= CLOSE_GAPS * (1 << 160) or \
+            if (high - low) * known <= CLOSE_GAPS * KEYSPACE or \
                     len(self.asked_holes.get(hole, ())) >= MAX_HOLE_ASKS:
                 self.cover(low, high)
-        self._cover_reply(contact, nodes, middle)
-
-    def _forget_answered(self, contact: Contact) -> None:
-        if self.answered_by_key.pop(contact.key, None) is not None:
-            index = bisect.bisect_left(self.answered_keys, contact.key)
-            if index < len(self.answered_keys) and self.answered_keys[index] == contact.key:
-                del self.answered_keys[index]
+        self._cover_reply(contact, response, listed, middle)
 
     def _query(self, contact: Contact, sampling: bool, target: NodeId):
         own = self.node.node_ids.get(contact.family) or self.node.node_id
@@ -515,27 +756,36 @@ class Sweep:
                                     want=self.want)
         return FindNode(transaction_id=b"", sender_id=own, target=target, want=self.want)
 
-    async def _visit(self, contact: Contact) -> None:
+    def _may_sample(self, number: int, now: float) -> bool:
+        return self.sample and self.table.sample_after[number] <= now - self.epoch
+
+    async def _ask(self, contact: Contact, sampling: bool, target: NodeId):
+        self.stats.queries += 1
+        return await self.node.query(contact.address, self._query(contact, sampling, target),
+                                     timeout=self.timeout)
+
+    async def _visit(self, number: int) -> None:
         stats = self.stats
+        contact = self.contact(number)
         now = self.clock()
-        sampling = self.sample and self.sample_after.get(contact.ip, 0.0) <= now
+        may_sample = self._may_sample(number, now)
+        sampling = may_sample and self.policy.first
         row = {"sweep": self.sweep, "ip": contact.ip, "port": contact.port,
-               "family": contact.family, "node_id": contact.node_id or None,
+               "family": contact.family, "node_id": contact.node_id,
                "referrer": contact.referrer, "queries": 0, "outcome": "timeout"}
         response = None
         attempts = 0
         falling_back = False
-        target, claim = self._frontier_target(contact.key) if contact.node_id \
-            else (NodeId.random(), None)
+        position, claim = self._frontier_target(contact.key)
+        self._claims[number] = claim
+        target = target_id(position)
+        started = time.monotonic()
         try:
             while True:
                 attempts += 1
                 row["queries"] += 1
-                stats.queries += 1
                 try:
-                    response = await self.node.query(contact.address,
-                                                     self._query(contact, sampling, target),
-                                                     timeout=self.timeout)
+                    response = await self._ask(contact, sampling, target)
                     break
                 except QueryTimeout:
                     if sampling and self._fallback_worthwhile():
@@ -557,34 +807,77 @@ class Sweep:
                 except QueryNotSent:
                     row["outcome"] = "not_sent"
                     break
-        finally:
-            self.in_flight.discard(contact.ip)
-            self.visited.add(contact.ip)
-            self.claimed.discard(claim)
-        stats.visited += 1
-        row["at"] = self.clock()
-        if response is not None and falling_back:
-            self.fallback_successes += 1
-            row["bep51"] = 0  # it answers find_node, and ignored sample_infohashes
-        if response is not None:
-            self._answered(contact, response, sampling, row, int.from_bytes(target, "big"))
-            if self.routing_tables:
-                self.in_flight.add(contact.ip)  # one query at a time to an IP, still
-                try:
+            stats.visited += 1
+            row["at"] = self.clock()
+            if response is not None and falling_back:
+                self.fallback_successes += 1
+                row["bep51"] = 0  # it answers find_node, and ignored sample_infohashes
+            if response is not None:
+                if time.monotonic() - started > self.stall.value:
+                    stats.late += 1
+                self.stall.observe(response.rtt)
+                self._answered(contact, response, sampling, row, position)
+                if not sampling and may_sample and \
+                        self.policy.worth_asking(response.version):
+                    await self._probe(contact, response.version, row, target)
+                self.policy.answered_visit(row.get("bep51") == 1)
+                if self.routing_tables:
                     row["queries"] += await self._dump_table(contact)
-                finally:
-                    self.in_flight.discard(contact.ip)
-        elif row["outcome"] == "error":
-            stats.errors += 1
-        else:
-            stats.timeouts += 1
+            elif row["outcome"] == "error":
+                stats.errors += 1
+            else:
+                stats.timeouts += 1
+        finally:
+            if self._claims.pop(number, None) is not None:
+                self.claimed.discard(claim)
+            self._release(self.table.ip_key(number))
         self.on_visit(row)
+
+    async def _probe(self, contact: Contact, version: bytes | None, row: dict,
+                     target: NodeId) -> None:
+        """BEP 51 after a find_node answer: its samples, and whether it knows the query."""
+        self.stats.sample_queries += 1
+        row["queries"] += 1
+        try:
+            response = await self._ask(contact, True, target)
+        except RemoteError:
+            self.policy.record(version, False)
+            row["bep51"] = 0
+            return
+        except MldhtError:
+            self.policy.record(version, False)
+            row["bep51"] = 0
+            return
+        self._sampled(contact, response, row)
+        self.policy.record(version, row.get("bep51") == 1)
+        self.learn_reply(response, contact.number)
+
+    def _sampled(self, contact: Contact, response, row: dict) -> None:
+        try:
+            sample = Sample.from_response(response)
+        except InvalidSample:
+            row["bep51"] = 0  # nodes only: it took the query for a find_node
+            return
+        self.stats.bep51 += 1
+        self.stats.samples += len(sample.samples)
+        row.update(bep51=1, num=sample.num, interval=sample.interval,
+                   samples=len(sample.samples))
+        at = row.get("at") or self.clock()
+        self.table.sample_after[contact.number] = \
+            min(0xFFFFFFFF, max(0, int(at - self.epoch + sample.interval)))
+        if sample.samples:
+            self.on_samples(contact.ip, at, [bytes(h) for h in sample.samples])
 
     def _answered(self, contact: Contact, response, sampling: bool, row: dict,
                   target: int) -> None:
         stats = self.stats
+        table = self.table
+        number = contact.number
         stats.answered[contact.family] += 1
-        self.answered_ips.add(contact.ip)
+        table.flags[number] |= ANSWERED
+        if table.answered_sweep[number] == self.sweep - 1 and self.sweep > 1:
+            stats.recaptured += 1
+        table.answered_sweep[number] = min(self.sweep, 0xFFFF)
         version = response.version
         client = describe_version(version)
         row.update(outcome="answered", answered_id=bytes(response.sender_id),
@@ -592,39 +885,23 @@ class Sweep:
                    client_version=client.version if client else None,
                    bep42=int(is_secure_id(bytes(response.sender_id), contact.ip)),
                    rtt=None if response.rtt is None else round(response.rtt, 4))
-        nodes = list(response.nodes or []) + list(response.nodes6 or [])
-        row["neighbours"] = len(nodes)
         if sampling:
-            try:
-                sample = Sample.from_response(response)
-            except InvalidSample:
-                row["bep51"] = 0
-            else:
-                stats.bep51 += 1
-                stats.samples += len(sample.samples)
-                row.update(bep51=1, num=sample.num, interval=sample.interval,
-                           samples=len(sample.samples))
-                self.sample_after[contact.ip] = row["at"] + sample.interval
-                if sample.samples:
-                    self.on_samples(contact.ip, row["at"], [bytes(h) for h in sample.samples])
-        referrer = contact.address
-        for info in nodes:
-            self.learn(info, referrer)
-        bisect.insort(self.answered_keys, contact.key)
-        self.answered_by_key[contact.key] = contact
-        self._cover_reply(contact, nodes, target)
+            self._sampled(contact, response, row)
+        listed = self.learn_reply(response, number)
+        row["neighbours"] = len(listed)
+        self._cover_reply(contact, response, listed, target)
 
-    def _cover_reply(self, contact: Contact, nodes: list, target: int) -> None:
+    def _cover_reply(self, contact: Contact, response, listed: list[int],
+                     target: int) -> None:
         # The reply lists every node of the stretch it spans only when the responder lives
         # inside it: a node knows its own part of the keyspace completely, while a bucket
         # for a far part holds 8 of the nodes there, not all.
-        listed = [info.key for info in nodes]
         if len(listed) >= 2:
-            low, high = min(listed + [target]), max(listed + [target])
+            low, high = min(min(listed), target), max(max(listed), target)
             if low <= contact.key <= high:
                 self.cover(low, high)
         if self.on_edges is not None:
-            self.on_edges(contact.ip, nodes)
+            self.on_edges(contact.ip, list(response.nodes or []) + list(response.nodes6 or []))
 
 
 def seed_contacts(node) -> list[NodeInfo]:
@@ -639,4 +916,5 @@ def seed_contacts(node) -> list[NodeInfo]:
     return seeds
 
 
-__all__ = ["Contact", "Sweep", "SweepStats", "acceptable", "seed_contacts"]
+__all__ = ["Contact", "SamplePolicy", "StallTimer", "Sweep", "SweepStats", "acceptable",
+           "seed_contacts", "target_id"]

@@ -481,6 +481,15 @@ class EmulatedNetwork:
         mask[self.bootstrap_rank] = True
         return mask
 
+    def online_throughout_mask(self, start: float, end: float) -> np.ndarray:
+        """Nodes online for the whole of [start, end]."""
+        if not self.config.churn:
+            return ~self.gone
+        position = np.fmod(start + self.phase.astype(np.float64), self.period)
+        mask = (position + (end - start) < self.session) & ~self.gone
+        mask[self.bootstrap_rank] = True
+        return mask
+
     def listed_mask(self, now: float) -> np.ndarray:
         if not self.config.churn:
             return np.ones(self.population, dtype=bool)
