@@ -68,7 +68,7 @@ async def test_the_store_survives_a_reopen_and_knows_the_frontier(crawl_db):
     store.add_contact(crawl, 1, "10.0.0.2", 2, "ipv4", b"\x02" * 20, 1.0, "10.0.0.1:1")
     store.add_contact(crawl, 1, "10.0.0.3", 3, "ipv4", b"\x03" * 20, 1.0, "10.0.0.1:1")
     store.add_contact(crawl, 1, "10.0.0.3", 3, "ipv4", b"\x03" * 20, 1.0, "10.0.0.1:1")  # again
-    await store.add_intents(crawl, 1, ["10.0.0.1", "10.0.0.2"], 2.0)
+    await store.add_intents(crawl, 1, [("10.0.0.1", 1), ("10.0.0.2", 2)], 2.0)
     store.add_visit({"crawl": crawl, "sweep": 1, "at": 2.5, "ip": "10.0.0.1", "port": 1,
                      "family": "ipv4", "outcome": "timeout", "queries": 1})
     store.add_visit({"crawl": crawl, "sweep": 1, "at": 3.5, "ip": "10.0.0.1", "port": 1,
@@ -77,13 +77,13 @@ async def test_the_store_survives_a_reopen_and_knows_the_frontier(crawl_db):
     await store.close()
     again = await CrawlStore.open(crawl_db)
     contacts, visited = await again.frontier(crawl, 1)
-    assert visited == {"10.0.0.1", "10.0.0.2"}  # an intent counts: never asked twice
+    assert visited == {("10.0.0.1", 1), ("10.0.0.2", 2)}  # an intent counts: never twice
     assert [row[0] for row in contacts] == ["10.0.0.3"]
     assert (await again.crawls())[0].shown_status == "running"  # our own live process
     # The second visit of a node replaced the first; the interval says when to sample again.
     assert await again.fetch("SELECT outcome, queries, v FROM visits") == [
         ("answered", 2, b"LT\x01\x02")]
-    assert await again.sample_intervals(crawl) == {"10.0.0.1": 63.5}
+    assert await again.sample_intervals(crawl) == {("10.0.0.1", 1): 63.5}
     await again.end_crawl(crawl, "complete", 1)
     assert (await again.crawls())[0].shown_status == "complete"
     await again.close()
@@ -137,9 +137,9 @@ def test_partitions_split_the_keyspace_exactly():
             assert any(low <= key <= high for low, high in owners[0].ranges())
     # How far a partition's walk has come, for its progress: the share of its stretches.
     sweep = Sweep.__new__(Sweep)
-    sweep.partition, sweep.position = Partition(1, 2), 3 << 158
+    sweep.partition, sweep.position = Partition(1, 2), 3 << 62  # positions: 64-bit
     assert sweep.covered == 0.5
-    sweep.partition, sweep.position = Partition(0, 3), 1 << 158  # prefixes 00 and 11
+    sweep.partition, sweep.position = Partition(0, 3), 1 << 62  # prefixes 00 and 11
     assert sweep.covered == 0.5
 
 
@@ -307,7 +307,8 @@ async def test_kill_9_then_resume_finishes_without_asking_anyone_twice(tmp_path)
     finally:
         await net.close()
     rows = sqlite3.connect(db)
-    intents, distinct = rows.execute("SELECT COUNT(*), COUNT(DISTINCT ip) FROM intents").fetchone()
+    intents, distinct = rows.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT ip || ':' || port) FROM intents").fetchone()
     assert intents == distinct  # one visit started per node, over both runs
     # The resumed run carried on the frontier: every node learned of was visited (or its
     # visit was under way when the crash came).
@@ -433,18 +434,27 @@ async def test_routing_tables_store_the_neighbour_graph(tmp_path):
 
 def test_the_bootstrap_widens_the_recapture_interval_to_what_the_referrers_vary():
     import random
-    from crawling.estimates import bootstrap_recapture
+    from crawling.estimates import HALF, grouped_recapture
+    from crawling.nodes import GROUPS, group_of
     rng = random.Random(5)
-    population = [f"10.0.{i // 250}.{i % 250}" for i in range(2000)]
-    # Each referrer lists 8 nodes, more often the "popular" first half: unequal catchability.
-    listings = {f"10.9.{r // 250}.{r % 250}": [population[min(1999, int(rng.expovariate(1 / 600)))]
-                                               for _ in range(8)] for r in range(1500)}
-    answered = set(population)
-    estimate = bootstrap_recapture("halves", listings, answered, random.Random(1), rounds=60)
-    first = {ip for ref, ips in listings.items() if zlib.crc32(ref.encode()) & 1 == 0 for ip in ips}
-    second = {ip for ref, ips in listings.items() if zlib.crc32(ref.encode()) & 1 for ip in ips}
-    value, low, high = chapman(len(first), len(second), len(first & second))
+    # Each referrer lists 8 nodes, more often the "popular" first ones: unequal
+    # catchability. A node keeps only the groups of the referrers that listed it.
+    groups = [0] * 2000
+    for referrer in range(1500):
+        group = group_of(0x0A090000 + referrer)
+        for _ in range(8):
+            groups[min(1999, int(rng.expovariate(1 / 600)))] |= 1 << group
+    masks: dict[int, int] = {}
+    for mask in groups:
+        if mask:
+            masks[mask] = masks.get(mask, 0) + 1
+    estimate = grouped_recapture("halves", masks, random.Random(1), rounds=60)
+    first = sum(1 for mask in groups if mask & HALF)
+    second = sum(1 for mask in groups if mask & ~HALF)
+    both = sum(1 for mask in groups if mask & HALF and mask & ~HALF)
+    value, low, high = chapman(first, second, both)
     assert estimate.value == pytest.approx(value)
     assert estimate.low <= low and estimate.high >= high
     assert estimate.high - estimate.low > high - low  # the referrers' variation counts
     assert estimate.detail["bootstrap_rounds"] == 60
+    assert GROUPS == 32 and len({group_of(0x0A090000 + r) for r in range(1500)}) == GROUPS

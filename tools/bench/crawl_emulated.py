@@ -44,7 +44,9 @@ for path in (str(HERE), str(REPO / "tools"), str(REPO)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from processes import child_env, cores, cpu_seconds, in_own_namespace, pinned  # noqa: E402
+from processes import (  # noqa: E402
+    child_env, cores, cpu_seconds, die_with_parent, in_own_namespace, pinned,
+)
 
 EMULATOR = HERE / "emulated_dht.py"
 CRAWLER = REPO / "tools" / "crawler.py"
@@ -160,7 +162,8 @@ def run(args, folder: Path) -> dict:
     emulator_log = open(folder / "emulator.log", "wb")
     emulator = subprocess.Popen(pinned(emulator_command(args, truth_path), others),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=emulator_log, env=child_env())
+                                stderr=emulator_log, env=child_env(),
+                                preexec_fn=die_with_parent)
     crawlers: list[subprocess.Popen] = []
     try:
         deadline = time.monotonic() + min(args.limit, 1800)
@@ -184,7 +187,8 @@ def run(args, folder: Path) -> dict:
         for index, command in enumerate(crawler_commands(args, bootstrap, db)):
             crawlers.append(subprocess.Popen(
                 pinned(command, last), stdout=subprocess.PIPE,
-                stderr=open(folder / f"crawler-{index}.log", "wb"), env=child_env()))
+                stderr=open(folder / f"crawler-{index}.log", "wb"), env=child_env(),
+                preexec_fn=die_with_parent))
         cycle = None
         if args.cpu_limit:
             cycle = DutyCycle([c.pid for c in crawlers], args.cpu_limit)

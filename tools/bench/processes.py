@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,13 @@ def in_own_namespace(argv: list[str]) -> list[str]:
     print(f"{Path(sys.argv[0]).name}: no network namespace (unshare -n refused): "
           "running on this host's loopback", file=sys.stderr)
     return argv
+
+
+def die_with_parent() -> None:
+    """For `preexec_fn`: the child gets SIGTERM when this process dies (Linux's
+    PR_SET_PDEATHSIG), so that a benchmark killed midway leaves nothing running."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass

@@ -43,11 +43,15 @@ class CrawlOptions:
     400 nodes a lookup its queries cost under 0.07 per node."""
     partition: tuple[int, int] | None = None
     routing_tables: bool = False
+    per_ip_visits: int = 16
+    """Nodes visited at most on one IP per sweep (the rest are recorded as skipped)."""
 
 
 MAX_ESTIMATE_LOOKUPS = 240
 """The engine's estimator keeps the last 256 lookups."""
-ESTIMATE_LOOKUPS_AT_ONCE = 4
+ESTIMATE_LOOKUPS_AT_ONCE = 32
+"""On the real DHT a lookup takes seconds (half its contacts never answer): enough at once
+that the lookups a large sweep calls for end with it, not minutes after."""
 
 
 @dataclass
@@ -117,6 +121,7 @@ class Crawler:
         self.policy = SamplePolicy()
         self.epoch = clock()
         self.started = node.clock()
+        self.sweep_started = self.started
         self._queries_at_start = node.stats.queries_sent
         self._datagrams_at_start = (node.stats.datagrams_sent, node.stats.datagrams_received)
 
@@ -128,6 +133,7 @@ class Crawler:
         visited = stats.visited if stats else 0
         covered = sweep.covered if sweep else 0.0
         queries = self.node.stats.queries_sent - self._queries_at_start
+        walked = self.node.clock() - self.sweep_started
         return {
             "sweep": sweep.sweep if sweep else 0,
             "part": None if self.options.partition is None else
@@ -142,6 +148,10 @@ class Crawler:
             # The walk goes through the keyspace in order: what it found behind it, scaled.
             "estimated_total": round(visited / covered) if covered > 0.05 and visited >= 100
             else None,
+            # ...and at the pace it went so far, the rest of it (holes filled at the end
+            # add a few per cent).
+            "eta_seconds": round(walked * (1 - covered) / covered)
+            if 0.01 < covered < 1 and visited >= 100 else None,
             "samples": stats.samples if stats else 0,
             "rate_limited": self.node.stats.rate_limited,
             "datagrams_sent": self.node.stats.datagrams_sent - self._datagrams_at_start[0],
@@ -227,7 +237,7 @@ class Crawler:
             if options.samples else None,
             on_edges=on_edges, partition=partition_filter(options.partition),
             on_launch=lambda addresses, at: store.add_intents(crawl, number, addresses, at),
-            routing_tables=options.routing_tables)
+            routing_tables=options.routing_tables, per_ip_visits=options.per_ip_visits)
 
     async def run(self, stop: asyncio.Event | None = None) -> CrawlResult:
         stop = stop or asyncio.Event()
@@ -236,6 +246,7 @@ class Crawler:
         number = self.first_sweep
         while True:
             sweep = self.sweep = self._sweep_for(number)
+            self.sweep_started = self.node.clock()
             if self.resume is not None and number == self.first_sweep:
                 sweep.restore(*self.resume)
                 self._restore_intervals()

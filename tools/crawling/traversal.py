@@ -73,6 +73,8 @@ GONE = 16
 STALLED_PER_SLOT = 16
 """Visits waiting past their stall time, at most, per slot of `concurrency`."""
 ANSWERED_NEAR = 256
+BALL_K = 8
+"""A reply shows its target's XOR ball complete only when it lists a full k nodes."""
 """How far (in ids) a hole looks for an answering node to ask about it."""
 
 
@@ -140,6 +142,8 @@ class SweepStats:
     """Of those, answered after all."""
     recaptured: int = 0
     """Nodes that answered this sweep and the one before."""
+    skipped: int = 0
+    """Nodes not visited: their IP had had its `per_ip_visits` this sweep."""
 
 
 class StallTimer:
@@ -236,7 +240,7 @@ class Sweep:
                  clock: Callable[[], float] = time.time, epoch: float | None = None,
                  on_visit=None, on_contact=None, on_alias=None, on_samples=None,
                  on_edges=None, on_launch=None, routing_tables: bool = False,
-                 partition=None) -> None:
+                 partition=None, per_ip_visits: int = 16) -> None:
         self.node = node
         self.sweep = sweep
         self.table = table if table is not None else NodeTable()
@@ -271,6 +275,11 @@ class Sweep:
         self.waiting: dict[int, deque[int]] = {}
         self.busy: set[int] = set()
         """IPs (their keys) a visit is asking now."""
+        self.per_ip_visits = per_ip_visits
+        self.crowded: dict[int, int] = {}
+        """IPs found holding more than one node, with the visits made to them: past
+        `per_ip_visits`, the rest of an IP's nodes (a Sybil cluster's thousands of ids, to
+        be asked at most a few times a second) are recorded as skipped, not visited."""
         self.claimed: set[int] = set()
         """Holes a visit in flight is asking about (their start)."""
         self._claims: dict[int, int | None] = {}
@@ -420,26 +429,50 @@ class Sweep:
             number = self.ready.popleft()
             if not flags[number] & VISITED:
                 return number
+        crowded = self.crowded
         while self.frontier:
             item = heapq.heappop(self.frontier)
             number = item & 0xFFFFFFFF
             if flags[number] & VISITED:
                 continue
             ip = table.ip_key(number)
+            if ip in crowded and crowded[ip] >= self.per_ip_visits:
+                self._skip(number)
+                continue
             if ip in self.busy:
+                crowded.setdefault(ip, 1)
                 self.waiting.setdefault(ip, deque()).append(number)
                 continue
+            if ip in crowded:
+                crowded[ip] += 1
             self.position = item >> 32
             return number
         return None
 
+    def _skip(self, number: int) -> None:
+        """A node on an IP that has had its visits this sweep: recorded, not asked."""
+        self.table.flags[number] |= VISITED
+        self.stats.skipped += 1
+        contact = self.contact(number)
+        self.on_visit({"sweep": self.sweep, "ip": contact.ip, "port": contact.port,
+                       "family": contact.family, "node_id": contact.node_id,
+                       "referrer": contact.referrer, "queries": 0, "outcome": "skipped",
+                       "at": self.clock()})
+
     def _release(self, ip: int) -> None:
         self.busy.discard(ip)
         queue = self.waiting.get(ip)
-        if queue:
+        if not queue:
+            return
+        if self.crowded.get(ip, 0) >= self.per_ip_visits:
+            for number in queue:
+                self._skip(number)
+            queue.clear()
+        else:
+            self.crowded[ip] = self.crowded.get(ip, 1) + 1
             self.ready.append(queue.popleft())
-            if not queue:
-                del self.waiting[ip]
+        if not queue:
+            del self.waiting[ip]
 
     @property
     def in_flight(self) -> int:
@@ -759,10 +792,11 @@ class Sweep:
     def _may_sample(self, number: int, now: float) -> bool:
         return self.sample and self.table.sample_after[number] <= now - self.epoch
 
-    async def _ask(self, contact: Contact, sampling: bool, target: NodeId):
+    async def _ask(self, contact: Contact, sampling: bool, target: NodeId,
+                   timeout: float | None = None):
         self.stats.queries += 1
         return await self.node.query(contact.address, self._query(contact, sampling, target),
-                                     timeout=self.timeout)
+                                     timeout=timeout or self.timeout)
 
     async def _visit(self, number: int) -> None:
         stats = self.stats
@@ -839,7 +873,10 @@ class Sweep:
         self.stats.sample_queries += 1
         row["queries"] += 1
         try:
-            response = await self._ask(contact, True, target)
+            # It has just answered: a silence now is a node that drops the query (a long
+            # wait would only hold its IP), not one that has gone.
+            response = await self._ask(contact, True, target,
+                                       min(self.timeout, max(1.0, 3 * self.stall.value)))
         except RemoteError:
             self.policy.record(version, False)
             row["bep51"] = 0
@@ -893,13 +930,26 @@ class Sweep:
 
     def _cover_reply(self, contact: Contact, response, listed: list[int],
                      target: int) -> None:
-        # The reply lists every node of the stretch it spans only when the responder lives
-        # inside it: a node knows its own part of the keyspace completely, while a bucket
-        # for a far part holds 8 of the nodes there, not all.
-        if len(listed) >= 2:
-            low, high = min(min(listed), target), max(max(listed), target)
-            if low <= contact.key <= high:
-                self.cover(low, high)
+        """Mark what a reply showed complete: the XOR ball around its target out to the
+        farthest of the k nodes it listed (any node closer to the target would have been
+        listed instead), when the responder lies inside that ball, where its own table is
+        full (a node knows its neighbourhood completely; for a far target its bucket holds
+        k of the nodes there, not all). In id order the ball is a few aligned blocks, the
+        largest holding half of it: the three largest are covered. (A stretch from the
+        first listed node to the last is not: XOR-closest sets skip nodes across subtree
+        boundaries.)"""
+        if len(listed) >= BALL_K:
+            reach = max(key ^ target for key in listed)
+            if contact.key ^ target <= reach:
+                size = reach + 1  # the ball is target ^ [0, size)
+                for _ in range(3):
+                    if not size:
+                        break
+                    bit = size.bit_length() - 1
+                    block = 1 << bit
+                    start = (((size >> (bit + 1)) << (bit + 1)) ^ target) & ~(block - 1)
+                    self.cover(start, start + block - 1)
+                    size ^= block
         if self.on_edges is not None:
             self.on_edges(contact.ip, list(response.nodes or []) + list(response.nodes6 or []))
 

@@ -469,6 +469,7 @@ class EmulatedNetwork:
         position = np.fmod(now + self.phase.astype(np.float64), self.period)
         mask = (position < self.session) & ~self.gone
         mask[self.bootstrap_rank] = True
+        mask |= self.sybil  # a Sybil cluster is a server: always up
         return mask
 
     def online_during_mask(self, start: float, end: float) -> np.ndarray:
@@ -479,6 +480,7 @@ class EmulatedNetwork:
         mask = ((position < self.session) | (position + (end - start) >= self.period)) & \
             ~self.gone
         mask[self.bootstrap_rank] = True
+        mask |= self.sybil  # a Sybil cluster is a server: always up
         return mask
 
     def online_throughout_mask(self, start: float, end: float) -> np.ndarray:
@@ -488,6 +490,7 @@ class EmulatedNetwork:
         position = np.fmod(start + self.phase.astype(np.float64), self.period)
         mask = (position + (end - start) < self.session) & ~self.gone
         mask[self.bootstrap_rank] = True
+        mask |= self.sybil  # a Sybil cluster is a server: always up
         return mask
 
     def listed_mask(self, now: float) -> np.ndarray:
@@ -497,6 +500,7 @@ class EmulatedNetwork:
         mask = (position < self.session) | (position - self.session < self.stale_seconds) | \
             self.gone
         mask[self.bootstrap_rank] = True
+        mask |= self.sybil  # a Sybil cluster is a server: always up
         return mask
 
     def round_trip(self, rank: int) -> float:
@@ -550,12 +554,16 @@ class EmulatedNetwork:
         picked = [low + (start + int(slot * stride)) % size for slot in range(K)]
         if churn:
             listed = self._listed
+            chosen = set(picked)
             for index, entry in enumerate(picked):
-                for _ in range(4):  # a gone node is replaced by the next of its subtree
-                    if listed[entry]:
-                        break
+                if listed[entry]:
+                    continue
+                for _ in range(8):  # gone: replaced by the next node of its subtree
                     entry = low + (entry - low + 1) % size
-                picked[index] = entry
+                    if listed[entry] and entry not in chosen:
+                        chosen.add(entry)
+                        picked[index] = entry
+                        break
         return picked
 
     def closest(self, rank: int, target: int, now: float) -> list[int]:
