@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 from crawling.keyspace import BUCKET_TARGET, Coverage, SortedKeys  # noqa: E402
-from crawling.nodes import NodeTable, V6_MARK, address_key, key_address  # noqa: E402
+from crawling.nodes import V6_MARK, address_key, key_address  # noqa: E402
 from crawling.traversal import SamplePolicy, StallTimer, Sweep  # noqa: E402
 
 from mldht.compact import CompactNodes, NodeInfo  # noqa: E402
