@@ -73,7 +73,16 @@ GONE = 16
 STALLED_PER_SLOT = 16
 """Visits waiting past their stall time, at most, per slot of `concurrency`."""
 ANSWERED_NEAR = 256
+LAUNCH_BATCH = 32
+LAUNCH_WAIT = 0.02
+"""Seconds a launch waits for a batch's worth of free slots."""
 BALL_K = 8
+BALL_REACH = 6
+"""The ball a reply shows complete reaches out to its 6th closest node, not its 8th: a
+bucket of the responder's that is full may hold only 8 of the nodes of its subtree, and
+the farthest of the nodes listed are the likeliest to come from one (on 2,000 real mldht
+nodes on loopback: 99.4 to 99.55 % found with the 8th, 99.8 to 99.85 % with the 6th, 100 %
+with the 4th, for 0.04 more queries a node on the emulated DHT; tools/bench/crawl_loopback.py)."""
 """A reply shows its target's XOR ball complete only when it lists a full k nodes."""
 """How far (in ids) a hole looks for an answering node to ask about it."""
 
@@ -502,8 +511,23 @@ class Sweep:
         running: set[asyncio.Task] = set()
         most = self.concurrency * STALLED_PER_SLOT
         table = self.table
+        batch = max(1, min(LAUNCH_BATCH, self.concurrency // 8))
+        held_since: float | None = None
         try:
             while True:
+                # Launch in batches (one commit of their intents each), not one by one as
+                # slots free up: unless a batch's worth of slots is free, wait a moment.
+                free = self.concurrency - self.active
+                if free < batch and self.active and self.frontier:
+                    now = loop.time()
+                    if held_since is None:
+                        held_since = now
+                        loop.call_later(LAUNCH_WAIT, self._wake.set)
+                    if now - held_since < LAUNCH_WAIT:
+                        self._wake.clear()
+                        await self._wake.wait()
+                        continue
+                held_since = None
                 launched = []
                 while self.active + len(launched) < self.concurrency and \
                         len(running) + len(launched) < most:
@@ -931,15 +955,15 @@ class Sweep:
     def _cover_reply(self, contact: Contact, response, listed: list[int],
                      target: int) -> None:
         """Mark what a reply showed complete: the XOR ball around its target out to the
-        farthest of the k nodes it listed (any node closer to the target would have been
-        listed instead), when the responder lies inside that ball, where its own table is
-        full (a node knows its neighbourhood completely; for a far target its bucket holds
-        k of the nodes there, not all). In id order the ball is a few aligned blocks, the
-        largest holding half of it: the three largest are covered. (A stretch from the
-        first listed node to the last is not: XOR-closest sets skip nodes across subtree
-        boundaries.)"""
+        `BALL_REACH`th closest of the k nodes it listed (any node closer to the target would
+        have been listed instead), when the responder lies inside that ball, where its own
+        table is full (a node knows its neighbourhood completely; for a far target its
+        bucket holds k of the nodes there, not all). In id order the ball is a few aligned
+        blocks, the largest holding half of it: the three largest are covered. (A stretch
+        from the first listed node to the last is not: XOR-closest sets skip nodes across
+        subtree boundaries.)"""
         if len(listed) >= BALL_K:
-            reach = max(key ^ target for key in listed)
+            reach = sorted(key ^ target for key in listed)[BALL_REACH - 1]
             if contact.key ^ target <= reach:
                 size = reach + 1  # the ball is target ^ [0, size)
                 for _ in range(3):
