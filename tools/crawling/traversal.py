@@ -739,7 +739,12 @@ class Sweep:
             for responder, target in asks:
                 if responder is None or responder in tried:
                     continue
+                ip = self.table.ip_key(responder)
+                if ip in self.busy:
+                    self._last_fill = None  # one query at a time to an IP: next round
+                    continue
                 tried.add(responder)
+                self.busy.add(ip)
                 tasks.append(self._ask_about(responder, target, (low, high)))
         if not tasks:
             self.fill_rounds -= 1  # nothing asked: not a round
@@ -781,6 +786,13 @@ class Sweep:
                        self._referrer_text(table.referrer[number]))
 
     async def _ask_about(self, number: int, middle: int, hole: tuple[int, int]) -> None:
+        """Ask an answering node about a hole (its IP was made busy for this)."""
+        try:
+            await self._ask_about_hole(number, middle, hole)
+        finally:
+            self._release(self.table.ip_key(number))
+
+    async def _ask_about_hole(self, number: int, middle: int, hole: tuple[int, int]) -> None:
         self.stats.queries += 1
         self.stats.fill_queries += 1
         contact = self.contact(number)
