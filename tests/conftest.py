@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The throwaway PostgreSQL server (tools/bench/pgserver.py) serves tests and benchmarks.
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tools" / "bench"))
 import netguard  # noqa: E402
 
 netguard.install()

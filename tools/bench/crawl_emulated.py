@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -45,7 +46,7 @@ for path in (str(HERE), str(REPO / "tools"), str(REPO)):
         sys.path.insert(0, path)
 
 from processes import (  # noqa: E402
-    child_env, cores, cpu_seconds, die_with_parent, in_own_namespace, pinned,
+    DutyCycle, child_env, cores, cpu_seconds, die_with_parent, in_own_namespace, pinned,
 )
 
 EMULATOR = HERE / "emulated_dht.py"
@@ -68,6 +69,9 @@ def parse_args(argv):
     parser.add_argument("--timeout", type=float, default=None, help="the crawler's --timeout")
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--db", default=None, help="postgresql://... (default: SQLite)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="crawl into a throwaway PostgreSQL server started here "
+                             "(tools/bench/pgserver.py, with fsync)")
     parser.add_argument("--cpu-limit", type=float, default=None, metavar="F",
                         help="the crawler runs this share of the time (0 < F < 1)")
     parser.add_argument("--emulator", action="append", default=[], metavar="OPTION=VALUE",
@@ -83,7 +87,7 @@ def parse_args(argv):
 def emulator_command(args, truth: Path) -> list[str]:
     command = [sys.executable, str(EMULATOR), "--nodes", str(args.nodes), "--seed",
                str(args.seed), "--duration", str(args.limit + 600), "--truth", str(truth),
-               "--truth-every", "5", "--stdin-stop"]
+               "--truth-every", str(max(5, args.nodes // 500_000)), "--stdin-stop"]
     for item in args.emulator:
         name, _, value = item.partition("=")
         name = name.strip().lstrip("-").replace("_", "-")
@@ -111,32 +115,6 @@ def crawler_commands(args, bootstrap: str, db: str) -> list[list[str]]:
             command += ["--partition", f"{part}/{args.partitions}", "--label", "bench"]
         commands.append(command + list(args.crawler_arg))
     return commands
-
-
-class DutyCycle(threading.Thread):
-    """Lets processes run `share` of every `period` seconds (SIGSTOP / SIGCONT)."""
-
-    def __init__(self, pids: list[int], share: float, period: float = 0.02) -> None:
-        super().__init__(daemon=True)
-        self.pids, self.share, self.period = pids, share, period
-        self.done = threading.Event()
-
-    def _signal(self, signum) -> None:
-        for pid in self.pids:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-
-    def run(self) -> None:
-        try:
-            while not self.done.is_set():
-                time.sleep(self.period * self.share)
-                self._signal(signal.SIGSTOP)
-                time.sleep(self.period * (1 - self.share))
-                self._signal(signal.SIGCONT)
-        finally:
-            self._signal(signal.SIGCONT)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -437,14 +415,18 @@ def main(argv=None) -> int:
     argv = in_own_namespace(list(sys.argv[1:] if argv is None else argv))
     args = parse_args(argv)
     try:
-        if args.keep:
-            folder = Path(args.keep)
-            folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            if args.postgres:
+                from pgserver import postgres_server
+                args.db = stack.enter_context(postgres_server(durable=True))
+            if args.keep:
+                folder = Path(args.keep)
+                folder.mkdir(parents=True, exist_ok=True)
+            else:
+                folder = Path(stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="mldht-crawl-emulated-")))
             result = run(args, folder)
-        else:
-            with tempfile.TemporaryDirectory(prefix="mldht-crawl-emulated-") as name:
-                result = run(args, Path(name))
-    except BenchError as exc:
+    except (BenchError, RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"crawl_emulated: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -69,7 +69,7 @@ if str(REPO) not in sys.path:
 if str(REPO / "tools") not in sys.path:
     sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import child_env, cores, cpu_seconds, pinned  # noqa: E402
+from processes import DutyCycle, child_env, cores, cpu_seconds, pinned  # noqa: E402
 
 CRAWLER = REPO / "tools" / "crawler.py"
 NODE_NET = "127.30"
@@ -393,6 +393,10 @@ async def _run_crawler(args, folder: Path, db: Path, target: str, bootstrap: str
                                    stdout=out, stderr=err)
     sampler = Sampler([process.pid, *watch])
     sampling = asyncio.ensure_future(sampler.run())
+    cycle = None
+    if args.cpu_limit:
+        cycle = DutyCycle([process.pid], args.cpu_limit)
+        cycle.start()
     try:
         reaped = await wait_exit(process.pid, seconds)
         wall = time.monotonic() - started
@@ -402,6 +406,9 @@ async def _run_crawler(args, folder: Path, db: Path, target: str, bootstrap: str
         process.returncode = code
     finally:
         sampling.cancel()
+        if cycle is not None:
+            cycle.done.set()
+            cycle.join()
         if process.returncode is None:
             process.kill()  # our own child, by its pid
             with contextlib.suppress(ChildProcessError):
@@ -588,7 +595,7 @@ async def measure(args) -> dict:
         "packets_per_cpu_second": per_cpu,
         "walk_packets_per_cpu_second": ratio(visit_packets, cpu_walk),
         "anchor_packets_per_cpu_second": ANCHOR_PACKETS_PER_SECOND,
-        "database": "postgresql" if args.db else "sqlite",
+        "database": "postgresql" if args.db else "sqlite", "cpu_limit": args.cpu_limit,
         "share_of_anchor": None if per_cpu is None
         else round(per_cpu / ANCHOR_PACKETS_PER_SECOND, 3),
         "hosts_cores_busy_walk": ratio(hosts_walk, (walk_seconds or 0) * host_cores, 3),
@@ -652,8 +659,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", metavar="URL",
                         help="a postgresql:// server to crawl into (a new database on it, "
                              "dropped afterwards); default a SQLite file")
+    parser.add_argument("--postgres", action="store_true",
+                        help="crawl into a throwaway PostgreSQL server started here "
+                             "(tools/bench/pgserver.py, with fsync)")
+    parser.add_argument("--cpu-limit", type=float, metavar="F",
+                        help="the crawler runs this share of the time (SIGSTOP/SIGCONT every "
+                             "20 ms), as on a slower machine")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.cpu_limit is not None and not 0 < args.cpu_limit < 1:
+        parser.error("--cpu-limit must be between 0 and 1")
     if not 2 <= args.nodes <= MAX_NODES:
         parser.error(f"--nodes must be from 2 to {MAX_NODES}")
     if not 1 <= args.hosts <= args.nodes:
@@ -663,8 +678,14 @@ def main(argv: list[str] | None = None) -> int:
             args.timeout <= 0:
         parser.error("--rate, --concurrency, the timeouts and waits must be positive")
     try:
-        result = asyncio.run(bounded(args))
-    except BenchError as exc:
+        if args.postgres:
+            from pgserver import postgres_server
+            with postgres_server(durable=True) as url:
+                args.db = url
+                result = asyncio.run(bounded(args))
+        else:
+            result = asyncio.run(bounded(args))
+    except (BenchError, RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"crawl_loopback: error: {exc}", file=sys.stderr)
         return 2
     if args.json:

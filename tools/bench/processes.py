@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import threading
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +109,29 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+class DutyCycle(threading.Thread):
+    """Lets processes run `share` of every `period` seconds (SIGSTOP / SIGCONT)."""
+
+    def __init__(self, pids: list[int], share: float, period: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.share, self.period = pids, share, period
+        self.done = threading.Event()
+
+    def _signal(self, signum) -> None:
+        for pid in self.pids:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def run(self) -> None:
+        try:
+            while not self.done.is_set():
+                time.sleep(self.period * self.share)
+                self._signal(signal.SIGSTOP)
+                time.sleep(self.period * (1 - self.share))
+                self._signal(signal.SIGCONT)
+        finally:
+            self._signal(signal.SIGCONT)

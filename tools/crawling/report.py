@@ -273,7 +273,7 @@ def _crawl_summary(db, crawl: CrawlRow, version: str | None) -> dict:
     per_node: dict[str, int] = {}
     for n_answered, nodes in db.execute(
             "SELECT n, COUNT(*) FROM (SELECT ip, SUM(outcome='answered') AS n FROM visits "
-            "WHERE crawl=? GROUP BY ip) GROUP BY n ORDER BY n", (crawl.id,)):
+            "WHERE crawl=? GROUP BY ip, port) GROUP BY n ORDER BY n", (crawl.id,)):
         per_node[str(n_answered)] = nodes
     (visited_sweeps,) = db.execute("SELECT COUNT(DISTINCT sweep) FROM visits WHERE crawl=?",
                                    (crawl.id,)).fetchone()

@@ -1,5 +1,5 @@
-"""A throwaway PostgreSQL server for the tests: Debian's postgresql binaries, a cluster made
-by initdb in a temporary folder, listening on 127.0.0.1 only (and a Unix socket in that
+"""A throwaway PostgreSQL server for the tests and the benchmarks (`--postgres`): Debian's
+postgresql binaries, a cluster made by initdb in a temporary folder, listening on 127.0.0.1 only (and a Unix socket in that
 folder), trust authentication, stopped and deleted afterwards. As root, the server runs as
 the `postgres` user (PostgreSQL refuses to run as root)."""
 
@@ -36,8 +36,9 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def postgres_server():
-    """Yields a `postgresql://` URL of a fresh database on a server of its own."""
+def postgres_server(durable: bool = False):
+    """Yields a `postgresql://` URL of a fresh database on a server of its own (`durable`:
+    with fsync, as a real server; the tests' runs without)."""
     binaries = _binaries()
     folder = Path(tempfile.mkdtemp(prefix="mldht-pg-"))
     run_as: list[str] = []
@@ -50,7 +51,8 @@ def postgres_server():
     subprocess.run([*run_as, str(binaries / "initdb"), "-D", str(data), "-U", USER,
                     "--auth=trust", "-E", "UTF8"], check=True, capture_output=True, env=env,
                    cwd=folder, timeout=120)
-    options = f"-k {folder} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+    options = f"-k {folder} -p {port} -c listen_addresses=127.0.0.1" + \
+        ("" if durable else " -c fsync=off")
     subprocess.run([*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l",
                     str(folder / "log"), "-w", "-t", "60", "start"], check=True,
                    capture_output=True, env=env, cwd=folder, timeout=90)
