@@ -226,6 +226,8 @@ async def test_a_crawl_finds_and_describes_every_node(tmp_path):
         assert code == 0, err
         summary = json.loads(out)
         assert summary["status"] == "complete" and summary["sweeps_done"] == 2
+        # Before it starts, what a sweep will take at its rate (from the join's estimate).
+        assert re.search(r"a sweep at \d+ queries a second takes about \d+ (s|min)", err), err
         assert [n.stats.rate_limited for n in net.nodes] == [0] * 30
         # Asked for samples once a sweep: every mldht node here gives interval 0 (its whole
         # store fits in one sample), so it may be asked again the next sweep.

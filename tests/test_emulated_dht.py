@@ -189,6 +189,21 @@ def test_the_emulator_answers_over_udp_from_the_queried_address_and_writes_its_t
                 reply, source = sock.recvfrom(2048)
                 assert source == address  # from the very address queried (IP_PKTINFO)
                 assert decode_bencode(reply)[b"r"][b"id"] == network.id_of(rank)
+            # An impolite querier: 60 datagrams to one node within a second. libtorrent's
+            # limit lets 49 through and drops the rest for 5 minutes (counted).
+            rank = answering[0]
+            address = network.address_of(rank)
+            for _ in range(60):
+                sock.sendto(_query(b"ping"), address)
+            answered = 0
+            sock.settimeout(1.0)
+            try:
+                while True:
+                    sock.recvfrom(2048)
+                    answered += 1
+            except socket.timeout:
+                pass
+            assert answered == 49 - 1  # one ping of the 50 in the window came before
         deadline = time.monotonic() + 10
         while not truth.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -198,7 +213,9 @@ def test_the_emulator_answers_over_udp_from_the_queried_address_and_writes_its_t
             assert key in facts
         assert 0 < facts["reachable"] <= facts["nodes"] <= facts["population"]
         assert facts["listed"] >= facts["nodes"]
-        assert facts["sources"]["127.0.0.1"]["received"] >= 20
+        assert facts["sources"]["127.0.0.1"]["received"] >= 80
+        assert facts["sources"]["127.0.0.1"]["rate_limited"] == 60 - 48
+        assert facts["counts"]["rate_limited"] == 60 - 48
         assert sum(facts["zones"]["received"]) >= 20 and len(facts["zones"]["nodes"]) == 256
     finally:
         process.stdin.close()
