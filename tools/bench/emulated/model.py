@@ -463,35 +463,30 @@ class EmulatedNetwork:
         time a real node takes to evict it."""
         return not self._churn or bool(self._listed[rank])
 
-    def online_mask(self, now: float) -> np.ndarray:
+    def _schedule_mask(self, start: float, keep) -> np.ndarray:
+        """`keep(position)` of every node's place in its schedule at `start` (seconds
+        into its session-and-gap period): gone nodes out; the bootstrap node and the
+        Sybils (servers) always in."""
         if not self.config.churn:
             return ~self.gone
-        position = np.fmod(now + self.phase.astype(np.float64), self.period)
-        mask = (position < self.session) & ~self.gone
+        position = np.fmod(start + self.phase.astype(np.float64), self.period)
+        mask = keep(position) & ~self.gone
         mask[self.bootstrap_rank] = True
-        mask |= self.sybil  # a Sybil cluster is a server: always up
+        mask |= self.sybil
         return mask
+
+    def online_mask(self, now: float) -> np.ndarray:
+        return self._schedule_mask(now, lambda position: position < self.session)
 
     def online_during_mask(self, start: float, end: float) -> np.ndarray:
         """Nodes online at some moment of [start, end]."""
-        if not self.config.churn:
-            return ~self.gone
-        position = np.fmod(start + self.phase.astype(np.float64), self.period)
-        mask = ((position < self.session) | (position + (end - start) >= self.period)) & \
-            ~self.gone
-        mask[self.bootstrap_rank] = True
-        mask |= self.sybil  # a Sybil cluster is a server: always up
-        return mask
+        return self._schedule_mask(start, lambda position: (position < self.session) |
+                                   (position + (end - start) >= self.period))
 
     def online_throughout_mask(self, start: float, end: float) -> np.ndarray:
         """Nodes online for the whole of [start, end]."""
-        if not self.config.churn:
-            return ~self.gone
-        position = np.fmod(start + self.phase.astype(np.float64), self.period)
-        mask = (position + (end - start) < self.session) & ~self.gone
-        mask[self.bootstrap_rank] = True
-        mask |= self.sybil  # a Sybil cluster is a server: always up
-        return mask
+        return self._schedule_mask(start,
+                                   lambda position: position + (end - start) < self.session)
 
     def listed_mask(self, now: float) -> np.ndarray:
         if not self.config.churn:
