@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 from crawling.keyspace import BUCKET_TARGET, Coverage, SortedKeys  # noqa: E402
 from crawling.nodes import V6_MARK, address_key, key_address  # noqa: E402
-from crawling.traversal import SamplePolicy, StallTimer, Sweep  # noqa: E402
+from crawling.policies import SamplePolicy, StallTimer  # noqa: E402
+from crawling.traversal import Sweep  # noqa: E402
 
 from mldht.compact import CompactNodes, NodeInfo  # noqa: E402
 from mldht.errors import QueryTimeout  # noqa: E402

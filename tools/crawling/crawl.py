@@ -16,7 +16,8 @@ from .estimates import (
     Estimate, chapman_estimate, count_estimate, engine_estimate, grouped_recapture,
 )
 from .nodes import ANSWERED, NodeTable
-from .traversal import SamplePolicy, Sweep, seed_contacts
+from .policies import SamplePolicy
+from .traversal import Sweep, seed_contacts
 
 
 @dataclass
