@@ -211,7 +211,8 @@ class Sweep:
         """Holes a visit in flight is asking about (their start)."""
         self._claims: dict[int, int | None] = {}
         """Node number -> the hole its visit claimed, until it ends or stalls."""
-        self.asked_holes: dict[tuple[int, int], set[int]] = {}
+        self.asked_holes: dict[tuple[int, int], set[tuple[int, int]]] = {}
+        """Each hole asked about, with who was asked about which target in it."""
         self.fallback_tries = 0
         self.fallback_successes = 0
         self.own = set()
@@ -619,10 +620,12 @@ class Sweep:
 
     def _open_holes(self) -> list:
         """When the walk has nobody left to visit but stretches of keyspace stay uncovered
-        (no node there was ever listed: the walk had no way in), ask about each one, once,
-        the node that answered whose id shares the most bits with its middle: its bucket
-        for that stretch lists the nodes there. These are the only second queries a node
-        gets in a sweep (a few per hundred nodes)."""
+        (no node there was ever listed: the walk had no way in), ask about each one the
+        node that answered whose id shares the most bits with its middle (and, in a small
+        network, with its ends): its bucket for that stretch lists the nodes there. What
+        a round leaves uncovered is asked again the next round, of another node, at most
+        `MAX_HOLE_ASKS` times. These are the only second queries a node gets in a sweep
+        (a few per hundred nodes)."""
         if self.fill_rounds >= MAX_FILL_ROUNDS or not any(self.stats.answered.values()):
             return []
         changes = (len(self.coverage), len(self.keys), sum(self.stats.answered.values()))
@@ -640,28 +643,26 @@ class Sweep:
                 continue  # too short to hold anyone
             if low in self.claimed:
                 continue  # a visit is asking about it now
-            tried = self.asked_holes.setdefault((low, high), set())
-            if len(tried) >= MAX_HOLE_ASKS:
-                continue  # asked enough, and unchanged since
+            # Its middle; in a small network its two ends too: XOR-closest sets do not
+            # follow id order, so a node just inside one end of a stretch may be listed for
+            # a target at that end and for no target in its middle.
             middle = (low + high) // 2
-            # The answering node sharing most bits with its middle, then those on either
-            # side of it: each knows a different part of the keyspace around it. In a small
-            # network all three at once, about its middle and its two ends: XOR-closest
-            # sets do not follow id order, so a node just inside one end of a stretch may
-            # be listed for a target at that end and for no target in its middle.
-            left, right = self._answered_beside(low, high)
-            asks = [(self._closest_answered(middle), middle), (left, low), (right, high)]
-            if known >= SMALL_NETWORK:
-                asks = [next(((c, middle) for c, _ in asks
-                              if c is not None and c not in tried), (None, middle))]
-            for responder, target in asks:
-                if responder is None or responder in tried:
+            targets = [middle] if known >= SMALL_NETWORK else [middle, low, high]
+            tried = self.asked_holes.setdefault((low, high), set())
+            if len(tried) >= MAX_HOLE_ASKS * len(targets):
+                continue  # asked enough, and unchanged since
+            for target in targets:
+                # The answering node sharing most bits with the target first (its bucket
+                # there lists the nodes there), another one next round.
+                responder = next((candidate for candidate in self._answering_near(target)
+                                  if (candidate, target) not in tried), None)
+                if responder is None:
                     continue
                 ip = self.table.ip_key(responder)
                 if ip in self.busy:
                     self._last_fill = None  # one query at a time to an IP: next round
                     continue
-                tried.add(responder)
+                tried.add((responder, target))
                 self.busy.add(ip)
                 tasks.append(self._ask_about(responder, target, (low, high)))
         if not tasks:
@@ -671,30 +672,17 @@ class Sweep:
     def _answering(self, number: int) -> bool:
         return self.table.flags[number] & (ANSWERED | GONE) == ANSWERED
 
-    def _answered_beside(self, low: int, high: int) -> list[int | None]:
-        """The answering nodes nearest below `low` and above `high` (None where none)."""
-        found: list[int | None] = []
-        for step in (self.keys.before, self.keys.after):
-            position = low if step == self.keys.before else high
-            chosen = None
-            for _ in range(ANSWERED_NEAR):
-                entry = step(position)
-                if entry is None:
-                    break
-                position = entry[0]
-                if self._answering(entry[1]):
-                    chosen = entry[1]
-                    break
-            found.append(chosen)
-        return found
-
-    def _closest_answered(self, key: int) -> int | None:
-        below, above = self._answered_beside(key, key)
-        candidates = [n for n in (below, above) if n is not None]
-        if not candidates:
-            return None
+    def _answering_near(self, key: int, count: int = MAX_HOLE_ASKS + 1) -> list[int]:
+        """Up to `count` answering nodes nearest `key` in id order, those sharing most
+        bits with it first."""
+        found: list[int] = []
+        for steps, (_position, number) in enumerate(self.keys.around(key)):
+            if steps >= 2 * ANSWERED_NEAR or len(found) >= count:
+                break
+            if self._answering(number):
+                found.append(number)
         ids = self.table.ids
-        return max(candidates, key=lambda n: _shared_bits(key64(ids[n * 20:n * 20 + 8]), key))
+        return sorted(found, key=lambda n: -_shared_bits(key64(ids[n * 20:n * 20 + 8]), key))
 
     def contact(self, number: int) -> Contact:
         table = self.table
@@ -721,7 +709,7 @@ class Sweep:
         except MldhtError:
             # Gone since it answered (churn): ask someone else about the hole next round,
             # not it again.
-            self.asked_holes.get(hole, set()).discard(number)
+            self.asked_holes.get(hole, set()).discard((number, middle))
             self.table.flags[number] |= GONE
             return
         listed = self.learn_reply(response, number)
