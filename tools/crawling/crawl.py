@@ -123,6 +123,7 @@ class Crawler:
         self.epoch = clock()
         self.started = node.clock()
         self.sweep_started = self.started
+        self.finished = False
         self._queries_at_start = node.stats.queries_sent
         self._datagrams_at_start = (node.stats.datagrams_sent, node.stats.datagrams_received)
 
@@ -152,8 +153,14 @@ class Crawler:
             # ...and at the pace it went so far, the rest of it (holes filled at the end
             # add a few per cent).
             "eta_seconds": round(walked * (1 - covered) / covered)
-            if 0.01 < covered < 1 and visited >= 100 else None,
+            if 0.01 < covered < 1 and visited >= 100 and not self.finished else None,
             "samples": stats.samples if stats else 0,
+            # What the sweep holds, for a look at its memory (store: rows not yet written).
+            "held": {"nodes": len(self.table), "frontier": len(sweep.frontier),
+                     "waiting": sweep.queued - len(sweep.frontier),
+                     "stretches": len(sweep.coverage), "holes_asked": len(sweep.asked_holes),
+                     "stalled": sweep.in_flight - sweep.active,
+                     "store_queue": self.store.queued_rows} if sweep else None,
             "rate_limited": self.node.stats.rate_limited,
             "datagrams_sent": self.node.stats.datagrams_sent - self._datagrams_at_start[0],
             "datagrams_received": (self.node.stats.datagrams_received
@@ -270,6 +277,8 @@ class Crawler:
                 await self.store.flush()
                 break
             work.result()
+            self.finished = options.sweeps is not None and \
+                self.result.sweeps_done + 1 >= options.sweeps
             self.result.sweeps_done += 1
             self.result.stats.append(sweep.stats)
             estimates = self.estimates(sweep)

@@ -112,28 +112,30 @@ class SortedKeys:
 class Coverage:
     """Disjoint stretches [low, high] of the keyspace a reply showed complete, in order.
 
-    Kept as two sorted lists of starts and ends: a sweep covers the keyspace from low to
-    high, so new stretches land near the end of the lists, where an insertion is cheap;
-    the holes it leaves behind are few (a few per hundred nodes)."""
+    Kept as two sorted arrays of starts and ends: a sweep covers the keyspace from low to
+    high, so new stretches land near the end of the arrays, where an insertion moves
+    little."""
 
     def __init__(self) -> None:
-        self.starts: list[int] = []
-        self.ends: list[int] = []
+        # Two arrays of 64-bit positions (16 bytes a stretch; a list of ints takes 88):
+        # the walk leaves a stretch for every few nodes, the gaps between replies' balls.
+        self.starts = array("Q")
+        self.ends = array("Q")
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def cover(self, low: int, high: int) -> None:
         starts, ends = self.starts, self.ends
-        index = bisect_left(ends, low - 1)
+        index = bisect_left(ends, low - 1) if low else 0
         last = index
         while last < len(starts) and starts[last] <= high + 1:
             last += 1
         if last > index:
             low = min(low, starts[index])
             high = max(high, ends[last - 1])
-            starts[index:last] = [low]
-            ends[index:last] = [high]
+            starts[index:last] = array("Q", [low])
+            ends[index:last] = array("Q", [high])
         else:
             starts.insert(index, low)
             ends.insert(index, high)

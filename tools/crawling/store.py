@@ -342,6 +342,11 @@ class CrawlStore:
             return cls(await _Postgres.connect(str(target)), redacted(str(target)))
         return cls(_Sqlite(Path(target)), str(target))
 
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for their batch."""
+        return self._queued_rows
+
     async def fetch(self, sql: str, *args) -> list[tuple]:
         """Rows of a read-only statement (`?` placeholders, whichever the backend)."""
         return await self.backend.fetch(sql, *args)

@@ -213,6 +213,8 @@ class Sweep:
         """Node number -> the hole its visit claimed, until it ends or stalls."""
         self.asked_holes: dict[tuple[int, int], set[tuple[int, int]]] = {}
         """Each hole asked about, with who was asked about which target in it."""
+        self.fill_queue: deque[tuple[int, int, tuple[int, int]]] = deque()
+        """Questions about holes waiting for a slot: (node, target, hole)."""
         self.fallback_tries = 0
         self.fallback_successes = 0
         self.own = set()
@@ -464,13 +466,25 @@ class Sweep:
                         await recorded
                 for number in launched:
                     self._launch(self._visit(number), running, loop, number)
-                if self.active == 0 and not self.frontier and not self.ready:
+                # Questions about holes, as slots free up (a round can ask about tens of
+                # thousands of holes: never all at once).
+                while self.fill_queue and self.active < self.concurrency and \
+                        len(running) < most:
+                    number, target, hole = self.fill_queue.popleft()
+                    ip = table.ip_key(number)
+                    if ip in self.busy:
+                        self.asked_holes.get(hole, set()).discard((number, target))
+                        self._last_fill = None  # one query at a time to an IP: next round
+                        continue
+                    self.busy.add(ip)
+                    self._launch(self._ask_about(number, target, hole), running, loop)
+                if self.active == 0 and not self.frontier and not self.ready and \
+                        not self.fill_queue:
                     # The walk has nobody left to ask: open the holes it left, a round at a
                     # time (a round begins once the last one's answers are in or stalled).
-                    asks = self._open_holes()
-                    for ask in asks:
-                        self._launch(ask, running, loop)
-                    if not asks and not running:
+                    if self._open_holes():
+                        continue  # launch the round's first questions now
+                    if not running:
                         return self.stats
                 self._wake.clear()
                 await self._wake.wait()
@@ -618,7 +632,7 @@ class Sweep:
         tries = self.fallback_tries
         return tries < FALLBACK_TRIAL or self.fallback_successes >= FALLBACK_WORTH * tries
 
-    def _open_holes(self) -> list:
+    def _open_holes(self) -> int:
         """When the walk has nobody left to visit but stretches of keyspace stay uncovered
         (no node there was ever listed: the walk had no way in), ask about each one the
         node that answered whose id shares the most bits with its middle (and, in a small
@@ -633,7 +647,7 @@ class Sweep:
             return []  # nothing new since a round that found nothing to ask
         self._last_fill = changes
         self.fill_rounds += 1
-        tasks = []
+        asked = 0
         # In a large network, a stretch shorter than the average gap between ids most
         # likely holds nobody; in a small one every stretch is worth its one query.
         known = self._known_over_keyspace()
@@ -658,16 +672,12 @@ class Sweep:
                                   if (candidate, target) not in tried), None)
                 if responder is None:
                     continue
-                ip = self.table.ip_key(responder)
-                if ip in self.busy:
-                    self._last_fill = None  # one query at a time to an IP: next round
-                    continue
                 tried.add((responder, target))
-                self.busy.add(ip)
-                tasks.append(self._ask_about(responder, target, (low, high)))
-        if not tasks:
+                self.fill_queue.append((responder, target, (low, high)))
+                asked += 1
+        if not asked:
             self.fill_rounds -= 1  # nothing asked: not a round
-        return tasks
+        return asked
 
     def _answering(self, number: int) -> bool:
         return self.table.flags[number] & (ANSWERED | GONE) == ANSWERED
