@@ -251,3 +251,15 @@ def test_the_address_index_is_a_dict_in_two_arrays(keys, probe):
     assert len(index) == len(reference)
     assert all(index.get(key) == number for key, number in reference.items())
     assert index.get(probe) == reference.get(probe)
+
+
+def test_a_hole_across_a_subtree_boundary_is_asked_about_on_both_sides():
+    from crawling.traversal import hole_targets
+    # [0xfe, 0x103] is the subtrees 0xfe-0xff and 0x100-0x103: a target in each.
+    assert hole_targets(0xFE, 0x103) == [0xFF, 0x102]
+    assert hole_targets(0x10, 0x1F) == [0x18]  # one whole subtree: its middle
+    # Blocks smaller than `smallest` are left out, at most 4 kept, in id order.
+    targets = hole_targets(5, 1000, smallest=64)
+    assert targets == sorted(targets) and len(targets) <= 4
+    assert all(5 <= t <= 1000 for t in targets)
+    assert hole_targets(7, 7) == [7]

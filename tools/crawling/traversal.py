@@ -641,10 +641,10 @@ class Sweep:
         `MAX_HOLE_ASKS` times. These are the only second queries a node gets in a sweep
         (a few per hundred nodes)."""
         if self.fill_rounds >= MAX_FILL_ROUNDS or not any(self.stats.answered.values()):
-            return []
+            return 0
         changes = (len(self.coverage), len(self.keys), sum(self.stats.answered.values()))
         if changes == self._last_fill:
-            return []  # nothing new since a round that found nothing to ask
+            return 0  # nothing new since a round that found nothing to ask
         self._last_fill = changes
         self.fill_rounds += 1
         asked = 0
@@ -657,11 +657,12 @@ class Sweep:
                 continue  # too short to hold anyone
             if low in self.claimed:
                 continue  # a visit is asking about it now
-            # Its middle; in a small network its two ends too: XOR-closest sets do not
-            # follow id order, so a node just inside one end of a stretch may be listed for
-            # a target at that end and for no target in its middle.
-            middle = (low + high) // 2
-            targets = [middle] if known >= SMALL_NETWORK else [middle, low, high]
+            # XOR-closest sets do not follow id order: a stretch across a subtree boundary
+            # needs a target on each side (the middle of each of its largest subtrees); in
+            # a small network its two ends too.
+            targets = hole_targets(low, high, smallest)
+            if known < SMALL_NETWORK:
+                targets = list(dict.fromkeys(targets + [low, high]))
             tried = self.asked_holes.setdefault((low, high), set())
             if len(tried) >= MAX_HOLE_ASKS * len(targets):
                 continue  # asked enough, and unchanged since
@@ -727,10 +728,13 @@ class Sweep:
         if not any(low <= key <= high for key in listed):
             # Nobody there, says the node best placed to know: believed for a short stretch
             # at once, for a long one (its bucket there holds 8 nodes of a wider part, which
-            # may all lie outside) only once nodes on both sides agree.
+            # may all lie outside) only once each of its targets has been asked of
+            # `MAX_HOLE_ASKS` nodes and none of them knew anyone there.
             known = max(1, self._known_over_keyspace())
+            asked = self.asked_holes.get(hole, ())
+            targets = {target for _, target in asked}
             if (high - low) * known <= CLOSE_GAPS * KEYSPACE or \
-                    len(self.asked_holes.get(hole, ())) >= MAX_HOLE_ASKS:
+                    len(asked) >= MAX_HOLE_ASKS * max(1, len(targets)):
                 self.cover(low, high)
         self._cover_reply(contact, response, listed, middle)
 
@@ -904,6 +908,25 @@ class Sweep:
                     size ^= block
         if self.on_edges is not None:
             self.on_edges(contact.ip, list(response.nodes or []) + list(response.nodes6 or []))
+
+
+def hole_targets(low: int, high: int, smallest: int = 0, most: int = 4) -> list[int]:
+    """Where to ask about the stretch [low, high]: the middles of the largest aligned
+    blocks (subtrees) it is made of, at most `most`, those smaller than `smallest` left
+    out (unless nothing else is left). A reply lists the nodes XOR-closest to its target,
+    all inside the target's subtree while it has enough: a stretch across a subtree
+    boundary is seen from both sides only with a target on each."""
+    blocks: list[tuple[int, int]] = []
+    position = low
+    while position <= high:
+        size = position & -position if position else KEYSPACE
+        while position + size - 1 > high:
+            size >>= 1
+        blocks.append((size, position))
+        position += size
+    kept = [block for block in blocks if block[0] >= smallest] or [max(blocks)]
+    largest = sorted(kept, reverse=True)[:most]
+    return [start + size // 2 for size, start in sorted(largest, key=lambda b: b[1])]
 
 
 def seed_contacts(node) -> list[NodeInfo]:
