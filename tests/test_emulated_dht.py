@@ -242,3 +242,53 @@ def test_a_crawl_of_a_small_emulated_dht_finds_what_the_truth_says(tmp_path):
     # The Sybil IP's nodes were recorded, a few of them visited, the rest skipped.
     assert facts["outcomes"].get("skipped", 0) > 0
     assert facts["peak_rss_bytes"] > 0 and facts["database_bytes_per_node"] > 0
+
+
+def test_a_node_never_lists_a_contact_past_its_eviction():
+    """With churn, a bucket whose subtree is just over 8 nodes, some of them gone for
+    good, holds fewer entries rather than a contact gone longer than `stale_minutes`."""
+    import random
+    network = EmulatedNetwork(EmulationConfig(nodes=20_000, seed=5))
+    now = 100.0
+    network.set_time(now)
+    listed = network.listed_mask(now)
+    rng = random.Random(1)
+    keys = network.keys
+    checked = 0
+    for _ in range(2000):
+        rank = rng.randrange(network.population)
+        target = int(keys[rank]) ^ rng.getrandbits(rng.randrange(1, 64))
+        for entry in network.closest(rank, target, now):
+            checked += 1
+            assert listed[entry], (rank, entry)
+    assert checked > 10_000
+
+
+def test_a_zone_estimate_of_a_small_emulated_dht_is_close_to_the_truth(tmp_path):
+    """tools/bench/estimate_emulated.py, small: `crawler.py estimate` over UDP against
+    20,000 emulated nodes (silence, loss, delays, churn, shared IPs, Sybils), its two
+    estimates compared with the truth, and its records in the database."""
+    import sqlite3
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "estimate_emulated.py"), "--nodes", "20000",
+         "--seeds", "4", "--zones", "8", "--rate", "2000", "--limit", "300", "--json",
+         "--estimate-arg=--zone-nodes=300", "--keep", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, env=guarded_env())
+    assert result.returncode == 0, result.stderr
+    run, = json.loads(result.stdout)["runs"]
+    for name in ("reachable", "listed"):
+        facts = run[name]
+        # Within three standard errors (and 1 %): a 1-in-300 miss, not a flaky 1-in-20.
+        assert abs(facts["value"] - facts["truth"]) <= \
+            3 * facts["standard_error"] + 0.01 * facts["truth"], run
+        assert facts["low"] < facts["value"] < facts["high"]
+        assert facts["completeness"] > 0.97
+    assert 4 <= run["bits"] <= 6 and run["zones"] == 8  # about 12,000 answer: 375 a zone
+    db = sqlite3.connect(tmp_path / "estimate-4-1.sqlite")
+    assert db.execute("SELECT kind, status FROM crawls").fetchall() == [("estimate", "complete")]
+    zones = db.execute("SELECT zone, bits, found, answered FROM zones").fetchall()
+    assert len(zones) == 8 and all(bits == run["bits"] and found > answered > 0
+                                   for _, bits, found, answered in zones)
+    names = {row[0] for row in db.execute("SELECT name FROM estimates")}
+    assert names == {"zones: nodes that answer", "zones: nodes listed"}
+    assert db.execute("SELECT COUNT(*) FROM visits").fetchone()[0] > 1000

@@ -3,13 +3,17 @@
     python tools/crawler.py crawl [--bootstrap HOST:PORT ...] [--db crawl.sqlite]
         [--duration S | --sweeps N] [--rate Q] [--bind IP:PORT ...] [--samples]
         [--http IP:PORT] [--json] [--resume] [--partition I/N]
+    python tools/crawler.py estimate [--bootstrap HOST:PORT ...] [--db crawl.sqlite]
+        [--zones Z] [--zone-nodes N] [--every S --duration S] [--json]
     python tools/crawler.py report --db crawl.sqlite --out DIR
     python tools/crawler.py export --db crawl.sqlite --format csv|jsonl [--table T]
 
 `crawl` joins the DHT with one read-only node (BEP 43) and visits every node it can reach,
 once per sweep (tools/crawling/traversal.py says how, and how it stays polite), recording
 each visit in SQLite; `--resume` carries on the last crawl a crash or Ctrl-C left, without
-visiting any node twice. `report` writes one HTML page with plots and a JSON summary;
+visiting any node twice. `estimate` measures the DHT's size in seconds, from a crawl of a
+few random zones of its keyspace (tools/crawling/zones.py), into the same database.
+`report` writes one HTML page with plots and a JSON summary;
 `export` writes a table as CSV or JSON lines.
 
 Exit status: 0 done, 2 bad input, 3 the DHT could not be joined, 130 stopped by Ctrl-C
@@ -26,6 +30,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from mldht import Node, NodeConfig, __version__
@@ -33,6 +38,7 @@ from mldht.errors import InvalidInput, JoinFailed, MldhtError
 
 from crawling.crawl import CrawlOptions, Crawler, partition_filter
 from crawling.store import CrawlStore, StoreError, readable_sqlite, redacted
+from crawling.zones import ZoneMeasurements, ZoneOptions
 
 PROG = "crawler"
 DEFAULT_RATE = 1000.0
@@ -69,33 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      "BitTorrent DHT, politely.")
     commands = parser.add_subparsers(dest="command", required=True)
     crawl = commands.add_parser("crawl", help="sweep the keyspace, recording every node")
-    crawl.add_argument("--bootstrap", action="append", metavar="HOST:PORT",
-                       help="bootstrap node (repeatable; default: the public routers)")
-    crawl.add_argument("--db", default="crawl.sqlite", metavar="PATH|URL",
-                       help="SQLite file (default crawl.sqlite) or postgresql://user@host/db")
+    add_network_arguments(crawl)
     limit = crawl.add_mutually_exclusive_group()
     limit.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     limit.add_argument("--sweeps", type=int, metavar="N", help="sweeps to make (default 1)")
-    crawl.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="Q",
-                       help=f"queries per second in all (default {DEFAULT_RATE:g}); to any one "
-                            f"IP at most {PER_IP_RATE:g} a second after a burst of "
-                            f"{PER_IP_BURST:g}, one at a time")
-    crawl.add_argument("--bind", action="append", metavar="IP:PORT",
-                       help="local UDP address; twice (IPv4 and IPv6) to crawl both (BEP 32)")
     crawl.add_argument("--samples", action="store_true",
                        help="keep the infohashes nodes sample (BEP 51)")
-    crawl.add_argument("--no-sample", action="store_true",
-                       help="ask find_node only (BEP 51 support then goes unrecorded)")
+    crawl.add_argument("--retries", type=int, default=0, metavar="N",
+                       help="tries again after a timeout (default 0: next sweep)")
     crawl.add_argument("--concurrency", type=int, default=None, metavar="N",
                        help="visits in flight that have not stalled (default: --rate x "
                             f"{SLOT_SECONDS:g} s, at least 64)")
-    crawl.add_argument("--timeout", type=float, default=5.0, metavar="S",
-                       help="seconds to wait for an answer (default 5)")
-    crawl.add_argument("--per-ip-visits", type=int, default=16, metavar="N",
-                       help="nodes visited at most on one IP a sweep (default 16); the rest of "
-                            "a crowded IP's nodes (a Sybil cluster) are recorded as skipped")
-    crawl.add_argument("--retries", type=int, default=0, metavar="N",
-                       help="tries again after a timeout (default 0: next sweep)")
     crawl.add_argument("--estimate-lookups", type=int, default=16, metavar="N",
                        help="random lookups for the lookup-distance size estimate, at least, "
                             "made during each sweep; one more per 400 nodes answering, "
@@ -110,10 +100,29 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also store who lists whom (the neighbour graph)")
     crawl.add_argument("--resume", action="store_true",
                        help="carry on the last crawl that did not finish")
-    crawl.add_argument("--serve", action="store_true", help="answer queries (default read-only)")
     crawl.add_argument("--http", metavar="IP:PORT", help="live progress page (loopback)")
-    crawl.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
-    crawl.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    estimate = commands.add_parser(
+        "estimate", help="the DHT's size from a crawl of a few random zones of its keyspace")
+    add_network_arguments(estimate)
+    estimate.add_argument("--zones", type=int, default=16, metavar="Z",
+                          help="zones (id prefixes) to crawl, each completely (default 16)")
+    estimate.add_argument("--zone-nodes", type=int, default=500, metavar="N",
+                          help="nodes that answer in a zone, about: sets the zones' width from "
+                               "the lookup-distance estimate (default 500)")
+    estimate.add_argument("--bits", type=int, metavar="B",
+                          help="the zones' width in bits (default: from --zone-nodes)")
+    estimate.add_argument("--retries", type=int, default=1, metavar="N",
+                          help="tries again after a timeout (default 1: a lost datagram must "
+                               "not count a node as silent)")
+    estimate.add_argument("--concurrency", type=int, default=None, metavar="N",
+                          help="visits in flight that have not stalled (default: --rate x "
+                               f"{SLOT_SECONDS:g} s, at least 64)")
+    estimate.add_argument("--every", type=float, metavar="S",
+                          help="measure again every S seconds (from one start to the next) "
+                               "until --duration; one JSON line per measurement with --json")
+    estimate.add_argument("--duration", type=float, metavar="S",
+                          help="with --every: stop after S seconds")
+    estimate.add_argument("--label", metavar="NAME", help="name of the crawl (unique)")
     report = commands.add_parser("report", help="an HTML page with plots and a JSON summary")
     report.add_argument("--db", default="crawl.sqlite", metavar="PATH|URL",
                         help="SQLite file or postgresql:// URL (copied to SQLite first)")
@@ -123,6 +132,30 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     export.add_argument("--table", default="visits")
     return parser
+
+
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `crawl` and `estimate` share: where to join, where to write, how fast."""
+    parser.add_argument("--bootstrap", action="append", metavar="HOST:PORT",
+                        help="bootstrap node (repeatable; default: the public routers)")
+    parser.add_argument("--db", default="crawl.sqlite", metavar="PATH|URL",
+                        help="SQLite file (default crawl.sqlite) or postgresql://user@host/db")
+    parser.add_argument("--rate", type=float, default=DEFAULT_RATE, metavar="Q",
+                        help=f"queries per second in all (default {DEFAULT_RATE:g}); to any one "
+                             f"IP at most {PER_IP_RATE:g} a second after a burst of "
+                             f"{PER_IP_BURST:g}, one at a time")
+    parser.add_argument("--bind", action="append", metavar="IP:PORT",
+                        help="local UDP address; twice (IPv4 and IPv6) to crawl both (BEP 32)")
+    parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
+                        help="seconds to wait for an answer (default 5)")
+    parser.add_argument("--per-ip-visits", type=int, default=16, metavar="N",
+                        help="nodes visited at most on one IP a sweep (default 16); the rest "
+                             "of a crowded IP's nodes (a Sybil cluster) are recorded as skipped")
+    parser.add_argument("--no-sample", action="store_true",
+                        help="ask find_node only (BEP 51 support then goes unrecorded)")
+    parser.add_argument("--serve", action="store_true", help="answer queries (default read-only)")
+    parser.add_argument("--json", action="store_true", help="the summary as JSON on stdout")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
 class Progress:
@@ -193,6 +226,26 @@ def sweep_forecast(size: dict | None, rate: float, public: bool) -> str:
             f"{duration_text(seconds)}")
 
 
+def make_node(args) -> Node:
+    """The crawler's node: read-only unless --serve, at --rate, polite to each IP."""
+    config = NodeConfig.from_overrides({
+        "query_rate": args.rate,
+        # a second of queries at most at once
+        "query_burst": max(10.0, min(100.0, args.rate)),
+        "per_ip_query_rate": PER_IP_RATE,
+        "per_ip_query_burst": PER_IP_BURST,
+        # Every query may wait out its whole timeout (half the real DHT's contacts
+        # never answer): room for all of them, so that silence never slows the rate.
+        "max_pending": max(4096, int(args.rate * args.timeout * 1.5)),
+        "max_queued_queries": max(65_536, int(args.rate * args.timeout * 3))})
+    try:
+        return Node(args.bind or ["0.0.0.0:0"], bootstrap=args.bootstrap and
+                    [s for value in args.bootstrap for s in value.split(",") if s],
+                    read_only=not args.serve, config=config)
+    except InvalidInput as exc:
+        raise BadInput(str(exc)) from None
+
+
 def _settings(args) -> dict:
     return {"rate": args.rate, "per_ip_rate": PER_IP_RATE, "per_ip_burst": PER_IP_BURST,
             "concurrency": args.concurrency, "timeout": args.timeout, "retries": args.retries,
@@ -244,22 +297,7 @@ async def crawl(args, stop: asyncio.Event) -> int:
         elif args.partition is not None:
             print(f"{PROG}: crawling {where} ({args.label!r}) into {store.target}",
                   file=sys.stderr, flush=True)
-        config = NodeConfig.from_overrides({
-            "query_rate": args.rate,
-            # a second of queries at most at once
-            "query_burst": max(10.0, min(100.0, args.rate)),
-            "per_ip_query_rate": PER_IP_RATE,
-            "per_ip_query_burst": PER_IP_BURST,
-            # Every query may wait out its whole timeout (half the real DHT's contacts
-            # never answer): room for all of them, so that silence never slows the rate.
-            "max_pending": max(4096, int(args.rate * args.timeout * 1.5)),
-            "max_queued_queries": max(65_536, int(args.rate * args.timeout * 3))})
-        try:
-            node = Node(args.bind or ["0.0.0.0:0"], bootstrap=args.bootstrap and
-                        [s for value in args.bootstrap for s in value.split(",") if s],
-                        read_only=not args.serve, config=config)
-        except InvalidInput as exc:
-            raise BadInput(str(exc)) from None
+        node = make_node(args)
         # --duration: sweep after sweep until the time is up; else --sweeps (default 1).
         options = CrawlOptions(sweeps=None if args.duration else (args.sweeps or 1),
                                duration=args.duration, concurrency=args.concurrency,
@@ -305,6 +343,125 @@ async def crawl(args, stop: asyncio.Event) -> int:
             return 130 if result.stopped else 0
     finally:
         await store.close()
+
+
+async def estimate(args, stop: asyncio.Event) -> int:
+    """`estimate`: zone estimates of the DHT's size (crawling/zones.py), once or --every S
+    seconds until --duration, each a sweep of one crawl of kind `estimate`."""
+    if args.concurrency is None:
+        args.concurrency = max(64, int(args.rate * SLOT_SECONDS))
+    if args.rate <= 0 or args.concurrency < 1 or args.timeout <= 0 or args.per_ip_visits < 1:
+        raise BadInput("--rate, --concurrency, --timeout and --per-ip-visits must be positive")
+    if args.zones < 2:
+        raise BadInput("--zones must be at least 2 (the interval comes from their spread)")
+    if args.zone_nodes < 10:
+        raise BadInput("--zone-nodes must be at least 10")
+    if args.bits is not None and not 0 <= args.bits <= 32:
+        raise BadInput("--bits must be 0 to 32")
+    if (args.every is None) != (args.duration is None):
+        raise BadInput("--every and --duration go together (measure every S seconds for S)")
+    if args.every is not None and (args.every <= 0 or args.duration <= 0):
+        raise BadInput("--every and --duration must be positive")
+    store = await CrawlStore.open(args.db)
+    try:
+        settings = {**_estimate_settings(args), "kind": "estimate"}
+        crawl_id = await store.begin_crawl(settings, __version__, label=args.label,
+                                           kind="estimate")
+        node = make_node(args)
+        options = ZoneOptions(zones=args.zones, nodes_per_zone=args.zone_nodes, bits=args.bits,
+                              concurrency=args.concurrency, timeout=args.timeout,
+                              retries=args.retries, sample=not args.no_sample,
+                              per_ip_visits=args.per_ip_visits)
+        async with node:
+            try:
+                await node.bootstrap()
+            except JoinFailed:
+                await store.end_crawl(crawl_id, "failed", 0)
+                raise
+            measurements = ZoneMeasurements(node, store, crawl_id, options)
+            ticker = asyncio.create_task(
+                ZoneProgress(measurements, sys.stderr, args.quiet).run())
+            try:
+                started = node.clock()
+                number = 0
+                while not stop.is_set():
+                    number += 1
+                    work = asyncio.ensure_future(measurements.measure(number))
+                    stopping = asyncio.ensure_future(stop.wait())
+                    await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    stopping.cancel()
+                    if not work.done():
+                        work.cancel()
+                        await asyncio.gather(work, return_exceptions=True)
+                        break
+                    result = work.result()
+                    summary = {"crawl": crawl_id, "measurement": number, **result.as_dict(),
+                               "at": round(time.time(), 1)}
+                    if args.json:
+                        print(json.dumps(summary), flush=True)
+                    if not args.quiet:
+                        print(f"{PROG}: {estimate_line(summary)}", file=sys.stderr, flush=True)
+                    if args.every is None:
+                        break
+                    next_start = started + number * args.every
+                    if next_start >= started + args.duration:
+                        break
+                    try:
+                        await asyncio.wait_for(stop.wait(), max(0.0, next_start - node.clock()))
+                    except asyncio.TimeoutError:
+                        pass
+            finally:
+                ticker.cancel()
+            stopped = stop.is_set()
+            await store.end_crawl(crawl_id, "stopped" if stopped else "complete",
+                                  measurements.done)
+            return 130 if stopped else 0
+    finally:
+        await store.close()
+
+
+def estimate_line(summary: dict) -> str:
+    """One line: the two estimates with their intervals, and what they cost."""
+    def text(estimate: dict) -> str:
+        if estimate["value"] is None:
+            return "unknown"
+        interval = "" if estimate["low"] is None else \
+            f" (95 %: {estimate['low']:,} to {estimate['high']:,})"
+        return f"{estimate['value']:,}{interval}"
+    return (f"estimate {summary['measurement']}: {text(summary['reachable'])} nodes answer, "
+            f"{text(summary['listed'])} listed; {summary['zones']} zones of "
+            f"{summary['bits']} bits, {summary['queries']:,} queries, "
+            f"{summary['seconds']:.1f} s")
+
+
+def _estimate_settings(args) -> dict:
+    return {"rate": args.rate, "per_ip_rate": PER_IP_RATE, "per_ip_burst": PER_IP_BURST,
+            "concurrency": args.concurrency, "timeout": args.timeout, "retries": args.retries,
+            "zones": args.zones, "zone_nodes": args.zone_nodes, "bits": args.bits,
+            "every": args.every, "duration": args.duration, "sample": not args.no_sample,
+            "read_only": not args.serve, "label": args.label, "bootstrap": args.bootstrap,
+            "bind": args.bind}
+
+
+class ZoneProgress:
+    """A plain line every few seconds while a zone estimate crawls."""
+
+    def __init__(self, measurements: ZoneMeasurements, stream, quiet: bool) -> None:
+        self.measurements = measurements
+        self.stream = stream
+        self.quiet = quiet
+
+    async def run(self) -> None:
+        if self.quiet:
+            return
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            p = self.measurements.progress()
+            if p is not None:
+                print(f"{PROG}: estimate {p['measurement']}: {p['zones']} zones, found "
+                      f"{p['found']:,}, visited {p['visited']:,}, answering "
+                      f"{p['answering']:,}, queue {p['queue']:,}", file=self.stream,
+                      flush=True)
 
 
 def print_summary(summary: dict) -> None:
@@ -365,6 +522,8 @@ def main(argv=None) -> int:
                 loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C: the hard way
             loop.add_signal_handler(signal.SIGINT, interrupt)
             loop.add_signal_handler(signal.SIGTERM, stop.set)
+            if args.command == "estimate":
+                return await estimate(args, stop)
             return await crawl(args, stop)
         return asyncio.run(guarded())
     except (BadInput, StoreError, ValueError) as exc:

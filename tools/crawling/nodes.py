@@ -16,8 +16,8 @@ from array import array
 
 NONE = 0xFFFFFFFF
 """No referrer (the crawler's own table, or a lookup)."""
-FOUND, VISITED, ANSWERED, QUEUED = 1, 2, 4, 8
-"""This sweep's flags of a node."""
+FOUND, VISITED, ANSWERED, QUEUED, SKIPPED = 1, 2, 4, 8, 16
+"""This sweep's flags of a node (SKIPPED: not asked, its IP had had its visits)."""
 V6_MARK = 1 << 144
 """Set in the address key of an IPv6 node (an IPv4 key is below 2^48)."""
 GROUPS = 32
@@ -260,5 +260,5 @@ class NodeTable:
                 + self.answered_sweep.buffer_info()[1] * 2)
 
 
-__all__ = ["ANSWERED", "FOUND", "GROUPS", "NONE", "NodeTable", "QUEUED", "VISITED",
+__all__ = ["ANSWERED", "FOUND", "GROUPS", "NONE", "NodeTable", "QUEUED", "SKIPPED", "VISITED",
            "address_key", "group_of", "key_address", "visitable"]

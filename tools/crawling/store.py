@@ -9,7 +9,8 @@ The schema (also in the README):
 - `crawls`: one row per crawl: `id`, `started_at` / `finished_at` (Unix seconds), `status`
   (`running`, `complete`, `stopped`; a `running` crawl whose process is gone is shown as
   `incomplete`), `pid`, `host`, `settings` (JSON: the command's options), `sweeps_done`,
-  `mldht_version`, `label` (the name the processes of a partitioned crawl share; unique).
+  `mldht_version`, `label` (the name the processes of a partitioned crawl share; unique),
+  `kind` (`crawl`: sweeps of the keyspace; `estimate`: zone estimates).
 - `parts`: the processes of a partitioned crawl, one row per part: `crawl`, `part`, `parts`
   (N), `status`, `pid`, `host`, `started_at`, `finished_at`, `sweeps_done`. A crawl's
   `sweeps_done` is then the fewest any of its N parts has done, and it is `complete` when
@@ -34,6 +35,9 @@ The schema (also in the README):
   `to_port`, `to_id`).
 - `estimates`: each size estimate of a sweep: `name`, `value`, `low`, `high` (95 %),
   `counts` (`reachable` or `alive`), `detail` (JSON).
+- `zones`: the zones of a zone estimate (a crawl of `kind` `estimate`; its sweeps are its
+  measurements): `zone` (`prefix/bits`, the prefix in hex), `bits`, `found`, `answered`,
+  `skipped`, `reachable` and `listed` (the corrected counts the estimate scales up).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS crawls (
     id INTEGER PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL,
     status TEXT NOT NULL, pid INTEGER, host TEXT, settings TEXT, sweeps_done INTEGER DEFAULT 0,
-    mldht_version TEXT, label TEXT);
+    mldht_version TEXT, label TEXT, kind TEXT DEFAULT 'crawl');
 CREATE TABLE IF NOT EXISTS parts (
     crawl INTEGER NOT NULL, part INTEGER NOT NULL, parts INTEGER NOT NULL, status TEXT NOT NULL,
     pid INTEGER, host TEXT, started_at REAL, finished_at REAL, sweeps_done INTEGER DEFAULT 0,
@@ -85,12 +89,16 @@ CREATE TABLE IF NOT EXISTS edges (
 CREATE TABLE IF NOT EXISTS estimates (
     crawl INTEGER NOT NULL, sweep INTEGER NOT NULL, at REAL NOT NULL, name TEXT NOT NULL,
     value REAL, low REAL, high REAL, counts TEXT NOT NULL, detail TEXT);
+CREATE TABLE IF NOT EXISTS zones (
+    crawl INTEGER NOT NULL, sweep INTEGER NOT NULL, at REAL NOT NULL, zone TEXT NOT NULL,
+    bits INTEGER NOT NULL, found INTEGER NOT NULL, answered INTEGER NOT NULL,
+    skipped INTEGER NOT NULL, reachable REAL, listed REAL, PRIMARY KEY (crawl, sweep, zone));
 CREATE INDEX IF NOT EXISTS visits_node ON visits (node_id);
 """
 LABEL_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS crawls_label ON crawls (label)"
 
 TABLES = ("crawls", "parts", "contacts", "visits", "intents", "aliases", "samples", "edges",
-          "estimates")
+          "estimates", "zones")
 VISIT_COLUMNS = ("crawl", "sweep", "at", "ip", "port", "family", "node_id", "answered_id", "v",
                  "client", "client_version", "bep42", "rtt", "outcome", "error_code", "queries",
                  "referrer", "bep51", "num", "interval", "samples", "neighbours")
@@ -107,9 +115,11 @@ INSERTS = {
     "samples": "INSERT INTO samples VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
     "edges": "INSERT INTO edges VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING",
     "estimates": "INSERT INTO estimates VALUES (?,?,?,?,?,?,?,?,?)",
+    "zones": "INSERT INTO zones VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
 }
 # Contacts before visits: a resumed crawl never sees a visit of an unknown node.
-FLUSH_ORDER = ("contacts", "aliases", "intents", "visits", "samples", "edges", "estimates")
+FLUSH_ORDER = ("contacts", "aliases", "intents", "visits", "samples", "edges", "estimates",
+               "zones")
 
 
 class StoreError(Exception):
@@ -168,6 +178,8 @@ class _Sqlite:
             columns = {row[1] for row in self.db.execute("PRAGMA table_info(crawls)")}
             if "label" not in columns:  # a database from before partitioned crawls
                 self.db.execute("ALTER TABLE crawls ADD COLUMN label TEXT")
+            if "kind" not in columns:  # from before zone estimates
+                self.db.execute("ALTER TABLE crawls ADD COLUMN kind TEXT DEFAULT 'crawl'")
             if "port" not in {row[1] for row in self.db.execute("PRAGMA table_info(intents)")}:
                 self._one_row_per_port()
             self.db.execute(LABEL_INDEX)
@@ -278,6 +290,8 @@ class _Postgres:
                     await connection.execute(
                         f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey, "
                         f"ADD PRIMARY KEY (crawl, sweep, ip, port)")
+            await connection.execute(
+                "ALTER TABLE crawls ADD COLUMN IF NOT EXISTS kind TEXT DEFAULT 'crawl'")
             await connection.execute(LABEL_INDEX)
         return self
 
@@ -359,16 +373,18 @@ class CrawlStore:
 
     # --- crawls ------------------------------------------------------------------------------
 
-    async def begin_crawl(self, settings: dict, version: str, label: str | None = None) -> int:
-        """A new crawl; with `label`, the crawl of that name, made by whichever process of a
-        partitioned crawl comes first (the others join it)."""
+    async def begin_crawl(self, settings: dict, version: str, label: str | None = None,
+                          kind: str = "crawl") -> int:
+        """A new crawl (`kind` `crawl`: sweeps; `estimate`: zone estimates); with `label`,
+        the crawl of that name, made by whichever process of a partitioned crawl comes first
+        (the others join it)."""
         async with self._lock, self.backend.transaction():
             rows = await self.backend.fetch(
                 "INSERT INTO crawls (started_at, status, pid, host, settings, mldht_version, "
-                "label) VALUES (?, 'running', ?, ?, ?, ?, ?) ON CONFLICT (label) DO NOTHING "
-                "RETURNING id",
+                "label, kind) VALUES (?, 'running', ?, ?, ?, ?, ?, ?) ON CONFLICT (label) DO "
+                "NOTHING RETURNING id",
                 time.time(), os.getpid(), socket.gethostname(), json.dumps(settings), version,
-                label)
+                label, kind)
             if not rows:  # another process of the partitioned crawl made it
                 rows = await self.backend.fetch("SELECT id FROM crawls WHERE label=?", label)
             return rows[0][0]
@@ -476,7 +492,8 @@ class CrawlStore:
     async def latest_unfinished(self) -> CrawlRow | None:
         """The last crawl (not partitioned) whose process is gone before its end."""
         for row in reversed(await self.crawls()):
-            if row.settings.get("partition") is None and row.shown_status == "incomplete":
+            if row.settings.get("partition") is None and row.shown_status == "incomplete" \
+                    and row.settings.get("kind", "crawl") == "crawl":
                 return row
         return None
 
@@ -524,6 +541,11 @@ class CrawlStore:
                      low: float | None, high: float | None, counts: str, detail: dict) -> None:
         self._queue("estimates", (crawl, sweep, time.time(), name, value, low, high, counts,
                                   json.dumps(detail)))
+
+    def add_zone(self, crawl: int, sweep: int, zone: str, bits: int, found: int,
+                 answered: int, skipped: int, reachable: float, listed: float) -> None:
+        self._queue("zones", (crawl, sweep, time.time(), zone, bits, found, answered, skipped,
+                              reachable, listed))
 
     async def flush(self) -> None:
         """Commit what is queued, in one transaction."""

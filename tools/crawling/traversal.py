@@ -54,7 +54,8 @@ from mldht.krpc import FindNode, SampleInfohashes
 
 from .keyspace import KEYSPACE, Coverage, SortedKeys, key64
 from .nodes import (
-    ANSWERED, FOUND, NONE, V6_MARK, VISITED, NodeTable, address_key, group_of, key_address,
+    ANSWERED, FOUND, NONE, SKIPPED, V6_MARK, VISITED, NodeTable, address_key, group_of,
+    key_address,
     visitable,
 )
 from .policies import SamplePolicy, StallTimer
@@ -381,7 +382,7 @@ class Sweep:
 
     def _skip(self, number: int) -> None:
         """A node on an IP that has had its visits this sweep: recorded, not asked."""
-        self.table.flags[number] |= VISITED
+        self.table.flags[number] |= VISITED | SKIPPED
         self.stats.skipped += 1
         contact = self.contact(number)
         self.on_visit({"sweep": self.sweep, "ip": contact.ip, "port": contact.port,

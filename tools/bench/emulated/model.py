@@ -553,12 +553,16 @@ class EmulatedNetwork:
             for index, entry in enumerate(picked):
                 if listed[entry]:
                     continue
-                for _ in range(8):  # gone: replaced by the next node of its subtree
+                picked[index] = -1  # gone: replaced by the next node of its subtree...
+                for _ in range(8):
                     entry = low + (entry - low + 1) % size
                     if listed[entry] and entry not in chosen:
                         chosen.add(entry)
                         picked[index] = entry
                         break
+            # ...or left out when there is none (a subtree just over 8 nodes, some gone:
+            # the bucket holds fewer), never listed past its eviction.
+            picked = [entry for entry in picked if entry >= 0]
         return picked
 
     def closest(self, rank: int, target: int, now: float) -> list[int]:
