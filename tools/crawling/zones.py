@@ -53,8 +53,12 @@ class Zone:
 
     @property
     def middle(self) -> bytes:
+        return self.point(0.5)
+
+    def point(self, share: float) -> bytes:
+        """The id `share` of the way through the zone."""
         low, high = self.ranges()[0]
-        return ((low + high) // 2).to_bytes(20, "big")
+        return (low + int((high - low) * share)).to_bytes(20, "big")
 
     def __str__(self) -> str:
         """`3fa/12`: the prefix in hexadecimal (as many digits as its bits need), its bits."""
@@ -308,12 +312,15 @@ async def estimate_size(node, options: ZoneOptions | None = None, *,
     started = node.clock()
     queries_before = node.stats.queries_sent
     size = node.estimated_size().as_dict()
-    if zones is None and options.bits is None and \
-            (size.get("lookups") or 0) < options.size_lookups:
-        await _size_lookups(node, options.size_lookups, rng)
-        size = node.estimated_size().as_dict()
-    bits = options.bits if options.bits is not None else \
-        zone_bits(size.get("size"), options.nodes_per_zone)
+    pilot = None
+    if zones is None and options.bits is None:
+        if (size.get("lookups") or 0) < options.size_lookups:
+            await _size_lookups(node, options.size_lookups, rng)
+            size = node.estimated_size().as_dict()
+        pilot = await pilot_size(node, size.get("size"), options, rng)
+        bits = zone_bits(pilot["size"], options.nodes_per_zone)
+    else:
+        bits = options.bits if options.bits is not None else 0
     if zones is None:
         zones = pick_zones(options.zones, bits, rng)
     bits = zones.bits
@@ -340,7 +347,7 @@ async def estimate_size(node, options: ZoneOptions | None = None, *,
         check.cancel()
     rows = count_zones(sweep.table, zones)
     found, checked = completeness(sweep.table, zones, checked_nodes)
-    detail = {"size_estimate": size.get("size"), "skipped": stats.skipped}
+    detail = {"size_estimate": size.get("size"), "pilot": pilot, "skipped": stats.skipped}
     result = ZoneResult(
         reachable=zone_estimate("zones: nodes that answer", [r.reachable for r in rows], bits,
                                 "reachable", (found, checked), **detail),
@@ -349,6 +356,41 @@ async def estimate_size(node, options: ZoneOptions | None = None, *,
         zones=rows, bits=bits, queries=node.stats.queries_sent - queries_before,
         seconds=node.clock() - started, size_estimate=size, stats=stats)
     return result
+
+
+PILOT_NODES = 30
+"""A pilot zone with fewer nodes that answer is too narrow to say the density: widened."""
+
+
+async def pilot_size(node, lookup_size: float | None, options: ZoneOptions,
+                     rng: random.Random) -> dict:
+    """The DHT's size from one narrow zone crawled first (no second tries, nothing
+    recorded), to set the zones' width. The lookup-distance estimate alone will not do:
+    on the emulated DHT (half the contacts silent, 1 % loss) 60 % of lookups ended short
+    of the true closest nodes and it read 2.5 to 4 times low, which would make every zone
+    that many times too wide (and the estimate that much slower). The pilot zone is 2 bits
+    narrower than that estimate says (a quarter of `nodes_per_zone` if it were right);
+    it holds at least `PILOT_NODES` answering nodes or is widened."""
+    # No estimate yet: start as narrow as the public DHT's 20 million would need.
+    bits = zone_bits((lookup_size or 20_000_000) * 4, options.nodes_per_zone)
+    while True:
+        zone = Zone(rng.randrange(1 << bits), bits) if bits else Zone(0, 0)
+        zones = Zones([zone])
+        sweep = Sweep(node, 1, table=NodeTable(), concurrency=options.concurrency,
+                      timeout=options.timeout, retries=0, sample=False, partition=zones,
+                      per_ip_visits=options.per_ip_visits)
+        try:
+            found = await node.find_node(zone.middle, timeout=30.0)
+        except Exception:  # noqa: BLE001 - nobody found: the walk starts from nothing
+            found = []
+        for info in found:
+            sweep.learn(info, None)
+        stats = await sweep.run()
+        answered = sum(stats.answered.values())
+        if answered >= PILOT_NODES or bits == 0:
+            return {"size": answered * 2.0 ** bits, "bits": bits, "answered": answered,
+                    "lookup_size": lookup_size}
+        bits = max(0, bits - 2)
 
 
 async def check_lookups(node, zones: Zones, lookups: int, rng: random.Random) -> list:
