@@ -358,6 +358,7 @@ async def estimate_size(node, options: ZoneOptions | None = None, *,
     return result
 
 
+PILOT_TIMEOUT = 2.0
 PILOT_NODES = 30
 """A pilot zone with fewer nodes that answer is too narrow to say the density: widened."""
 
@@ -376,8 +377,10 @@ async def pilot_size(node, lookup_size: float | None, options: ZoneOptions,
     while True:
         zone = Zone(rng.randrange(1 << bits), bits) if bits else Zone(0, 0)
         zones = Zones([zone])
+        # A short wait: the pilot only sets the width (a node 2 s away counts the next time).
         sweep = Sweep(node, 1, table=NodeTable(), concurrency=options.concurrency,
-                      timeout=options.timeout, retries=0, sample=False, partition=zones,
+                      timeout=min(options.timeout, PILOT_TIMEOUT), retries=0, sample=False,
+                      partition=zones,
                       per_ip_visits=options.per_ip_visits)
         try:
             found = await node.find_node(zone.middle, timeout=30.0)
