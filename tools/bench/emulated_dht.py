@@ -57,6 +57,9 @@ OPTION_HELP = {
     "session_scale": "Weibull scale of online sessions, minutes",
     "availability": "share of the time a node is online",
     "stale_minutes": "minutes a node that left stays in others' tables",
+    "swing": "daily swing of the online population, a share of its mean (0.28: the public "
+             "DHT's 15 to 27 million)",
+    "swing_period": "seconds of one swing (3600: a day compressed into an hour)",
     "sample_interval": "BEP 51 interval, seconds",
     "num_median": "median infohashes stored (BEP 51 num)",
     "per_ip_limit": "datagrams a second from one IP before a node ignores it (0: none)",

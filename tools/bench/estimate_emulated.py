@@ -58,6 +58,10 @@ def parse_args(argv):
                         help="an emulated_dht.py option, e.g. unreachable share silent=0.3")
     parser.add_argument("--estimate-arg", action="append", default=[], metavar="ARG")
     parser.add_argument("--limit", type=float, default=3600.0, metavar="SECONDS")
+    parser.add_argument("--every", type=float, metavar="S",
+                        help="one estimate process per seed measuring every S seconds for "
+                             "--duration (a series; with --emulator swing=0.28 the truth moves)")
+    parser.add_argument("--duration", type=float, metavar="S")
     parser.add_argument("--keep", metavar="DIR", help="keep the databases and logs here")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -104,6 +108,8 @@ def one_seed(args, seed: int, folder: Path, deadline: float) -> list[dict]:
         if not line.startswith(b"ready "):
             raise BenchError(f"the emulated DHT did not start: see {folder}/emulator-{seed}.log")
         bootstrap = line.split()[1].decode()
+        if args.every:
+            return series(args, seed, bootstrap, truth_path, folder, deadline)
         run = 0
         for zones in args.zone_counts:
             for _ in range(args.repeat):
@@ -129,6 +135,57 @@ def one_seed(args, seed: int, folder: Path, deadline: float) -> list[dict]:
                 rows.append(compare(seed, zones, result, before, after))
     finally:
         stop(emulator)
+    return rows
+
+
+def series(args, seed: int, bootstrap: str, truth_path: Path, folder: Path,
+           deadline: float) -> list[dict]:
+    """`estimate --every`: one process, a JSON line per measurement; the truth sampled every
+    second meanwhile, each measurement compared with the truth's mean over its minute."""
+    import threading
+    _, last = cores()
+    db = folder / f"series-{seed}.sqlite"
+    command = [sys.executable, str(CRAWLER), "estimate", "--bootstrap", bootstrap, "--bind",
+               "127.0.0.2:0", "--db", str(db), "--zones", str(args.zone_counts[0]), "--json",
+               "-q", "--every", str(args.every), "--duration", str(args.duration),
+               *args.estimate_arg]
+    if args.rate is not None:
+        command += ["--rate", str(args.rate)]
+    samples: list[tuple[float, int, int]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            truth = read_truth(truth_path)
+            if not samples or truth["time"] > samples[-1][0]:
+                samples.append((truth["time"], truth["reachable"], truth["listed"]))
+            done.wait(1.0)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        finished = subprocess.run(pinned(command, last), capture_output=True, env=child_env(),
+                                  timeout=max(1.0, deadline - time.time()),
+                                  preexec_fn=die_with_parent)
+    finally:
+        time.sleep(2)
+        done.set()
+        sampler.join()
+    if finished.returncode != 0:
+        raise BenchError(f"estimate failed ({finished.returncode}): "
+                         f"{finished.stderr.decode()[-500:]}")
+    rows = []
+    for line in finished.stdout.decode().splitlines():
+        result = json.loads(line)
+        end = result["at"]
+        start = end - result["seconds"]
+        window = [s for s in samples if start <= s[0] <= end] or \
+            [min(samples, key=lambda s: abs(s[0] - end))]
+        truth = {"reachable": sum(s[1] for s in window) / len(window),
+                 "listed": sum(s[2] for s in window) / len(window)}
+        row = compare(seed, args.zone_counts[0], result, truth, truth)
+        row["measurement"] = result["measurement"]
+        row["at"] = end
+        rows.append(row)
     return rows
 
 

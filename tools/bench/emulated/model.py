@@ -125,6 +125,12 @@ class EmulationConfig:
     """Share of the time a node is online (gaps between sessions are drawn like sessions,
     scaled to it): an assumption, no measurement of offline gaps was found; it sets how
     many nodes the emulator holds, hardly what a sweep of an hour sees."""
+    swing: float = 0.0
+    """The online population's daily swing, as a share of its mean: nodes x (1 + swing x
+    sin(2 pi t / swing_period)). 0.28 is the public DHT's 15 to 27 million a day (Wang and
+    Kangasharju, P2P 2013: a clear daily cycle); 0 here: no swing."""
+    swing_period: float = 86400.0
+    """Seconds of one cycle (3600: a day compressed into an hour)."""
     stale_minutes: float = 15.0
     """How long a node that left stays listed in others' tables (libtorrent replaces a
     failed entry at once when it has a replacement, else after 20 failures)."""
@@ -228,8 +234,10 @@ class EmulatedNetwork:
         availability = self._draw_schedules(churn_rng, 200_000, availability_only=True) \
             if config.churn else 1.0
         # ...and the nodes that are gone for good, still listed.
+        # ...and, with a daily swing, enough for its peak.
         self.population = population = max(nodes, round(
-            nodes / availability / (1.0 - min(config.gone, 0.9))))
+            nodes * (1.0 + max(0.0, config.swing)) / availability
+            / (1.0 - min(config.gone, 0.9))))
         self._salt = int(rng.integers(1 << 62))
         self._layout(population, rng)
         slot_ips, slot_ports = self._slot_addresses(np.arange(population, dtype=np.int64))
@@ -317,7 +325,11 @@ class EmulatedNetwork:
             self._period = memoryview(self.period).cast("B").cast("I")
             self._phase = memoryview(self.phase).cast("B").cast("I")
         self.stale_seconds = config.stale_minutes * 60.0
-        self._churn = config.churn
+        # The daily swing: node r is awake while its draw is under the day's level.
+        self.awake = np.random.default_rng([config.seed, 2]).random(population,
+                                                                    dtype=np.float32) \
+            if config.swing > 0 else None
+        self._churn = config.churn or config.swing > 0
         self._client_v = [c.v for c in config.clients]
         self._client_bep51 = [c.bep51 for c in config.clients]
         self._client_list = self.client.tobytes()
@@ -463,37 +475,66 @@ class EmulatedNetwork:
         time a real node takes to evict it."""
         return not self._churn or bool(self._listed[rank])
 
-    def _schedule_mask(self, start: float, keep) -> np.ndarray:
+    def level(self, now: float) -> float:
+        """The share of the nodes awake at `now` under the daily swing (1 at its peak)."""
+        swing = self.config.swing
+        if swing <= 0:
+            return 1.0
+        return (1.0 + swing * math.sin(2 * math.pi * now / self.config.swing_period)) \
+            / (1.0 + swing)
+
+    def _levels(self, start: float, end: float) -> tuple[float, float]:
+        """The lowest and highest `level` over [start, end] (sampled: the swing is slow)."""
+        points = [self.level(start + (end - start) * i / 16) for i in range(17)]
+        return min(points), max(points)
+
+    def _awake(self, low: float) -> np.ndarray | bool:
+        return True if self.awake is None or low >= 1.0 else self.awake < low
+
+    def _schedule_mask(self, start: float, keep, awake=True) -> np.ndarray:
         """`keep(position)` of every node's place in its schedule at `start` (seconds
-        into its session-and-gap period): gone nodes out; the bootstrap node and the
-        Sybils (servers) always in."""
+        into its session-and-gap period), and `awake` (the daily swing): gone nodes out;
+        the bootstrap node and the Sybils (servers) always in."""
         if not self.config.churn:
-            return ~self.gone
-        position = np.fmod(start + self.phase.astype(np.float64), self.period)
-        mask = keep(position) & ~self.gone
+            mask = ~self.gone & awake
+        else:
+            position = np.fmod(start + self.phase.astype(np.float64), self.period)
+            mask = keep(position) & ~self.gone & awake
         mask[self.bootstrap_rank] = True
         mask |= self.sybil
         return mask
 
     def online_mask(self, now: float) -> np.ndarray:
-        return self._schedule_mask(now, lambda position: position < self.session)
+        return self._schedule_mask(now, lambda position: position < self.session,
+                                   self._awake(self.level(now)))
 
     def online_during_mask(self, start: float, end: float) -> np.ndarray:
-        """Nodes online at some moment of [start, end]."""
+        """Nodes online at some moment of [start, end] (under a swing: awake at its
+        highest, an upper bound)."""
         return self._schedule_mask(start, lambda position: (position < self.session) |
-                                   (position + (end - start) >= self.period))
+                                   (position + (end - start) >= self.period),
+                                   self._awake(self._levels(start, end)[1]))
 
     def online_throughout_mask(self, start: float, end: float) -> np.ndarray:
         """Nodes online for the whole of [start, end]."""
         return self._schedule_mask(start,
-                                   lambda position: position + (end - start) < self.session)
+                                   lambda position: position + (end - start) < self.session,
+                                   self._awake(self._levels(start, end)[0]))
 
     def listed_mask(self, now: float) -> np.ndarray:
-        if not self.config.churn:
+        """Nodes others' tables list at `now`: online, or gone less than `stale_minutes`
+        ago (from their schedule or, under a swing, asleep that recently), or gone for
+        good."""
+        if not self._churn:
             return np.ones(self.population, dtype=bool)
-        position = np.fmod(now + self.phase.astype(np.float64), self.period)
-        mask = (position < self.session) | (position - self.session < self.stale_seconds) | \
-            self.gone
+        awake = self._awake(self._levels(now - self.stale_seconds, now)[1])
+        if self.config.churn:
+            position = np.fmod(now + self.phase.astype(np.float64), self.period)
+            scheduled = (position < self.session) | \
+                (position - self.session < self.stale_seconds)
+        else:
+            scheduled = True
+        mask = (scheduled & awake) | self.gone
         mask[self.bootstrap_rank] = True
         mask |= self.sybil  # a Sybil cluster is a server: always up
         return mask
