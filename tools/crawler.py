@@ -399,8 +399,12 @@ async def estimate(args, stop: asyncio.Event) -> int:
                         await asyncio.gather(work, return_exceptions=True)
                         break
                     result = work.result()
+                    sessions = measurements.sessions()
                     summary = {"crawl": crawl_id, "measurement": number, **result.as_dict(),
-                               "at": round(time.time(), 1)}
+                               "at": round(time.time(), 1), "churn": measurements.churn(),
+                               "sessions": None if sessions is None else {
+                                   key: sessions[key] for key in ("observed", "ended",
+                                                                  "median_s")}}
                     if args.json:
                         print(json.dumps(summary), flush=True)
                     if not args.quiet:
@@ -419,6 +423,8 @@ async def estimate(args, stop: asyncio.Event) -> int:
             stopped = stop.is_set()
             await store.end_crawl(crawl_id, "stopped" if stopped else "complete",
                                   measurements.done)
+            if not args.quiet and measurements.done >= 2:
+                print(f"{PROG}: {series_line(measurements)}", file=sys.stderr, flush=True)
             return 130 if stopped else 0
     finally:
         await store.close()
@@ -436,6 +442,24 @@ def estimate_line(summary: dict) -> str:
             f"{text(summary['listed'])} listed; {summary['zones']} zones of "
             f"{summary['bits']} bits, {summary['queries']:,} queries, "
             f"{summary['seconds']:.1f} s")
+
+
+def series_line(measurements: ZoneMeasurements) -> str:
+    """One line for a series: the size's range, churn, and sessions."""
+    values = [r.reachable.value for r in measurements.results if r.reachable.value]
+    line = (f"{measurements.done} measurements: {min(values):,.0f} to {max(values):,.0f} "
+            "nodes answer") if values else f"{measurements.done} measurements"
+    churn = measurements.churn()
+    if churn and churn["left_share"] is not None:
+        line += (f"; last step {churn['left_share']:.1%} of the zones' nodes left, "
+                 f"{churn['joined_share']:.1%} joined")
+    sessions = measurements.sessions()
+    if sessions:
+        median = sessions["median_s"]
+        line += (f"; {sessions['observed']:,} sessions began ({sessions['ended']:,} ended), "
+                 + (f"median {duration_text(median)}" if median else
+                    "more than half still running"))
+    return line
 
 
 def _estimate_settings(args) -> dict:

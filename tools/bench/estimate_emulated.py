@@ -174,6 +174,9 @@ def series(args, seed: int, bootstrap: str, truth_path: Path, folder: Path,
         raise BenchError(f"estimate failed ({finished.returncode}): "
                          f"{finished.stderr.decode()[-500:]}")
     rows = []
+    lines = [json.loads(line) for line in finished.stdout.decode().splitlines()]
+    if lines:
+        rows.append(sessions_against_truth(lines, db, read_truth(truth_path)))
     for line in finished.stdout.decode().splitlines():
         result = json.loads(line)
         end = result["at"]
@@ -187,6 +190,57 @@ def series(args, seed: int, bootstrap: str, truth_path: Path, folder: Path,
         row["at"] = end
         rows.append(row)
     return rows
+
+
+def rebuild(truth: dict):
+    """The emulated network, rebuilt from the configuration its truth records."""
+    from emulated.model import Client, EmulatedNetwork, EmulationConfig
+    config = dict(truth["config"])
+    config["clients"] = tuple(Client(c["code"], bytes.fromhex(c["v"]) if c["v"] else None,
+                                     c["share"], c["bep51"], c["bep42"])
+                              for c in config.pop("clients"))
+    return EmulatedNetwork(EmulationConfig(**config))
+
+
+def sessions_against_truth(lines: list[dict], db: Path, truth: dict) -> dict:
+    """The series' churn and sessions (as `crawler.py estimate --every` measured them, read
+    back from its database) against the truth: the same computation on who was online and
+    answering in the same zones at the middle of each measurement."""
+    import sqlite3
+
+    import numpy as np
+    from crawling.sessions import churn, kaplan_meier, median_length, sessions, survival_at
+    network = rebuild(truth)
+    started = truth["time"] - truth["elapsed"]
+    middles = [line["at"] - line["seconds"] / 2 for line in lines]
+    connection = sqlite3.connect(db)
+    zones = connection.execute("SELECT DISTINCT zone, bits FROM zones").fetchall()
+    measured: dict[tuple, list[int]] = {}
+    for ip, port, sweep in connection.execute(
+            "SELECT ip, port, sweep FROM visits WHERE outcome='answered' ORDER BY sweep"):
+        measured.setdefault((ip, port), []).append(sweep - 1)
+    connection.close()
+    bits = zones[0][1]
+    prefixes = np.array([int(zone.split("/")[0], 16) for zone, _ in zones], dtype=np.uint64)
+    in_zones = np.isin(network.keys >> np.uint64(64 - bits), prefixes)
+    answering = ~network.silent & in_zones
+    actual: dict[int, list[int]] = {}
+    for index, middle in enumerate(middles):
+        for rank in np.nonzero(network.online_mask(middle - started) & answering)[0]:
+            actual.setdefault(int(rank), []).append(index)
+    result = {"measurements": len(lines)}
+    for name, presence in (("measured", measured), ("truth", actual)):
+        observed = sessions(presence, middles)
+        curve = kaplan_meier(observed)
+        steps = churn(presence, len(lines))
+        result[name] = {
+            "sessions": len(observed), "ended": sum(s.ended for s in observed),
+            "median_s": median_length(curve),
+            "survival": {f"{m} min": round(survival_at(curve, m * 60), 3)
+                         for m in (2, 5, 10, 20)},
+            "left_share": [s["left_share"] for s in steps],
+            "joined_share": [s["joined_share"] for s in steps]}
+    return {"sessions": result}
 
 
 def compare(seed: int, zones: int, result: dict, before: dict, after: dict) -> dict:
@@ -204,6 +258,7 @@ def compare(seed: int, zones: int, result: dict, before: dict, after: dict) -> d
 
 
 def summarise(rows: list[dict]) -> list[dict]:
+    rows = [row for row in rows if "zones" in row]
     summary = []
     for zones in sorted({row["zones"] for row in rows}):
         chosen = [row for row in rows if row["zones"] == zones]
@@ -224,6 +279,10 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def show(rows: list[dict], summary: list[dict], nodes: int) -> None:
+    for row in rows:
+        if "sessions" in row:
+            print(json.dumps(row["sessions"]))
+    rows = [row for row in rows if "zones" in row]
     print(f"zone estimates on the emulated DHT of {nodes:,} online nodes")
     print(f"{'seed':>4} {'Z':>3} {'bits':>4} {'reachable':>11} {'error':>7} {'cov':>4} "
           f"{'listed':>11} {'error':>7} {'cov':>4} {'queries':>8} {'s':>6}")

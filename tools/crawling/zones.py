@@ -464,6 +464,10 @@ class ZoneMeasurements:
         self.measurement = 0
         self.done = 0
         self.results: list[ZoneResult] = []
+        self.presence: dict[int, list[int]] = {}
+        """Node (its number in `table`) -> the measurements (from 0) it answered in."""
+        self.times: list[float] = []
+        """When each measurement began (the node's clock)."""
 
     def progress(self) -> dict | None:
         sweep = self.sweep
@@ -474,8 +478,31 @@ class ZoneMeasurements:
                 "found": sum(stats.found.values()), "visited": stats.visited,
                 "answering": sum(stats.answered.values()), "queue": sweep.queued}
 
+    def churn(self) -> dict | None:
+        """Between the last two measurements: who left, who joined (`sessions.churn`)."""
+        from .sessions import churn
+        if len(self.times) < 2:
+            return None
+        steps = churn({node: [i for i in seen if i >= len(self.times) - 2]
+                       for node, seen in self.presence.items()}, len(self.times))
+        return steps[-1]
+
+    def sessions(self) -> dict | None:
+        """Session lengths so far (Kaplan-Meier over the runs of measurements in which a
+        node answered; `sessions.py`), from three measurements on."""
+        from .sessions import kaplan_meier, median_length, sessions
+        if len(self.times) < 3:
+            return None
+        observed = sessions(self.presence, self.times)
+        curve = kaplan_meier(observed)
+        return {"observed": len(observed), "ended": sum(s.ended for s in observed),
+                "median_s": median_length(curve),
+                "survival": [[round(p.time, 1), round(p.survival, 4), round(p.low, 4),
+                              round(p.high, 4)] for p in curve]}
+
     async def measure(self, number: int) -> ZoneResult:
         self.measurement = number
+        self.times.append(self.node.clock())
         store, crawl = self.store, self.crawl_id
         options = self.options
 
@@ -499,6 +526,11 @@ class ZoneMeasurements:
                                {**estimate.detail, "queries": result.queries,
                                 "seconds": round(result.seconds, 2)})
         await store.sweep_done(crawl, number)
+        index = len(self.times) - 1
+        table, zones = self.table, self.zones
+        for node in range(len(table.flags)):
+            if table.flags[node] & ANSWERED and zones(table.ids[node * 20:node * 20 + 4]):
+                self.presence.setdefault(node, []).append(index)
         self.done = number
         self.results.append(result)
         return result
