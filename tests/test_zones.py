@@ -170,3 +170,39 @@ def test_an_old_database_gains_the_kind_column(tmp_path):
         await store.close()
         return rows
     assert asyncio.run(run()) == [("crawl",)]
+
+
+def test_the_report_shows_a_series_of_zone_estimates(tmp_path):
+    """Three measurements of the same zones: the report's zone section has their sizes,
+    who left and joined, the sessions, and both plots."""
+    from crawling.report import build_report
+
+    async def record():
+        store = await CrawlStore.open(tmp_path / "series.sqlite")
+        crawl = await store.begin_crawl({"kind": "estimate"}, "test", kind="estimate")
+        answered_in = {1: range(0, 10), 2: range(2, 12), 3: range(2, 12)}
+        for sweep in (1, 2, 3):
+            for n in range(12):
+                store.add_visit({"crawl": crawl, "sweep": sweep, "at": 1000.0 + 60 * sweep + n,
+                                 "ip": f"10.0.0.{n + 1}", "port": 6881, "family": "ipv4",
+                                 "queries": 1, "outcome": "answered" if n in answered_in[sweep]
+                                 else "timeout"})
+            for name, value in (("zones: nodes that answer", 1000.0 * sweep),
+                                ("zones: nodes listed", 2000.0 * sweep)):
+                store.add_estimate(crawl, sweep, name, value, value * 0.9, value * 1.1,
+                                   "reachable", {"zones": 16, "bits": 10, "queries": 500,
+                                                 "seconds": 40.0})
+            await store.sweep_done(crawl, sweep)
+        await store.end_crawl(crawl, "complete", 3)
+        await store.close()
+    asyncio.run(record())
+    summary = build_report(tmp_path / "series.sqlite", tmp_path / "report")
+    series, = summary["zone_series"]
+    assert [m["reachable"]["value"] for m in series["measurements"]] == [1000, 2000, 3000]
+    first, second = series["churn"]
+    assert (first["left"], first["joined"], second["left"], second["joined"]) == (2, 2, 0, 0)
+    # Nodes 10 and 11 began a session at the second measurement, still running at the third.
+    assert series["sessions"]["observed"] == 2 and series["sessions"]["ended"] == 0
+    assert summary["plots"]["zone_series"] and summary["plots"]["zone_sessions"] is None
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Zone estimates" in page and "zone_series.svg" in page

@@ -23,6 +23,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import report_zones
 from .estimates import Estimate, combine_parts
 from .export import open_readonly, table_names
 from .store import CrawlRow, StoreError
@@ -37,7 +38,7 @@ REQUIRED_TABLES = ("crawls", "contacts", "visits", "aliases", "samples", "estima
 """What the report reads (a database from an older or newer crawler may have more or fewer
 of `store.TABLES`)."""
 PLOT_NAMES = ("estimates", "size_over_time", "clients", "features", "rtt", "answers", "samples",
-              "churn", "sessions")
+              "churn", "sessions", *report_zones.PLOT_NAMES)
 
 COLOURS = {"blue": "#4269d0", "orange": "#efb118", "red": "#ff725c", "teal": "#6cc5b0",
            "green": "#3ca951", "pink": "#ff8ab7", "purple": "#a463f2", "sky": "#97bbf5",
@@ -1086,6 +1087,9 @@ def _page(summary: dict, plots: dict, errors: dict) -> str:
          _latest_html(latest, plots, errors)),
         ("Samples (BEP 51)", _samples_html(crawls, summary["totals"], plots, errors)),
         ("Churn", _churn_html(summary["churn"], summary["sessions"], plots, errors)),
+        ("Zone estimates", report_zones.zones_html(
+            summary.get("zone_series") or [],
+            lambda name, alt, empty: _figure_html(plots, errors, name, alt, empty))),
     ]
     body = "\n".join(f"<h2>{_e(title)}</h2>\n{content}" for title, content in sections)
     return f"""<!DOCTYPE html>
@@ -1130,10 +1134,11 @@ def build_summary(db) -> dict:
     size, size_source = _size_over_time(db, crawls) if present else ([], "none")
     distinct = (db.execute("SELECT COUNT(DISTINCT infohash) FROM samples").fetchone()[0]
                 if present else 0)
+    zone_series = report_zones.zone_series(db) if present else []
     return {"generated_at": time.time(), "generated": _iso(time.time()),
             "latest": latest["id"] if latest else None, "crawls": crawls,
             "size_over_time": size, "size_over_time_source": size_source,
-            "churn": churn, "sessions": sessions,
+            "churn": churn, "sessions": sessions, "zone_series": zone_series,
             "totals": {"crawls": len(crawls), "distinct_infohashes": distinct}}
 
 
@@ -1165,6 +1170,10 @@ def build_report(db_path: str | Path, out_dir: str | Path, shown_as: str | None 
         "samples": lambda: _plot_samples(out, crawls),
         "churn": lambda: _plot_churn(out, summary["churn"], crawls),
         "sessions": lambda: _plot_sessions(out, summary["sessions"]),
+        "zone_series": lambda: report_zones.plot_series(out, summary["zone_series"], _figure,
+                                                        _save, COLOURS),
+        "zone_sessions": lambda: report_zones.plot_sessions(out, summary["zone_series"],
+                                                            _figure, _save, COLOURS),
     }
     plots: dict[str, str | None] = {}
     errors: dict[str, str] = {}
