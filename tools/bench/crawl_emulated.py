@@ -117,6 +117,19 @@ def crawler_commands(args, bootstrap: str, db: str) -> list[list[str]]:
     return commands
 
 
+def wait_ready(emulator: subprocess.Popen, deadline: float, log: Path) -> str:
+    """The bootstrap address the emulated DHT prints once it serves (`ready HOST:PORT`),
+    read until `deadline` (time.monotonic())."""
+    line = b""
+    while time.monotonic() < deadline:
+        line = emulator.stdout.readline()
+        if not line or line.startswith(b"ready "):
+            break
+    if not line.startswith(b"ready "):
+        raise BenchError(f"the emulated DHT did not start: see {log}")
+    return line.split()[1].decode()
+
+
 def stop(process: subprocess.Popen) -> None:
     """End a child of ours, by PID: stdin closed, then SIGINT, then SIGKILL."""
     if process.poll() is not None:
@@ -144,16 +157,8 @@ def run(args, folder: Path) -> dict:
                                 preexec_fn=die_with_parent)
     crawlers: list[subprocess.Popen] = []
     try:
-        deadline = time.monotonic() + min(args.limit, 1800)
-        line = b""
-        while time.monotonic() < deadline:
-            line = emulator.stdout.readline()
-            if not line or line.startswith(b"ready "):
-                break
-        if not line.startswith(b"ready "):
-            raise BenchError("the emulated DHT did not start: see "
-                             f"{folder / 'emulator.log'}")
-        bootstrap = line.split()[1].decode()
+        bootstrap = wait_ready(emulator, time.monotonic() + min(args.limit, 1800),
+                               folder / "emulator.log")
         db = args.db or str(folder / "crawl.sqlite")
         if args.db and args.db.startswith("postgres"):
             _fresh_postgres(args.db)

@@ -34,7 +34,7 @@ for path in (str(HERE), str(REPO / "tools"), str(REPO)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from crawl_emulated import BenchError, emulator_command, stop  # noqa: E402
+from crawl_emulated import BenchError, emulator_command, stop, wait_ready  # noqa: E402
 from processes import child_env, cores, die_with_parent, in_own_namespace, pinned  # noqa: E402
 
 CRAWLER = REPO / "tools" / "crawler.py"
@@ -100,14 +100,8 @@ def one_seed(args, seed: int, folder: Path, deadline: float) -> list[dict]:
                                 env=child_env(), preexec_fn=die_with_parent)
     rows = []
     try:
-        line = b""
-        while time.time() < deadline:
-            line = emulator.stdout.readline()
-            if not line or line.startswith(b"ready "):
-                break
-        if not line.startswith(b"ready "):
-            raise BenchError(f"the emulated DHT did not start: see {folder}/emulator-{seed}.log")
-        bootstrap = line.split()[1].decode()
+        bootstrap = wait_ready(emulator, time.monotonic() + max(0.0, deadline - time.time()),
+                               folder / f"emulator-{seed}.log")
         if args.every:
             return series(args, seed, bootstrap, truth_path, folder, deadline)
         run = 0

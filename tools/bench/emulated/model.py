@@ -422,12 +422,16 @@ class EmulatedNetwork:
         return -1 - slot // self.sybil_ids if slot < self.sybil_slots else rank
 
     def _pick_bootstrap(self) -> int:
-        """A node that answers and never leaves, with a plain client: the router."""
-        for rank in range(0, self.population, 7919):
-            if not self.flags[rank] and self._client_bep51[self._client_list[rank]] != "drop":
+        """A node that answers and never leaves, with a plain client and a round trip
+        under a second: the router (one in the slow tail failed every join)."""
+        fast = max(1000.0 * self.config.rtt_median * 2, 1.0)
+        for step in range(self.population):  # spread out, not always the lowest ids
+            rank = step * 7919 % self.population
+            if not self.flags[rank] and self._client_bep51[self._client_list[rank]] != "drop" \
+                    and self._rtt[rank] <= fast:
                 self.flags[rank] |= 8
                 return rank
-        rank = int(np.nonzero(~self.silent)[0][0])
+        rank = int(np.nonzero(~self.silent & ~self.gone)[0][0])
         self.flags[rank] = 8
         return rank
 
