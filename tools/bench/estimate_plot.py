@@ -18,6 +18,19 @@ from pathlib import Path
 
 
 def load(paths: list[str]) -> list[dict]:
+    """The results, those of one size of DHT (several runs of the bench) merged."""
+    merged: dict[tuple, dict] = {}
+    for result in _read(paths):
+        series = any("measurement" in run for run in result["runs"])
+        key = (result["nodes"], series)
+        if key in merged:
+            merged[key]["runs"] += result["runs"]
+        else:
+            merged[key] = {**result, "runs": list(result["runs"])}
+    return list(merged.values())
+
+
+def _read(paths: list[str]) -> list[dict]:
     results = []
     for path in paths:
         text = Path(path).read_text().strip()
