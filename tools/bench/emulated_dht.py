@@ -57,6 +57,8 @@ OPTION_HELP = {
     "session_scale": "Weibull scale of online sessions, minutes",
     "availability": "share of the time a node is online",
     "stale_minutes": "minutes a node that left stays in others' tables",
+    "bep42_from": "BEP 42 ids made for a 'public' address the emulator gives each IP (spread "
+                  "evenly, as on the real DHT) or for the 'loopback' one the crawler sees",
     "swing": "daily swing of the online population, a share of its mean (0.28: the public "
              "DHT's 15 to 27 million)",
     "swing_period": "seconds of one swing (3600: a day compressed into an hour)",

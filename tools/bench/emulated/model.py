@@ -125,6 +125,13 @@ class EmulationConfig:
     """Share of the time a node is online (gaps between sessions are drawn like sessions,
     scaled to it): an assumption, no measurement of offline gaps was found; it sets how
     many nodes the emulator holds, hardly what a sweep of an hour sees."""
+    bep42_from: str = "public"
+    """The address BEP 42 ids are made for. `public`: a public IPv4 the emulator gives each
+    of its IPs (its `public_ip`), as on the real DHT, where such ids spread evenly over the
+    keyspace; the crawler, which sees the 127.x.y.z address, counts them as not BEP 42.
+    `loopback`: the 127.x.y.z address itself (the crawler's check then counts them), but
+    the first octet's two masked bits are the same for every node, and the ids crowd into
+    half of the 13-bit prefixes (zones 7 times as full as others at 13 bits and more)."""
     swing: float = 0.0
     """The online population's daily swing, as a share of its mean: nodes x (1 + swing x
     sin(2 pi t / swing_period)). 0.28 is the public DHT's 15 to 27 million a day (Wang and
@@ -205,6 +212,17 @@ def bep42_prefix(ips: np.ndarray, r: np.ndarray) -> np.ndarray:
     return crc32c_rows(masked)
 
 
+def public_ip(ips: np.ndarray, salt: int) -> np.ndarray:
+    """A public IPv4 for each emulated (loopback) IPv4: a fixed pseudo-random 32-bit value
+    (uint32), the same for an IP every time."""
+    value = ips.astype(np.uint64) ^ np.uint64(salt & 0xFFFFFFFF)
+    value = (value * np.uint64(0x9E3779B1)) & np.uint64(0xFFFFFFFF)
+    value ^= value >> np.uint64(15)
+    value = (value * np.uint64(0x85EBCA77)) & np.uint64(0xFFFFFFFF)
+    value ^= value >> np.uint64(13)
+    return value.astype(np.uint32)
+
+
 def _mix(value: int) -> int:
     """A 64-bit integer hash (splitmix64's finaliser)."""
     value = (value + 0x9E3779B97F4A7C15) & MASK64
@@ -260,7 +278,12 @@ class EmulatedNetwork:
         if secure.any():
             where = np.nonzero(secure)[0]
             r = ids[where, 19] & 0x07
-            crc = bep42_prefix(slot_ips[where].astype(np.uint32), r)
+            source = slot_ips[where].astype(np.uint32)
+            if config.bep42_from == "public":
+                source = public_ip(source, self._salt)
+            elif config.bep42_from != "loopback":
+                raise ValueError("bep42_from is 'public' or 'loopback'")
+            crc = bep42_prefix(source, r)
             ids[where, 0] = (crc >> 24) & 0xFF
             ids[where, 1] = (crc >> 16) & 0xFF
             ids[where, 2] = ((crc >> 8) & 0xF8) | (ids[where, 2] & 0x07)
