@@ -328,3 +328,18 @@ def test_the_bootstrap_node_answers_quickly():
         rank = network.bootstrap_rank
         assert network.round_trip(rank) <= 0.2 and not network.silent[rank]
         assert not network.gone[rank] and not network.sybil[rank]
+
+
+def test_a_nodes_state_worked_out_alone_agrees_with_the_whole_networks():
+    """What a query sees of one node (online, still listed) is what the truth's masks say
+    of it, at any time, with churn and a daily swing."""
+    import random
+    network = EmulatedNetwork(EmulationConfig(nodes=20_000, seed=6, swing=0.28,
+                                              swing_period=1800))
+    rng = random.Random(2)
+    for now in (0.0, 450.0, 1300.0, 5000.0):
+        network.set_time(now)
+        online, listed = network.online_mask(now), network.listed_mask(now)
+        for rank in rng.sample(range(network.population), 3000):
+            assert network.online(rank) == bool(online[rank]), (now, rank)
+            assert network._listable(rank) == bool(listed[rank]), (now, rank)

@@ -353,6 +353,9 @@ class EmulatedNetwork:
                                                                     dtype=np.float32) \
             if config.swing > 0 else None
         self._churn = config.churn or config.swing > 0
+        self._schedule = config.churn
+        self._awake_view = None if self.awake is None else \
+            memoryview(self.awake).cast("B").cast("f")
         self._client_v = [c.v for c in config.clients]
         self._client_bep51 = [c.bep51 for c in config.clients]
         self._client_list = self.client.tobytes()
@@ -483,24 +486,41 @@ class EmulatedNetwork:
     # --- time ------------------------------------------------------------------------------
 
     def set_time(self, now: float) -> None:
-        """Who is online, and who others still list, at `now` (seconds since the start):
-        recomputed for everyone at once (the server calls this every few seconds; sessions
-        last hours)."""
+        """The time (seconds since the start) the nodes' states are read at: the server
+        calls this every few seconds (sessions last hours). Each node's state is worked
+        out from its schedule when a query needs it: recomputing every node's at once
+        took seconds at 20 million, seconds in which nothing was answered."""
         self.now = now
-        if self._churn:
-            self._online = bytearray(self.online_mask(now).tobytes())
-            self._listed = bytearray(self.listed_mask(now).tobytes())
+        self._level_now = self.level(now)
+        self._level_listed = self._levels(now - self.stale_seconds, now)[1]
 
     def online(self, rank: int, now: float | None = None) -> bool:
-        """Online now (gone nodes never are)."""
-        if self._churn:
-            return bool(self._online[rank])
-        return not self.flags[rank] & 16
+        """Online now (gone nodes never are; the bootstrap node and Sybils always are)."""
+        flags = self.flags[rank]
+        if flags & 16:
+            return False
+        if flags & 12 or not self._churn:
+            return True
+        if self._awake_view is not None and self._awake_view[rank] >= self._level_now:
+            return False
+        if not self._schedule:
+            return True
+        return (self.now + self._phase[rank]) % self._period[rank] < self._session[rank]
 
     def _listable(self, rank: int, now: float | None = None) -> bool:
         """Whether others' tables still list the node: online, or gone for less than the
-        time a real node takes to evict it."""
-        return not self._churn or bool(self._listed[rank])
+        time a real node takes to evict it (or gone for good, and never evicted)."""
+        if not self._churn:
+            return True
+        flags = self.flags[rank]
+        if flags & 28:
+            return True
+        if self._awake_view is not None and self._awake_view[rank] >= self._level_listed:
+            return False
+        if not self._schedule:
+            return True
+        position = (self.now + self._phase[rank]) % self._period[rank]
+        return position - self._session[rank] < self.stale_seconds
 
     def level(self, now: float) -> float:
         """The share of the nodes awake at `now` under the daily swing (1 at its peak)."""
@@ -610,21 +630,21 @@ class EmulatedNetwork:
         if size <= K:
             if not churn:
                 return list(range(low, high))
-            listed = self._listed
-            return [r for r in range(low, high) if listed[r]]
+            listable = self._listable
+            return [r for r in range(low, high) if listable(r)]
         start = _mix(self._salt ^ (rank << 7) ^ depth)
         stride = size / K
         picked = [low + (start + int(slot * stride)) % size for slot in range(K)]
         if churn:
-            listed = self._listed
+            listable = self._listable
             chosen = set(picked)
             for index, entry in enumerate(picked):
-                if listed[entry]:
+                if listable(entry):
                     continue
                 picked[index] = -1  # gone: replaced by the next node of its subtree...
                 for _ in range(8):
                     entry = low + (entry - low + 1) % size
-                    if listed[entry] and entry not in chosen:
+                    if listable(entry) and entry not in chosen:
                         chosen.add(entry)
                         picked[index] = entry
                         break
