@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import time
@@ -38,7 +39,7 @@ from mldht.errors import InvalidInput, JoinFailed, MldhtError
 
 from crawling.crawl import CrawlOptions, Crawler, partition_filter
 from crawling.store import CrawlStore, StoreError, readable_sqlite, redacted
-from crawling.zones import ZoneMeasurements, ZoneOptions
+from crawling.zones import ZoneMeasurements, ZoneOptions, size_lookups
 
 PROG = "crawler"
 DEFAULT_RATE = 1000.0
@@ -55,6 +56,8 @@ SLOT_SECONDS = 0.5
 """--concurrency by default: the visits a second --rate allows times this (a visit holds
 its slot for a round trip, or for the stall time when the node is silent)."""
 PUBLIC_DHT_NODES = 20_000_000
+FORECAST_LOOKUPS = 3
+"""Lookups behind the size estimate a forecast is made from, at least."""
 PER_IP_RATE = 2.0
 PER_IP_BURST = 10.0
 PROGRESS_INTERVAL = 5.0
@@ -215,7 +218,7 @@ QUERIES_PER_NODE = 1.25
 def sweep_forecast(size: dict | None, rate: float, public: bool) -> str:
     """What a whole sweep will take at `rate`, from the engine's size estimate (the
     join's lookups) or, with too few lookups, the public DHT's known size."""
-    if size and size.get("size") and (size.get("lookups") or 0) >= 3:
+    if size and size.get("size") and (size.get("lookups") or 0) >= FORECAST_LOOKUPS:
         nodes, where = int(size["size"]), (f"about {int(size['size']):,} nodes answer "
                                            f"(lookup distances, {size['lookups']} lookups)")
     elif public:
@@ -320,6 +323,9 @@ async def crawl(args, stop: asyncio.Event) -> int:
             crawler = Crawler(node, store, crawl_id, options, first_sweep=first_sweep,
                               resume=resume, sample_after=sample_after)
             if not args.quiet:
+                if (node.estimated_size().lookups or 0) < FORECAST_LOOKUPS:
+                    # A join can leave too few lookups behind for an estimate: a few more.
+                    await size_lookups(node, FORECAST_LOOKUPS + 1, random.Random())
                 forecast = sweep_forecast(node.estimated_size().as_dict(), args.rate,
                                           public=not args.bootstrap)
                 print(f"{PROG}: {forecast}", file=sys.stderr, flush=True)

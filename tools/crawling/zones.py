@@ -315,7 +315,7 @@ async def estimate_size(node, options: ZoneOptions | None = None, *,
     pilot = None
     if zones is None and options.bits is None:
         if (size.get("lookups") or 0) < options.size_lookups:
-            await _size_lookups(node, options.size_lookups, rng)
+            await size_lookups(node, options.size_lookups, rng)
             size = node.estimated_size().as_dict()
         pilot = await pilot_size(node, size.get("size"), options, rng)
         bits = zone_bits(pilot["size"], options.nodes_per_zone)
@@ -431,7 +431,8 @@ def completeness(table: NodeTable, zones: Zones, checked: list) -> tuple[int, in
     return found, len(seen)
 
 
-async def _size_lookups(node, count: int, rng: random.Random) -> None:
+async def size_lookups(node, count: int, rng: random.Random) -> None:
+    """`count` lookups for random targets at once, for the node's size estimate."""
     from mldht.ids import random_id_with_prefix
 
     async def one(index: int) -> None:
