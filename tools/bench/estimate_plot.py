@@ -90,6 +90,7 @@ def plot(results: list[dict], out: Path) -> None:
     sizes = sorted({r["nodes"] for r in single})
     colours = ["#4269d0", "#efb118", "#ff725c", "#6cc5b0", "#a463f2"]
     zone_counts = sorted({run["zones"] for r in single for run in r["runs"] if "zones" in run})
+    labelled: set[int] = set()
     for s_index, size in enumerate(sizes):
         runs = [run for r in single if r["nodes"] == size for run in r["runs"] if "zones" in run]
         for z_index, zones in enumerate(zone_counts):
@@ -104,7 +105,8 @@ def plot(results: list[dict], out: Path) -> None:
                 errors_axis.errorbar([x], [error], yerr=[[error - low], [high - error]],
                                      fmt="o", markersize=3, elinewidth=0.8,
                                      color=colours[s_index % len(colours)],
-                                     label=f"{size:,} nodes" if z_index == 0 and k == 0 else None)
+                                     label=None if size in labelled else f"{size:,} nodes")
+                labelled.add(size)
     errors_axis.axhspan(-3, 3, color="#3ca951", alpha=0.1, label="within 3 %")
     errors_axis.axhline(0, color="black", linewidth=0.8)
     errors_axis.set_xticks(range(len(zone_counts)), [str(z) for z in zone_counts])
