@@ -41,7 +41,8 @@ def test_a_zone_holds_the_ids_with_its_prefix():
 
 
 def test_the_width_leaves_the_nodes_wanted_in_a_zone():
-    assert zone_bits(20_000_000, 500) == 15  # 610 nodes a zone
+    assert zone_bits(20_000_000, 500) == 16  # 305 nodes a zone (at 15 bits: 610)
+    assert zone_bits(12_000_000, 500) == 15  # 366
     assert zone_bits(1_000_000, 500) == 11
     assert zone_bits(300, 500) == 0 and zone_bits(None, 500) == 0
     rng = random.Random(1)

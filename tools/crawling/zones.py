@@ -101,11 +101,13 @@ class Zones:
 
 
 def zone_bits(size: float | None, nodes_per_zone: int) -> int:
-    """The prefix width that leaves about `nodes_per_zone` of `size` nodes in a zone (at
-    least 0 bits, at most 32)."""
+    """The narrowest prefix width that leaves at most `nodes_per_zone` of `size` nodes in a
+    zone (between half that and that; at least 0 bits, at most 32). Rounded to the nearest
+    instead, an estimate just under a boundary made zones up to 1.4 times too full, and an
+    estimate at 20 million nodes took 80 to 90 s instead of under 60."""
     if not size or size <= nodes_per_zone:
         return 0
-    return max(0, min(32, round(math.log2(size / nodes_per_zone))))
+    return max(0, min(32, math.ceil(math.log2(size / nodes_per_zone))))
 
 
 def pick_zones(count: int, bits: int, rng: random.Random) -> Zones:
