@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--zones", type=int, default=16, metavar="Z",
                           help="zones (id prefixes) to crawl, each completely (default 16)")
     estimate.add_argument("--zone-nodes", type=int, default=500, metavar="N",
-                          help="nodes that answer in a zone, about: sets the zones' width from "
-                               "the lookup-distance estimate (default 500)")
+                          help="nodes that answer in a zone, at most (half to all of it): sets the "
+                               "zones' width, from a pilot zone's count (default 500)")
     estimate.add_argument("--bits", type=int, metavar="B",
                           help="the zones' width in bits (default: from --zone-nodes)")
     estimate.add_argument("--retries", type=int, default=1, metavar="N",
