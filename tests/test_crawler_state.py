@@ -115,6 +115,25 @@ def test_a_sweeps_state_costs_well_under_200_bytes_a_node():
     assert per_node < 200, per_node
 
 
+def test_the_walk_can_be_driven_one_node_at_a_time():
+    """`next_visit` gives the nodes learned in id order, each once; `frontier_target` says
+    where to ask a node about: past it, in the keyspace no reply has covered."""
+    class Quiet:
+        addresses: list = []
+    sweep = Sweep(Quiet(), 1)
+    ids = [bytes([first]) + bytes(19) for first in (0x90, 0x10, 0x50)]
+    for index, node_id in enumerate(ids):
+        sweep.learn(NodeInfo(NodeId(node_id), f"10.0.0.{index + 1}", 6881), None)
+    order = []
+    while (number := sweep.next_visit()) is not None:
+        sweep.table.flags[number] |= 2  # VISITED, as run() marks it
+        order.append(sweep.table.node_id(number)[0])
+    assert order == [0x10, 0x50, 0x90]
+    key = int.from_bytes(ids[1][:8], "big")
+    target, _claim = sweep.frontier_target(key)
+    assert target != key and any(low <= target <= high for low, high in sweep.holes())
+
+
 def test_stall_timer_follows_the_round_trips():
     timer = StallTimer(floor=0.25, ceiling=5.0)
     assert timer.value == 1.0  # libtorrent's short timeout until round trips are known

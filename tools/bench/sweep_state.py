@@ -61,11 +61,11 @@ def measure(count: int, walk: bool, seed: int = 1) -> dict:
             # The walk's share: take each node, choose where to ask it about, cover what
             # its reply would cover (the stretch to the next node).
             while True:
-                number = sweep._next()
+                number = sweep.next_visit()
                 if number is None:
                     break
                 key = key64(sweep.table.node_id(number))
-                target, claim = sweep._frontier_target(key)
+                target, claim = sweep.frontier_target(key)
                 following = sweep.keys.after(key)
                 sweep.cover(key, following[0] if following else (1 << 64) - 1)
                 sweep.claimed.discard(claim)

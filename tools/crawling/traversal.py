@@ -353,7 +353,11 @@ class Sweep:
                 continue
             self.learn(NodeInfo(NodeId(bytes(node_id)), ip, port), None)
 
-    def _next(self) -> int | None:
+    def next_visit(self) -> int | None:
+        """The node (its number in `table`) to visit next, or None: one released by a busy IP
+        first, then the frontier in id order (a node of a busy IP waits; one past its IP's
+        `per_ip_visits` is recorded as skipped). `run` calls it; benchmarks of the
+        bookkeeping alone (tools/bench/sweep_state.py) drive it directly."""
         table = self.table
         flags = table.flags
         while self.ready:
@@ -453,7 +457,7 @@ class Sweep:
                 launched = []
                 while self.active + len(launched) < self.concurrency and \
                         len(running) + len(launched) < most:
-                    number = self._next()
+                    number = self.next_visit()
                     if number is None:
                         break
                     self.busy.add(table.ip_key(number))
@@ -523,7 +527,7 @@ class Sweep:
             self.active -= 1
         self._wake.set()
 
-    def _frontier_target(self, key: int) -> tuple[int, int | None]:
+    def frontier_target(self, key: int) -> tuple[int, int | None]:
         """Where to ask the node at `key` about: into the first hole the walk has after it.
 
         A hole is a stretch after a covered one (where a reply listed every node) up to the
@@ -767,7 +771,7 @@ class Sweep:
         response = None
         attempts = 0
         falling_back = False
-        position, claim = self._frontier_target(contact.key)
+        position, claim = self.frontier_target(contact.key)
         self._claims[number] = claim
         target = target_id(position)
         started = time.monotonic()
