@@ -298,7 +298,11 @@ class EmulatorServer:
         named_silent = int((named & ~answering).sum())
         cpu = time.process_time() - self.cpu_started
         packets = self.counts["received"] + self.counts["sent"]
-        banned = sum(1 for count, limit in self.limits.values()
+        # Snapshots first: this runs in a thread of its own while the serving thread adds
+        # and prunes entries, and list() of a dict's view copies it under the GIL.
+        limits = list(self.limits.values())
+        sources = list(self.sources.items())
+        banned = sum(1 for count, limit in limits
                      if count >= self._limit_threshold and limit > now)
         return {
             "time": time.time(), "elapsed": round(elapsed, 3),
@@ -330,7 +334,7 @@ class EmulatorServer:
                       "answered": list(self.zone_answered),
                       "dropped": list(self.zone_dropped)},
             "sources": {ip: {"received": s[0], "answered": s[1], "rate_limited": s[2],
-                             "lost": s[3]} for ip, s in self.sources.items()},
+                             "lost": s[3]} for ip, s in sources},
             "config": network.config.as_dict(),
         }
 
