@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
@@ -109,8 +111,55 @@ def _add_network_options(parser: argparse.ArgumentParser, timeout: float) -> Non
                              "a bootstrap node is IPv6; free ports)")
     parser.add_argument("--timeout", type=_positive_seconds, default=timeout, metavar="S",
                         help=f"give up after S seconds (default {timeout:g})")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--cache", metavar="FILE",
+                       help="start from the nodes kept in FILE and keep the good ones there "
+                            "(default: nodes.json in the user's cache folder, "
+                            f"{_cache_folder_text()}, one file per --bootstrap set)")
+    cache.add_argument("--no-cache", action="store_true",
+                       help="neither read nor write a node cache")
     _add_blocklist_option(parser)
     _add_config_options(parser)
+
+
+def _cache_folder() -> Path:
+    import platformdirs  # the platform's convention: ~/.cache/mldht, ~/Library/Caches/mldht...
+    return Path(platformdirs.user_cache_dir("mldht", appauthor=False))
+
+
+def _cache_folder_text() -> str:
+    try:
+        return str(_cache_folder()).replace(str(Path.home()), "~", 1)
+    except (ImportError, RuntimeError, KeyError):
+        return "~/.cache/mldht on Linux"
+
+
+def _cache_path(args, bootstrap: list[str] | None) -> str | None:
+    """Where this command keeps its nodes between runs, or None (with a one-line warning
+    when a cache was wanted but cannot be used). Each set of --bootstrap nodes has a file
+    of its own: nodes of a private or test network never seed a lookup on the public DHT,
+    nor the other way round."""
+    if args.no_cache:
+        return None
+    if args.cache:
+        path = Path(args.cache)
+    else:
+        name = "nodes.json"
+        if bootstrap is not None:
+            key = ",".join(sorted(bootstrap)).encode()
+            name = f"nodes-{hashlib.sha256(key).hexdigest()[:12]}.json"
+        path = _cache_folder() / name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("no node cache: %s", _os_error_text(exc))
+            return None
+    try:
+        check_state_path(path)
+    except InvalidInput as exc:
+        log.warning("no node cache: %s", str(exc).replace("state file", "cache", 1))
+        return None
+    return str(path)
 
 
 def _add_blocklist_option(parser: argparse.ArgumentParser) -> None:
@@ -279,27 +328,24 @@ def _node_for(binds: list[str], **kwargs) -> Node:
         raise InvalidInput(f"--bind: {exc}") from None
 
 
-async def _joined_node(args, read_only: bool):
-    """Start and bootstrap a node (both families when the binds allow: every operation runs
-    on each and merges); returns it with the time left before --timeout. Raises JoinFailed
-    (the node closed) when nobody answered."""
+async def _started_node(args, read_only: bool):
+    """Start a node (both families when the binds allow: every operation runs on each and
+    merges) with the node cache; returns it with the time left before --timeout. It does
+    not join first: a one-shot command's lookup starts at once from the cache and the
+    bootstrap nodes (`Node.check_reached` afterwards tells an unreachable DHT apart)."""
     started = time.monotonic()
     bootstrap = _bootstrap_list(args.bootstrap)
     binds = _lookup_binds(args, bootstrap)
     node = _node_for(binds, bootstrap=bootstrap, read_only=read_only,
+                     state_file=_cache_path(args, bootstrap),
                      blocklist=_blocklist(args), config=_node_config(args))
     await node.start()
-    try:
-        await node.bootstrap(timeout=args.timeout / 2)
-    except BaseException:
-        await node.close()
-        raise
     return node, max(args.timeout - (time.monotonic() - started), 1.0)
 
 
 async def _get_peers(args) -> int:
     info_hash = parse_infohash(args.infohash)
-    node, remaining = await _joined_node(args, read_only=True)
+    node, remaining = await _started_node(args, read_only=True)
     async with node:
         lookup = node.get_peers(info_hash, timeout=remaining, scrape=args.scrape)
         async for ip, port in lookup:
@@ -308,7 +354,8 @@ async def _get_peers(args) -> int:
             else:
                 _print(format_address((ip, port)))
         summary = lookup.summary
-    assert summary is not None
+        assert summary is not None
+        node.check_reached(summary)
     if args.json:
         _print(json.dumps({"type": "summary", **_summary_dict(summary)}))
     else:
@@ -331,10 +378,11 @@ async def _announce(args) -> int:
     info_hash = parse_infohash(args.infohash)
     if args.port is not None and not 0 < args.port <= 0xFFFF:
         raise InvalidInput(f"--port {args.port} is not a port from 1 to 65535")
-    node, remaining = await _joined_node(args, read_only=True)
+    node, remaining = await _started_node(args, read_only=True)
     async with node:
         result = await node.announce(info_hash, args.port, implied_port=args.implied_port,
                                      seed=args.seed, timeout=remaining)
+        node.check_reached(result.summary)
     if args.json:
         _print(json.dumps({"announced_to": [str(n) for n in result.announced_to],
                            "failed": result.failed, **_summary_dict(result.summary)}))
@@ -411,13 +459,14 @@ async def _put(args) -> int:
                else Item.mutable(keys, value, args.seq or 0, salt)).problem()
     if problem is not None:
         raise InvalidInput(problem[1])
-    node, remaining = await _joined_node(args, read_only=True)
+    node, remaining = await _started_node(args, read_only=True)
     async with node:
         if keys is None:
             result = await node.put_immutable(value, timeout=remaining)
         else:
             result = await node.put_mutable(keys, value, salt=salt, seq=args.seq, cas=args.cas,
                                             timeout=remaining)
+        node.check_reached(result.summary)
     stored = len(result.stored_on)
     if args.json:
         _print(json.dumps({**_item_dict(result.item), "stored": stored, "asked": result.asked,
@@ -450,9 +499,10 @@ async def _get(args) -> int:
     else:
         raise InvalidInput(f"TARGET {args.target!r} is neither 40 hex digits (a target) nor 64 "
                            "(a public key)")
-    node, remaining = await _joined_node(args, read_only=True)
+    node, remaining = await _started_node(args, read_only=True)
     async with node:
         result = await node.get_item(target, salt=salt, timeout=remaining)
+        node.check_reached(result.summary)
     item = result.item
     if args.json:
         _print(json.dumps({"found": item is not None, **(_item_dict(item) if item else {}),
@@ -514,9 +564,10 @@ async def _sample(args) -> int:
 
 async def _find_node(args) -> int:
     target = NodeId.from_hex(args.node_id)
-    node, remaining = await _joined_node(args, read_only=True)
+    node, remaining = await _started_node(args, read_only=True)
     async with node:
         summary = await node.find_node_lookup(target, timeout=remaining)
+        node.check_reached(summary)
     for found in summary.closest:
         if args.json:
             _print(json.dumps({"id": found.id.hex(), "ip": found.ip, "port": found.port,

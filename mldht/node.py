@@ -503,6 +503,18 @@ class Node:
         log.info("bootstrapped: %d nodes in the routing table", result.table_size)
         return result.table_size
 
+    def check_reached(self, summary: LookupSummary) -> None:
+        """Raise `JoinFailed` (one line: what was tried, what failed) when `summary`, a
+        lookup's, got no answer at all while the node had not joined: the DHT was not
+        reached, which is not the same as a lookup that found nothing. One-shot commands
+        look up at once, without `bootstrap()`, and call this after."""
+        if summary.answered or any(len(f.table) for f in self.engine.families):
+            return
+        tried = [a for f in self.engine.families for a in f.routers]
+        tried += [n.address for f in self.engine.families for n in f.saved_seeds]
+        raise JoinFailed(self._join_failure(JoinResult(table_size=0, answered=0, tried=tried)),
+                         [format_address(a) for a in tried])
+
     def _join_failure(self, result: JoinResult) -> str:
         parts = []
         if result.tried:
@@ -582,7 +594,12 @@ class Node:
     def get_peers(self, info_hash: InfoHash | bytes, timeout: float = 30.0, *,
                   scrape: bool = False) -> "PeerLookup":
         """Start a get_peers lookup; iterate the result with `async for` to get peers as they
-        arrive. With `scrape` (BEP 33) the summary also estimates seeds and peers."""
+        arrive. With `scrape` (BEP 33) the summary also estimates seeds and peers.
+
+        Like every lookup, it needs no `bootstrap()` first: on a started node whose routing
+        table holds fewer than k nodes it begins at once from what the node knows (the
+        table, the nodes of its state file, the bootstrap nodes) and its queries do the
+        joining; `check_reached(summary)` tells an unreachable DHT from an empty swarm."""
         return PeerLookup(self, InfoHash(info_hash), timeout, scrape)
 
     async def get_peers_many(self, info_hashes: Iterable[InfoHash | bytes], *,

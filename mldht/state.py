@@ -77,8 +77,10 @@ def _keep_aside(path: Path, why: str) -> None:
 
 
 def load_state(path: str | os.PathLike, max_nodes: int = 1000) -> SavedState:
-    """Read a state file; a missing file gives an empty state, a damaged one is renamed
-    aside (FILE.damaged-TIME) with a warning and an empty state is returned."""
+    """Read a state file; a missing file gives an empty state, a damaged or foreign one
+    (not JSON, or no mldht `format` 1) is renamed aside (FILE.damaged-TIME) with a
+    one-line warning and an empty state is returned; an unreadable one is left alone,
+    with a warning."""
     path = Path(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -93,6 +95,11 @@ def load_state(path: str | os.PathLike, max_nodes: int = 1000) -> SavedState:
     state = SavedState()
     if not isinstance(document, dict):
         _keep_aside(path, "not a JSON object")
+        return state
+    if document.get("format") != FORMAT_VERSION:
+        # Another program's file, or a later mldht's: kept for whoever owns it.
+        _keep_aside(path, f"not an mldht state file of format {FORMAT_VERSION} "
+                          f"(format {document.get('format')!r})")
         return state
     try:
         state.node_id = NodeId.from_hex(document.get("node_id", ""))

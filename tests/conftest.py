@@ -16,6 +16,14 @@ netguard.install()
 
 
 @pytest.fixture(autouse=True)
+def own_cache_folder(tmp_path_factory, monkeypatch):
+    """Each test its own user cache folder (platformdirs reads XDG_CACHE_HOME, child
+    processes inherit it): one test's node cache never seeds another's lookups, and the
+    tests never write to the real ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
 def loopback_only(tmp_path_factory):
     """Fail any test whose code (or whose child processes) tried to reach a non-loopback address."""
     log = tmp_path_factory.mktemp("netguard") / "violations.log"

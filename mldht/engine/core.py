@@ -35,7 +35,7 @@ from ..blocklist import Blocklist
 from ..compact import Address, NodeInfo, format_address, normalize_ip
 from ..config import NodeConfig
 from ..errors import InvalidInput, KrpcDecodeError, QueryNotSent, RemoteError
-from ..ids import NodeId
+from ..ids import NodeId, distance
 from ..krpc import (
     PROTOCOL_ERROR, Error, Ping, Query, Response, SampleInfohashes, UnknownQuery,
     decode_datagram, encode_message, interpret_message,
@@ -86,12 +86,23 @@ class Family:
         self.routers: list[Address] = []
         """Addresses to start lookups from while the table holds fewer than k nodes."""
         self.saved_nodes: list[NodeInfo] = []
+        """Saved nodes the next join pings (it takes them)."""
+        self.saved_seeds: list[NodeInfo] = []
+        """The same saved nodes, kept for lookups to start from while the table holds fewer
+        than k nodes (a one-shot command looks up at once, without joining first)."""
+        self.saved_addresses: set[Address] = set()
+        self.saved_heard: dict[Address, bool] = {}
+        """Saved nodes asked this run: whether they answered (those that did not are
+        neither asked again by lookups nor saved again)."""
         self.last_join = -1e18
         self.sparse_backoff = 30.0
 
     @property
     def node_id(self) -> NodeId:
         return self.identity.node_id
+
+    def saved_unanswered(self, address: Address) -> bool:
+        return self.saved_heard.get(address) is False
 
 
 class Engine:
@@ -229,18 +240,47 @@ class Engine:
             other.handler.sibling_table = None
 
     def add_saved_nodes(self, nodes: Iterable[NodeInfo]) -> None:
-        """Nodes from a previous run: pinged at the next bootstrap."""
+        """Nodes from a previous run: pinged at the next bootstrap, and where lookups start
+        from (besides the routers) while the routing table holds fewer than k nodes."""
+        limit = self.config.max_saved_nodes
         for node in nodes:
             family = self._by_ipv6.get(node.is_ipv6)
-            if family is not None:
+            if family is not None and len(family.saved_seeds) < limit:
                 family.saved_nodes.append(node)
+                family.saved_seeds.append(node)
+                family.saved_addresses.add(node.address)
+
+    def lookup_seeds(self, family: Family, target: bytes) -> tuple[list[NodeInfo], list[Address]]:
+        """Where a lookup towards `target` starts: the routing table's closest nodes, and
+        while it holds fewer than k, the saved nodes closest to the target (unverified:
+        the lookup's queries check them) and the routers' addresses."""
+        k = self.config.k
+        seeds = family.table.closest(target, count=k * 4)
+        if len(seeds) >= k:
+            return seeds, []
+        known = {node.address for node in seeds}
+        saved = sorted((node for node in family.saved_seeds
+                        if node.address not in known
+                        and not family.saved_unanswered(node.address)),
+                       key=lambda node: distance(node.id, target))
+        return seeds + saved[:k * 4 - len(seeds)], family.routers
 
     def saved_state(self, family_name: str, now: float) -> tuple[NodeId, list[NodeInfo]]:
-        """What to keep across runs for a family: its node id and good nodes."""
+        """What to keep across runs for a family: its node id and good nodes: those of the
+        routing table first, then the saved nodes of the last run not found silent in this
+        one (a short run, a one-shot command's, adds what it learned to what it had)."""
         family = self.family(family_name)
         assert family is not None
-        nodes = family.table.closest(family.identity.node_id, self.config.max_saved_nodes,
-                                     now=now, include_questionable=False)
+        limit = self.config.max_saved_nodes
+        nodes = family.table.closest(family.identity.node_id, limit, now=now,
+                                     include_questionable=False)
+        kept = {node.address for node in nodes}
+        for node in family.saved_seeds:
+            if len(nodes) >= limit:
+                break
+            if node.address not in kept and not family.saved_unanswered(node.address):
+                kept.add(node.address)
+                nodes.append(node)
         return family.identity.node_id, nodes
 
     # --- the I/O surface --------------------------------------------------------------------
@@ -400,6 +440,8 @@ class Engine:
         family = self._by_ipv6.get(":" in source[0]) or self.families[0]
         if source in family.routers:
             self.router_answers[source] = now
+        if source in family.saved_addresses:
+            family.saved_heard[source] = True
         if source not in self.default_routers:
             table = family.table
             known = table.by_ip(source[0])
@@ -558,11 +600,14 @@ class Engine:
             tx.owner.on_failure(tx, QueryNotSent(f"{tx.address[0]} is blocklisted: not queried"),
                                 now)
             return
-        if self._by_ipv6.get(":" in tx.address[0]) is None:
+        family = self._by_ipv6.get(":" in tx.address[0])
+        if family is None:
             tx.owner.on_failure(tx, QueryNotSent(
                 f"no {'IPv6' if ':' in tx.address[0] else 'IPv4'} socket to reach "
                 f"{tx.address[0]}"), now)
             return
+        if tx.address in family.saved_addresses:
+            family.saved_heard.setdefault(tx.address, False)
         self.transactions.submit(tx, now)
 
     def cancel_transaction(self, tx: Transaction, now: float) -> None:

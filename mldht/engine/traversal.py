@@ -162,8 +162,7 @@ class TraversalRun(TransactionOwner):
         self._on_answer = on_answer
         self._on_done = on_done
         target = spec.target
-        seeds = family.table.closest(target, count=config.k * 4)
-        bootstrap = family.routers if len(seeds) < config.k else []
+        seeds, bootstrap = engine.lookup_seeds(family, target)
         self.lookup = Lookup(target, seeds, now, bootstrap=bootstrap, k=config.k,
                              alpha=config.alpha, soft_timeout=config.soft_timeout,
                              adaptive_timeout=config.adaptive_soft_timeout,
