@@ -149,3 +149,27 @@ def test_crawl_loopback_figures(capsys, monkeypatch):
     assert result["sweep_seconds"] > 0 and result["crawler_cpu_total_seconds"] > 0, result
     assert result["hosts_during_crawl"]["rate_limited"] == 0, result
     assert result["crawler_rate_limited"] == 0, result
+
+
+@pytest.mark.network
+def test_get_peers_emulated_figures():
+    """tools/bench/get_peers_emulated.py, small: every mode finds each swarm's peer on a
+    20,000-node emulated DHT and reports its times and queries (a child process: the bench
+    goes into a network namespace of its own)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from netguard import guarded_env
+    bench = Path(__file__).resolve().parents[1] / "tools" / "bench" / "get_peers_emulated.py"
+    done = subprocess.run([sys.executable, str(bench), "--nodes", "20000", "--lookups", "3",
+                           "--warm-up", "3", "--limit", "400", "--json"],
+                          env=guarded_env(), capture_output=True, text=True, timeout=450)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert list(result["modes"]) == ["cold", "cached", "lt-fresh", "warm", "lt-warm"]
+    for mode, row in result["modes"].items():
+        assert row["lookups"] == 3 and row["success"] >= 2 / 3, (mode, row)
+        assert 0 < row["first_peer_p50"] <= row["wall_p90"], (mode, row)
+        assert row["queries_mean"] > 0, (mode, row)

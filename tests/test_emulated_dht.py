@@ -343,3 +343,29 @@ def test_a_nodes_state_worked_out_alone_agrees_with_the_whole_networks():
         for rank in rng.sample(range(network.population), 3000):
             assert network.online(rank) == bool(online[rank]), (now, rank)
             assert network._listable(rank) == bool(listed[rank]), (now, rank)
+
+
+def test_a_swarms_peers_are_on_its_8_closest_answering_nodes_only():
+    from emulated.model import swarm_info_hash
+    network = EmulatedNetwork(EmulationConfig(nodes=20_000, seed=4, swarms=3, swarm_peers=5,
+                                              session_shape=0.0, availability=1.0))
+    info_hash = swarm_info_hash(4, 1)
+    holders, _values = network.swarms[info_hash]
+    key = int.from_bytes(info_hash[:8], "big")
+    answering = [r for r in range(network.population) if not network.flags[r] & (1 | 2 | 4 | 16)]
+    assert sorted(holders) == sorted(sorted(answering, key=lambda r: network.keys[r] ^ key)[:8])
+    nearest_other = min((r for r in answering if r not in holders),
+                        key=lambda r: network.keys[r] ^ key)
+    query = _query(b"get_peers", info_hash=info_hash)
+    for rank in (*holders, nearest_other):
+        reply, what, _ = network.answer(query, (bytes([127, 0, 0, 9]), 4000), rank, 0.0)
+        assert what == "answered"
+        body = decode_bencode(reply)[b"r"]
+        assert b"token" in body and b"nodes" in body
+        if rank in holders:
+            assert len(body[b"values"]) == 5 and all(len(v) == 6 for v in body[b"values"])
+        else:
+            assert b"values" not in body
+    other = _query(b"get_peers", info_hash=swarm_info_hash(4, 7))  # not one of the 3
+    assert b"values" not in decode_bencode(network.answer(other, (bytes([127, 0, 0, 9]), 4000),
+                                                          next(iter(holders)), 0.0)[0])[b"r"]

@@ -64,6 +64,9 @@ OPTION_HELP = {
     "swing_period": "seconds of one swing (3600: a day compressed into an hour)",
     "sample_interval": "BEP 51 interval, seconds",
     "num_median": "median infohashes stored (BEP 51 num)",
+    "swarms": "infohashes with peers on their 8 closest answering nodes (listed in the "
+              "truth's `swarms`)",
+    "swarm_peers": "peers each swarm's nodes return",
     "per_ip_limit": "datagrams a second from one IP before a node ignores it (0: none)",
     "per_ip_window": "seconds the per-IP rate is averaged over",
     "per_ip_ban": "seconds of quiet before an ignored IP is heard again",

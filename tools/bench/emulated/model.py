@@ -30,6 +30,7 @@ with probability 10^-5, and the build draws again when they do.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from bisect import bisect_left
 from dataclasses import dataclass, field, fields
@@ -146,6 +147,12 @@ class EmulationConfig:
     num_median: float = 50.0
     """Infohashes a node stores (BEP 51 `num`), log-normal around this, at most 2,000
     (libtorrent's dht_max_torrents)."""
+    swarms: int = 0
+    """Infohashes with peers (`swarm_info_hash(seed, j)`, j < swarms, listed in the truth):
+    each swarm's `swarm_peers` peers are stored on the 8 answering nodes closest to its
+    infohash, where announces leave them, and a get_peers lookup must reach one of them.
+    0: no swarm (every get_peers is answered with nodes)."""
+    swarm_peers: int = 20
     base_port: int = 20000
     per_ip_limit: float = 5.0
     """libtorrent's dos_blocker: `per_ip_limit` x `per_ip_window` datagrams from one IP
@@ -229,6 +236,11 @@ def _mix(value: int) -> int:
     value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
     value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & MASK64
     return value ^ (value >> 31)
+
+
+def swarm_info_hash(seed: int, index: int) -> bytes:
+    """The infohash of emulated swarm `index` of the DHT of `seed`."""
+    return hashlib.sha1(b"mldht emulated swarm %d %d" % (seed, index)).digest()
 
 
 def _bstr(value: bytes) -> bytes:
@@ -360,7 +372,29 @@ class EmulatedNetwork:
         self._client_bep51 = [c.bep51 for c in config.clients]
         self._client_list = self.client.tobytes()
         self.bootstrap_rank = self._pick_bootstrap()
+        self.swarms: dict[bytes, tuple[frozenset[int], bytes]] = {}
+        """infohash -> (the ranks storing its peers, the bencoded `values` list)."""
+        for index in range(config.swarms):
+            self._place_swarm(index)
         self.set_time(0.0)
+
+    def _place_swarm(self, index: int) -> None:
+        info_hash = swarm_info_hash(self.config.seed, index)
+        key = int.from_bytes(info_hash[:8], "big")
+        where = bisect_left(self._keys, key)
+        # The 8 closest answering nodes lie within a few hundred ranks of the key's place
+        # unless nearly everyone around is silent; widen until 8 are found.
+        for reach in (64, 512, 4096, self.population):
+            low, high = max(0, where - reach), min(self.population, where + reach)
+            ranks = [r for r in range(low, high) if not self.flags[r] & (1 | 2 | 4 | 16)]
+            if len(ranks) >= K or reach >= self.population:
+                break
+        holders = frozenset(sorted(ranks, key=lambda r: self._keys[r] ^ key)[:K])
+        peers = b"".join(
+            _bstr(bytes((127, 254, (index >> 8) & 0xFF, index & 0xFF))
+                  + (6881 + peer).to_bytes(2, "big"))
+            for peer in range(self.config.swarm_peers))
+        self.swarms[info_hash] = (holders, b"l" + peers + b"e")
 
     # --- layout: slots and addresses -------------------------------------------------------
 
@@ -772,6 +806,9 @@ class EmulatedNetwork:
                 body += b"5:nodes" + _bstr(nodes)
                 if method in (b"get_peers", b"get"):
                     body += b"5:token" + _bstr(self.token(source[0], rank))
+                    swarm = self.swarms.get(target) if method == b"get_peers" else None
+                    if swarm is not None and rank in swarm[0]:
+                        body += b"6:values" + swarm[1]
         reply = b"d2:ip6:" + source[0] + source[1].to_bytes(2, "big") + b"1:rd" + body + \
             b"e1:t" + _bstr(tid) + (b"1:v" + _bstr(version) if version else b"") + b"1:y1:re"
         return reply, "answered", listed

@@ -335,6 +335,7 @@ class EmulatorServer:
                       "dropped": list(self.zone_dropped)},
             "sources": {ip: {"received": s[0], "answered": s[1], "rate_limited": s[2],
                              "lost": s[3]} for ip, s in sources},
+            "swarms": [info_hash.hex() for info_hash in list(network.swarms)[:1000]],
             "config": network.config.as_dict(),
         }
 
