@@ -84,6 +84,9 @@ def parse_args(argv):
     parser.add_argument("--warm-up", type=float, default=30.0, metavar="SECONDS",
                         help="how long the warm node and session fill their tables first")
     parser.add_argument("--emulator", action="append", default=[], metavar="OPTION=VALUE")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a NodeConfig field for the warm mldht node (as `mldht serve "
+                             "--set`), to try a lookup setting")
     parser.add_argument("--limit", type=float, default=3600.0, metavar="SECONDS")
     parser.add_argument("--keep", metavar="DIR")
     parser.add_argument("--json", action="store_true")
@@ -280,11 +283,16 @@ async def run_modes(args, bootstrap: str, swarms: list[bytes], folder: Path,
 
 
 async def warm_mldht(args, bootstrap: str, targets: list[bytes], deadline: float) -> list[dict]:
-    from mldht import Node
+    import dataclasses
+
+    from mldht import Node, NodeConfig
+    from mldht.config import parse_override
+    config = dataclasses.replace(NodeConfig(), **dict(parse_override(item) for item in args.set))
     rows = []
-    async with Node(("127.0.1.250", 0), bootstrap=[bootstrap]) as node:
+    async with Node(("127.0.1.250", 0), bootstrap=[bootstrap], config=config) as node:
         await node.bootstrap(timeout=20)
         await asyncio.sleep(args.warm_up)
+        table = sum(len(family.table) for family in node.engine.families)
         for info_hash in targets:
             if time.monotonic() > deadline:
                 raise BenchError("--limit reached during warm")
@@ -297,7 +305,11 @@ async def warm_mldht(args, bootstrap: str, targets: list[bytes], deadline: float
             summary = lookup.summary
             rows.append({"first_peer": first, "wall": time.monotonic() - started,
                          "queries": summary.queried if summary else None,
-                         "peers": summary.peers if summary else 0})
+                         "peers": summary.peers if summary else 0, "table": table,
+                         **({"answered": summary.answered, "timed_out": summary.timed_out,
+                             "first_peer_hop": summary.first_peer_hop,
+                             "lookup_first_peer": summary.time_to_first_peer}
+                            if summary else {})})
     return rows
 
 

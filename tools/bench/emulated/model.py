@@ -24,6 +24,9 @@ subtree (far from it, a sparse view: 8 of millions). An entry whose node went of
 listed for `stale_minutes` after it left (a real node evicts an entry only after it failed
 to answer several times), then the bucket takes the next node of its subtree instead. A
 reply lists the 8 entries of the table closest to the target by XOR, as BEP 5 asks.
+The bootstrap node is a router: its table holds only nodes that answer (a router hands out
+nodes it has verified); else one unlucky bucket of silent contacts failed every cold lookup
+towards half of the keyspace.
 Ordering and prefixes use the ids' first 64 bits: two of 25 million random ids share them
 with probability 10^-5, and the build draws again when they do.
 """
@@ -662,6 +665,8 @@ class EmulatedNetwork:
             return []
         churn = self._churn
         if size <= K:
+            if rank == self.bootstrap_rank:
+                return [r for r in range(low, high) if self._answers(r)]
             if not churn:
                 return list(range(low, high))
             listable = self._listable
@@ -669,6 +674,8 @@ class EmulatedNetwork:
         start = _mix(self._salt ^ (rank << 7) ^ depth)
         stride = size / K
         picked = [low + (start + int(slot * stride)) % size for slot in range(K)]
+        if rank == self.bootstrap_rank:
+            return self._router_entries(picked, low, size)
         if churn:
             listable = self._listable
             chosen = set(picked)
@@ -686,6 +693,24 @@ class EmulatedNetwork:
             # the bucket holds fewer), never listed past its eviction.
             picked = [entry for entry in picked if entry >= 0]
         return picked
+
+    def _answers(self, rank: int) -> bool:
+        return not self.flags[rank] & (1 | 16) and self.online(rank)
+
+    def _router_entries(self, picked: list[int], low: int, size: int) -> list[int]:
+        """The bootstrap node's bucket: a router hands out nodes it has verified (they
+        answered its pings), never the silent or gone ones ordinary tables hold; each pick
+        that does not answer gives way to the next node of its subtree that does."""
+        chosen = set()
+        entries = []
+        for entry in picked:
+            for _ in range(64):
+                if self._answers(entry) and entry not in chosen:
+                    chosen.add(entry)
+                    entries.append(entry)
+                    break
+                entry = low + (entry - low + 1) % size
+        return entries
 
     def closest(self, rank: int, target: int, now: float) -> list[int]:
         """The ranks node `rank` lists for `target` (the first 64 bits of an id): the 8
