@@ -527,3 +527,31 @@ def test_only_a_silent_query_to_one_of_the_closest_few_is_resent():
     assert not lookup.claim_resend(seeds[1].address)  # failed
     assert not lookup.claim_resend(("10.9.9.9", 1))   # never queried
     assert lookup.stats.resent == 2
+
+
+# --- aggressive lookups (libtorrent's aggressive_lookups) ----------------------------------
+
+
+def _node_at(target: NodeId, shared_bits: int, tag: int) -> NodeInfo:
+    """A node whose id shares exactly `shared_bits` leading bits with `target`."""
+    flipped = int.from_bytes(target, "big") ^ (1 << (159 - shared_bits)) ^ tag
+    return NodeInfo(NodeId(flipped.to_bytes(20, "big")), f"10.9.{shared_bits}.{tag}", 6881)
+
+
+@pytest.mark.parametrize("aggressive", [False, True])
+def test_an_overtaken_query_holds_a_slot_only_without_aggressive_lookups(aggressive):
+    target = NodeId(bytes(range(20)))
+    far = [_node_at(target, 2, tag) for tag in range(1, ALPHA + 1)]
+    lookup = Lookup(target, far, 0.0, alpha=ALPHA, aggressive=aggressive)
+    assert len(lookup.next_queries(0.0)) == ALPHA  # every slot taken by a far node
+    near = [_node_at(target, 40, tag) for tag in range(1, 4)]
+    lookup.on_reply(far[0].address, far[0].id, 0.1, nodes=near)
+    asked = lookup.next_queries(0.1)
+    if aggressive:
+        # the 3 closer ones are asked at once: the 4 far queries still out were overtaken
+        assert [node.address for node in asked] == [node.address for node in near]
+    else:
+        assert [node.address for node in asked] == [near[0].address]  # the one free slot
+    # Either way, the slots at the top of the list bound what is in flight there.
+    lookup.on_reply(near[0].address, near[0].id, 0.2)
+    assert all(node.address not in {f.address for f in far} for node in lookup.next_queries(0.2))

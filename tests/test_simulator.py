@@ -114,7 +114,10 @@ def test_no_loss_every_lookup_succeeds():
         summary = report["lookups"][kind]
         assert summary["count"] == 30
         assert summary["success_rate"] == 1.0, format_report(report)
-        assert summary["timeouts"]["max"] == 0
+        # Nothing is lost; a lookup whose k closest have answered does not wait for a slow
+        # query to a node closer ones overtook (aggressive lookups), which counts as no answer.
+        assert summary["timeouts"]["max"] <= 1
+        assert summary["timeouts"]["mean"] < 0.2
         assert 0.05 < summary["latency_s"]["p50"] < 3.0
         assert summary["hops"]["max"] >= 1  # the result was not all in the first table
     tables = report["routing_tables"]["after_bootstrap"]

@@ -25,15 +25,16 @@ from mldht.sim import Scenario, format_report, run_scenario
 PRESETS: dict[str, dict] = {
     "mldht": {},
     "libtorrent": {"alpha": 5, "soft_timeout": 1.0, "adaptive_soft_timeout": False,
-                   "lookup_waits_for_slow": True, "lookup_resends": False},
+                   "lookup_waits_for_slow": True, "lookup_resends": False,
+                   "aggressive_lookups": True},
     "kademlia": {"alpha": 3, "soft_timeout": NodeConfig().query_timeout,
                  "adaptive_soft_timeout": False, "lookup_waits_for_slow": True,
-                 "lookup_resends": False},
+                 "lookup_resends": False, "aggressive_lookups": False},
     "eager": {"alpha": 8, "soft_timeout": 0.5},
 }
 """Named NodeConfig overrides: `mldht` is the defaults; `libtorrent` its traversal (5 in
-flight, a fixed 1 s soft timeout, the end of a lookup waits for every closer query still
-out, no second send); `kademlia` the paper's (3 in flight, no soft timeout: a slot is held until the hard
+flight at the top of the list, a fixed 1 s soft timeout, the end of a lookup waits for every
+closer query still out, no second send); `kademlia` the paper's (3 in flight, no soft timeout: a slot is held until the hard
 timeout); `eager` more parallel and less patient."""
 
 AUTO_SEEDED_ABOVE = 2000

@@ -104,8 +104,10 @@ class Lookup:
     def __init__(self, target: NodeId, seeds: Iterable[NodeInfo], now: float, *,
                  bootstrap: Iterable[Address] = (), k: int = K, alpha: int = ALPHA,
                  soft_timeout: float = SOFT_TIMEOUT, max_candidates: int = 128,
-                 adaptive_timeout: bool = False, wait_for_slow: bool = True) -> None:
+                 adaptive_timeout: bool = False, wait_for_slow: bool = True,
+                 aggressive: bool = False) -> None:
         self.target = target
+        self.aggressive = aggressive
         self.k = k
         self.alpha = alpha
         self.max_soft_timeout = soft_timeout
@@ -181,7 +183,10 @@ class Lookup:
         if self.done:
             return []
         ordered = self._sorted()
-        slots = self.alpha - sum(1 for c in ordered if c.state is CandidateState.IN_FLIGHT)
+        if self.aggressive:  # only the in-flight queries met before the next one count
+            slots = self.alpha
+        else:
+            slots = self.alpha - sum(1 for c in ordered if c.state is CandidateState.IN_FLIGHT)
         chosen: list[NodeInfo | Address] = []
         answered = 0
         for candidate in ordered:
@@ -189,6 +194,8 @@ class Lookup:
                 break
             if candidate.state is CandidateState.ANSWERED:
                 answered += 1
+            elif candidate.state is CandidateState.IN_FLIGHT and self.aggressive:
+                slots -= 1
             elif candidate.state is CandidateState.NEW:
                 candidate.state = CandidateState.IN_FLIGHT
                 candidate.sent_at = now if assume_sent else math.inf

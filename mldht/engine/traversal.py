@@ -166,7 +166,8 @@ class TraversalRun(TransactionOwner):
         self.lookup = Lookup(target, seeds, now, bootstrap=bootstrap, k=config.k,
                              alpha=config.alpha, soft_timeout=config.soft_timeout,
                              adaptive_timeout=config.adaptive_soft_timeout,
-                             wait_for_slow=config.lookup_waits_for_slow)
+                             wait_for_slow=config.lookup_waits_for_slow,
+                             aggressive=config.aggressive_lookups)
         self.resends = config.lookup_resends
         self.query_timeout = config.query_timeout
         self.transactions: dict[Address, Transaction] = {}

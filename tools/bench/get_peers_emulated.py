@@ -85,16 +85,20 @@ def parse_args(argv):
                         help="how long the warm node and session fill their tables first")
     parser.add_argument("--emulator", action="append", default=[], metavar="OPTION=VALUE")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a NodeConfig field for the warm mldht node (as `mldht serve "
-                             "--set`), to try a lookup setting")
+                        help="a NodeConfig field for mldht (as `mldht serve --set`), to try "
+                             "a lookup setting")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=VALUE[,...]",
+                        help="one more warm mldht node with these NodeConfig fields on top "
+                             "of --set, side by side with the others (repeatable)")
     parser.add_argument("--limit", type=float, default=3600.0, metavar="SECONDS")
     parser.add_argument("--keep", metavar="DIR")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
+    args.modes += [f"warm+{variant}" for variant in args.variant]
     if args.baseline and "baseline" not in args.modes:
         args.modes.insert(0, "baseline")
-    unknown = [m for m in args.modes if m not in MODES]
+    unknown = [m for m in args.modes if m.split("+")[0] not in MODES]
     if unknown:
         parser.error(f"unknown mode {unknown[0]!r} (known: {', '.join(MODES)})")
     if args.lookups < 1:
@@ -247,6 +251,8 @@ async def run_modes(args, bootstrap: str, swarms: list[bytes], folder: Path,
         bind = f"127.0.{2 + index // 200}.{index % 200 + 2}:0"
         base = ["get-peers", "--json", "--bootstrap", bootstrap, "--bind", bind,
                 "--timeout", str(LOOKUP_TIMEOUT)]
+        if mode != "baseline":
+            base += [f"--set={item}" for item in args.set]
         if mode == "baseline":
             return pinned([sys.executable, "-m", "mldht", *base, info_hash.hex()],
                           client_cpu), args.baseline_tree
@@ -273,8 +279,11 @@ async def run_modes(args, bootstrap: str, swarms: list[bytes], folder: Path,
                 command, cwd = command_for(mode, index, info_hash)
                 menv = dict(env, PYTHONPATH=str(cwd)) if cwd else env
                 rows.append(await timed_command(command, menv, cwd, LOOKUP_TIMEOUT + 5))
-        elif mode == "warm":
-            rows = await warm_mldht(args, bootstrap, targets, deadline)
+        elif mode.startswith("warm"):
+            extra = mode.partition("+")[2]
+            rows = await warm_mldht(args, bootstrap, targets, deadline,
+                                    [item for item in extra.split(",") if item],
+                                    f"127.0.1.{200 + args.modes.index(mode)}")
         elif mode == "lt-warm":
             rows = await asyncio.to_thread(warm_libtorrent, args, bootstrap, targets, deadline)
         results[mode] = {**summarise(rows), "rows": rows}
@@ -282,14 +291,16 @@ async def run_modes(args, bootstrap: str, swarms: list[bytes], folder: Path,
     return results
 
 
-async def warm_mldht(args, bootstrap: str, targets: list[bytes], deadline: float) -> list[dict]:
+async def warm_mldht(args, bootstrap: str, targets: list[bytes], deadline: float,
+                     variant: list[str], ip: str) -> list[dict]:
     import dataclasses
 
     from mldht import Node, NodeConfig
     from mldht.config import parse_override
-    config = dataclasses.replace(NodeConfig(), **dict(parse_override(item) for item in args.set))
+    config = dataclasses.replace(NodeConfig(), **dict(parse_override(item)
+                                                      for item in args.set + variant))
     rows = []
-    async with Node(("127.0.1.250", 0), bootstrap=[bootstrap], config=config) as node:
+    async with Node((ip, 0), bootstrap=[bootstrap], config=config) as node:
         await node.bootstrap(timeout=20)
         await asyncio.sleep(args.warm_up)
         table = sum(len(family.table) for family in node.engine.families)
@@ -316,11 +327,12 @@ async def warm_mldht(args, bootstrap: str, targets: list[bytes], deadline: float
 def warm_libtorrent(args, bootstrap: str, targets: list[bytes], deadline: float) -> list[dict]:
     session = libtorrent_session("127.0.1.251", bootstrap)
     time.sleep(args.warm_up)
+    table = libtorrent_counter(session, "dht.dht_nodes")
     rows = []
     for info_hash in targets:
         if time.monotonic() > deadline:
             raise BenchError("--limit reached during lt-warm")
-        rows.append(libtorrent_lookup(session, info_hash, LOOKUP_TIMEOUT))
+        rows.append({**libtorrent_lookup(session, info_hash, LOOKUP_TIMEOUT), "table": table})
     del session
     return rows
 
