@@ -555,3 +555,21 @@ def test_an_overtaken_query_holds_a_slot_only_without_aggressive_lookups(aggress
     # Either way, the slots at the top of the list bound what is in flight there.
     lookup.on_reply(near[0].address, near[0].id, 0.2)
     assert all(node.address not in {f.address for f in far} for node in lookup.next_queries(0.2))
+
+
+def test_a_lookup_short_of_k_answers_waits_for_an_abandoned_query():
+    """A cold start's only router, its reply late (or lost once and resent): abandoned after
+    the soft timeout, but with nobody else to ask the lookup waits for it to answer or fail."""
+    target = NodeId(bytes(20))
+    router = ("10.1.1.1", 6881)
+    lookup = Lookup(target, [], 0.0, bootstrap=[router], wait_for_slow=False)
+    assert lookup.next_queries(0.0) == [router]
+    lookup.next_queries(SOFT_TIMEOUT + 0.1)  # past the soft timeout, then abandoned
+    assert lookup._candidates[router].state is CandidateState.ABANDONED
+    assert not lookup.done
+    nodes = [_node_at(target, 10, tag) for tag in range(1, 4)]
+    lookup.on_reply(router, NodeId(b"\x77" * 20), 2.0, nodes=nodes)
+    assert {n.address for n in lookup.next_queries(2.0)} == {n.address for n in nodes}
+    for node in nodes:
+        lookup.on_failure(node.address, 6.0)
+    assert lookup.done  # nothing left awaited: over, with the router as its one answer

@@ -295,19 +295,24 @@ class Lookup:
 
     @property
     def done(self) -> bool:
-        """True when the k closest live candidates have answered and none closer is pending."""
+        """True when the k closest live candidates have answered and none closer is pending;
+        short of k answers, only once nothing is awaited any more (an abandoned query may
+        still be the one answer a lookup gets: a cold start's only router, its reply lost
+        once)."""
         answered = 0
+        abandoned = False
         for candidate in self._sorted():
             if candidate.state is CandidateState.FAILED:
                 continue
             if candidate.state is CandidateState.ABANDONED:
+                abandoned = True
                 continue
             if candidate.state is not CandidateState.ANSWERED:
                 return False
             answered += 1
             if answered >= self.k:
                 return True
-        return True
+        return not abandoned
 
     def in_flight_count(self) -> int:
         """Queries sent and still within their soft timeout."""
