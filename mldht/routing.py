@@ -18,6 +18,8 @@ from .config import DEFAULT_K
 from .ids import ID_BITS, NodeId
 
 K = DEFAULT_K
+EXTENDED_FACTORS = (16, 8, 4, 2)
+"""An extended table's buckets 0 to 3 hold this many times k (libtorrent's bucket_limit)."""
 GOOD_INTERVAL = 15 * 60.0
 """A node is good while it answered us, or queried us after having answered once, this recently."""
 BAD_AFTER_FAILURES = 2
@@ -130,6 +132,8 @@ class Bucket:
     replacements: list[RoutingEntry] = field(default_factory=list)
     last_changed: float = 0.0
     """When a node in it last answered or was added: buckets idle for 15 minutes are refreshed."""
+    capacity: int = 8
+    """How many nodes it holds (k, or more for the farthest buckets of an extended table)."""
 
 
 class InsertOutcome(enum.Enum):
@@ -173,15 +177,20 @@ class RoutingTable:
 
     def __init__(self, own_id: NodeId, k: int = K, replacement_size: int = K, *,
                  verify: Callable[[bytes, str], bool] | None = None, enforce: bool = False,
-                 prefer_verified: bool = True) -> None:
+                 prefer_verified: bool = True, extended: bool = False) -> None:
         self.own_id = own_id
         self.k = k
+        self.extended = extended
+        """libtorrent's extended routing table: the farthest buckets (0 to 3, once they are
+        no longer the last) hold 16, 8, 4 and 2 times k nodes. Half the keyspace shares no
+        bit with our id, so bucket 0 is where most lookups start: 128 random nodes there
+        instead of 8 start a lookup some 4 bits (a hop) closer to its target."""
         self.replacement_size = replacement_size
         self.verify = verify
         self.enforce = enforce
         self.prefer_verified = prefer_verified
         self.own_key = int.from_bytes(own_id, "big")
-        self.buckets: list[Bucket] = [Bucket()]
+        self.buckets: list[Bucket] = [Bucket(capacity=k)]
         self._by_ip: dict[str, RoutingEntry] = {}
         self._id_changes: dict[str, float] = {}
         """IP -> when its node last changed id (bounded, oldest forgotten first)."""
@@ -200,7 +209,8 @@ class RoutingTable:
     def with_own_id(self, own_id: NodeId) -> "RoutingTable":
         """A table around a new id holding the same nodes (after our external IP changed)."""
         table = RoutingTable(own_id, self.k, self.replacement_size, verify=self.verify,
-                             enforce=self.enforce, prefer_verified=self.prefer_verified)
+                             enforce=self.enforce, prefer_verified=self.prefer_verified,
+                             extended=self.extended)
         table._id_changes = dict(self._id_changes)
         table._distrusted = dict(self._distrusted)
         for entry in self:
@@ -214,7 +224,7 @@ class RoutingTable:
         while True:
             index = self._index_of(entry.key)
             bucket = self.buckets[index]
-            if len(bucket.nodes) < self.k:
+            if len(bucket.nodes) < bucket.capacity:
                 bucket.nodes.append(entry)
                 self._by_ip[entry.ip] = entry
                 return True
@@ -310,10 +320,17 @@ class RoutingTable:
 
     # --- updates ------------------------------------------------------------------------
 
+    def capacity_at(self, index: int) -> int:
+        """How many nodes bucket `index` holds once it is not the last one."""
+        if self.extended and index < len(EXTENDED_FACTORS):
+            return self.k * EXTENDED_FACTORS[index]
+        return self.k
+
     def _split_last(self) -> None:
         old = self.buckets[-1]
         depth = len(self.buckets) - 1
-        new = Bucket(last_changed=old.last_changed)
+        old.capacity = self.capacity_at(depth)
+        new = Bucket(last_changed=old.last_changed, capacity=self.k)
         self.buckets.append(new)
         own, limit = self.own_key, ID_BITS - depth  # deeper: fewer than `limit` bits differ
         keep: list[RoutingEntry] = []
@@ -326,7 +343,7 @@ class RoutingTable:
         old.replacements = stay
         # Fill the room the split made from each bucket's own replacement cache.
         for bucket in (old, new):
-            while len(bucket.nodes) < self.k:
+            while len(bucket.nodes) < bucket.capacity:
                 replacement = self._best_replacement(bucket)
                 if replacement is None:
                     break
@@ -387,7 +404,7 @@ class RoutingTable:
                     replacements.remove(waiting)  # now the most recently heard from
                     replacements.append(waiting)
                     return _WAITING_VERIFIED if waiting.last_response is not None else _WAITING
-            if len(bucket.nodes) >= self.k and len(replacements) >= self.replacement_size and all(
+            if len(bucket.nodes) >= bucket.capacity and len(replacements) >= self.replacement_size and all(
                     waiting.last_response is not None for waiting in replacements):
                 # It would be the first evicted: spare the work (and the verification ping).
                 return InsertResult(InsertOutcome.REJECTED,
@@ -411,7 +428,7 @@ class RoutingTable:
         while True:
             index = self._index_of(entry.key)
             bucket = self.buckets[index]
-            if len(bucket.nodes) < self.k:
+            if len(bucket.nodes) < bucket.capacity:
                 bucket.nodes.append(entry)
                 self._by_ip[node.ip] = entry
                 if bucket.replacements:
@@ -461,7 +478,7 @@ class RoutingTable:
         """A bucket that cannot split, full of good nodes (none to replace or ping, none
         without a BEP 42 id where verified ids are preferred), whose replacement cache is
         full of nodes that answered within the good interval."""
-        if len(bucket.nodes) < self.k or len(bucket.replacements) < self.replacement_size:
+        if len(bucket.nodes) < bucket.capacity or len(bucket.replacements) < self.replacement_size:
             return False
         if bucket is self.buckets[-1] and len(self.buckets) < ID_BITS:
             return False

@@ -555,8 +555,11 @@ def test_every_kind_of_event_is_json_serialisable():
     """A network on several /24s, one engine observing at a public address (so that its
     external IP is voted and it moves to a BEP 42 id), doing everything once."""
     net, engines = build_network(40, seed=31, ip_of=lambda i: f"10.{i + 1}.0.1")
+    # k-node buckets: 40 nodes would all fit the extended table's wide ones, and a full
+    # bucket is needed to see a node removed
     watcher = net.add(("198.51.100.7", 6881), fixed_id=False,
-                      routers=[net.address_of(engines[0])])
+                      routers=[net.address_of(engines[0])],
+                      config=NodeConfig(extended_routing_table=False))
     watcher.observing = True
     net.wait(watcher, net.start(watcher, lambda e, now: e.start_bootstrap(now)))
     other = engines[3]
@@ -591,7 +594,7 @@ def test_every_kind_of_event_is_json_serialisable():
     # A node of a full bucket of the watcher's table stops answering: once questionable it
     # is pinged, fails twice and a replacement that answered takes its place.
     table = watcher.families[0].table
-    full = next(b for b in table.buckets if len(b.nodes) == K
+    full = next(b for b in table.buckets if len(b.nodes) == b.capacity
                 and any(r.last_response is not None for r in b.replacements))
     net.down.add(full.nodes[0].address)
     net.run_for(20 * 60.0)
@@ -616,7 +619,9 @@ def test_every_kind_of_event_is_json_serialisable():
 
 
 def test_status_is_a_json_snapshot_of_the_whole_engine():
-    net, engines = build_network(40, seed=41, ipv6=True)
+    # k-node buckets, so that 40 nodes fill some and their replacement caches show
+    net, engines = build_network(40, seed=41, ipv6=True,
+                                 config=NodeConfig(extended_routing_table=False))
     engine = engines[8]
     info_hash = random_id(random.Random(42))
     net.wait(engines[2], net.start(engines[2], lambda e, now: e.start_announce(

@@ -150,7 +150,9 @@ async def test_routing_table_invariants(net: DhtNetwork):
         seen_ips: set[str] = set()
         seen_ids: set[bytes] = set()
         for index, bucket in enumerate(buckets):
-            assert len(bucket.nodes) <= K, (node.address, index, len(bucket.nodes))
+            assert len(bucket.nodes) <= bucket.capacity, (node.address, index, len(bucket.nodes))
+            last = index == len(buckets) - 1
+            assert bucket.capacity == (K if last else table.capacity_at(index))
             for entry in bucket.nodes:
                 assert entry.id != node.node_id
                 assert entry.ip not in seen_ips, f"{node.address}: two entries for {entry.ip}"

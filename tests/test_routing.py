@@ -654,3 +654,32 @@ def test_an_entry_keeps_the_v_of_the_last_message_that_had_one():
     assert table.get(node.address).version == b"LT\x02\x00"
     table.heard_from(node, 3.0, responded=True, version=b"LT\x02\x01")
     assert table.get(node.address).version == b"LT\x02\x01"
+
+
+def test_an_extended_table_holds_more_in_its_farthest_buckets_and_k_in_the_rest():
+    from mldht.routing import EXTENDED_FACTORS
+    rng = random.Random(7)
+    own = NodeId.random(rng)
+    plain = RoutingTable(own)
+    extended = RoutingTable(own, extended=True)
+    for n in range(4000):
+        node = NodeInfo(NodeId.random(rng), f"10.{n // 250}.{n % 250}.1", 6881)
+        plain.heard_from(node, 0.0, responded=True)
+        extended.heard_from(node, 0.0, responded=True)
+    assert all(len(b.nodes) <= K for b in plain.buckets)
+    for index, bucket in enumerate(extended.buckets[:-1]):
+        wanted = K * EXTENDED_FACTORS[index] if index < len(EXTENDED_FACTORS) else K
+        assert bucket.capacity == wanted
+        if index < 6:  # 4,000 random nodes fill these (bucket 3 alone offers some 250)
+            assert len(bucket.nodes) == wanted, index
+    assert extended.buckets[-1].capacity == K
+    assert len(extended) > len(plain) + sum(K * (f - 1) for f in EXTENDED_FACTORS) - K
+    # Every lookup towards the far half starts closer: the closest of 128 rather than 8.
+    targets = [NodeId.random(rng) for _ in range(200)]
+    far = [t for t in targets if t[0] >> 7 != own[0] >> 7]
+
+    def shared(table, target):
+        best = table.closest(target, count=1)[0]
+        return 160 - (int.from_bytes(best.id, "big") ^ int.from_bytes(target, "big")).bit_length()
+    assert (sum(shared(extended, t) for t in far) / len(far)
+            >= sum(shared(plain, t) for t in far) / len(far) + 3)

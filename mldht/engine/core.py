@@ -188,7 +188,8 @@ class Engine:
         config = self.config
         table = RoutingTable(node_id, k=config.k, verify=is_secure_id,
                              enforce=config.enforce_node_id,
-                             prefer_verified=config.prefer_verified_node_ids)
+                             prefer_verified=config.prefer_verified_node_ids,
+                             extended=config.extended_routing_table)
         table.listener = self._table_changed
         return table
 

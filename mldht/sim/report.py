@@ -101,7 +101,7 @@ def table_fill(tables: Sequence[RoutingTable], nat: set[Address], sybil: set[Add
         for bucket in table.buckets:
             buckets += 1
             size += len(bucket.nodes)
-            if len(bucket.nodes) >= table.k:
+            if len(bucket.nodes) >= bucket.capacity:
                 full += 1
             for entry in bucket.nodes:
                 address = entry.address

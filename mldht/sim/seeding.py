@@ -70,4 +70,5 @@ def _fill(table: RoutingTable, population: Population, own: int, rng: _random.Ra
             break
         half = shift - 1  # the half whose next bit differs from ours: exactly `prefix` bits
         start, end = population.span(((own >> half) ^ 1) << half, 1 << half)
-        offer(sorted(rng.sample(range(start, end), min(k, end - start))))
+        wanted = table.capacity_at(prefix)
+        offer(sorted(rng.sample(range(start, end), min(wanted, end - start))))
