@@ -130,8 +130,8 @@ def plot(results: list[dict], out: Path) -> None:
                           fmt="o", markersize=3, color=colour, label=f"estimate: {label}")
         axis.set_xlabel("minutes")
         axis.set_ylabel("nodes")
-        axis.set_title(f"A series every {round(minutes[1] - minutes[0], 1) if len(minutes) > 1 else '?'} "
-                       f"min on a swinging DHT ({series[0]['nodes']:,} nodes on average)")
+        axis.set_title(f"Every {round(minutes[1] - minutes[0], 1) if len(minutes) > 1 else '?'} "
+                       f"min, a swinging DHT ({series[0]['nodes']:,} on average)")
         axis.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
             lambda value, _: f"{value:,.0f}"))
         axis.legend(fontsize=8, frameon=False)
