@@ -310,6 +310,16 @@ def test_a_zone_estimate_of_a_small_emulated_dht_is_close_to_the_truth(tmp_path)
         assert facts["low"] < facts["value"] < facts["high"]
         assert facts["completeness"] > 0.97
     assert 4 <= run["bits"] <= 6 and run["zones"] == 8  # about 12,000 answer: 375 a zone
+    # What the answering nodes run, per measurement: the emulator's client mix (libtorrent
+    # and µTorrent 40 % each), and BEP 51 among the nodes asked (the crawler asks the
+    # clients that may answer: libtorrent 2 and the8472's do, 32 % of all).
+    shares = run["shares"]
+    assert shares["answered"] > 1000
+    top_two = sum(c["share"] for c in shares["clients"][:2])
+    assert 0.7 <= top_two <= 0.9, shares
+    assert sum(c["share"] for c in shares["clients"]) <= 1.0001
+    assert 0.3 <= shares["bep51"] <= 0.8, shares
+    assert shares["bep42"] == 1.0  # 127/8 is exempt from BEP 42: every id is valid there
     db = sqlite3.connect(tmp_path / "estimate-4-1.sqlite")
     assert db.execute("SELECT kind, status FROM crawls").fetchall() == [("estimate", "complete")]
     zones = db.execute("SELECT zone, bits, found, answered FROM zones").fetchall()

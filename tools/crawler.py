@@ -407,7 +407,9 @@ async def estimate(args, stop: asyncio.Event) -> int:
                     result = work.result()
                     sessions = measurements.sessions()
                     summary = {"crawl": crawl_id, "measurement": number, **result.as_dict(),
-                               "at": round(time.time(), 1), "churn": measurements.churn(),
+                               "at": round(time.time(), 1),
+                               "shares": await measurements.shares(number),
+                               "churn": measurements.churn(),
                                "sessions": None if sessions is None else {
                                    key: sessions[key] for key in ("observed", "ended",
                                                                   "median_s")}}

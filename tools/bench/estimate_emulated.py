@@ -248,6 +248,11 @@ def compare(seed: int, zones: int, result: dict, before: dict, after: dict) -> d
                      "standard_error": estimate.get("standard_error"),
                      "error": None if value is None else round((value - truth) / truth, 4),
                      "covers": None if low is None else low <= truth <= high}
+    if result.get("shares"):
+        clients = after.get("clients") or {}
+        total = sum(clients.values())
+        row["shares"] = {**result["shares"], "clients_truth": {
+            name: round(n / total, 4) for name, n in clients.items()} if total else {}}
     return row
 
 

@@ -537,3 +537,28 @@ class ZoneMeasurements:
         self.done = number
         self.results.append(result)
         return result
+
+    async def shares(self, number: int, top: int = 8) -> dict:
+        """What the nodes that answered measurement `number` run (read back from the store
+        once the measurement is written): the `top` clients by share of them (by the
+        client name mldht.clients gives their `v`, else `unknown`), the share whose id is
+        valid for its IP under BEP 42, and the share of those asked that answer BEP 51."""
+        where = "crawl=? AND sweep=?"
+        args = (self.crawl_id, number)
+        rows = await self.store.fetch(
+            f"SELECT COALESCE(client, 'unknown'), COUNT(*) FROM visits WHERE {where} AND "
+            "outcome='answered' GROUP BY 1 ORDER BY 2 DESC, 1", *args)
+        answered = sum(n for _, n in rows)
+        (valid, checked), = await self.store.fetch(
+            f"SELECT SUM(CASE WHEN bep42=1 THEN 1 ELSE 0 END), COUNT(bep42) FROM visits "
+            f"WHERE {where} AND outcome='answered'", *args)
+        (supported, asked), = await self.store.fetch(
+            f"SELECT SUM(CASE WHEN bep51=1 THEN 1 ELSE 0 END), COUNT(bep51) FROM visits "
+            f"WHERE {where}", *args)
+
+        def share(part, whole) -> float | None:
+            return round((part or 0) / whole, 4) if whole else None
+        return {"answered": answered,
+                "clients": [{"client": name, "share": share(n, answered)}
+                            for name, n in rows[:top]],
+                "bep42": share(valid, checked), "bep51": share(supported, asked)}
