@@ -256,6 +256,31 @@ async def test_a_crawl_finds_and_describes_every_node(tmp_path):
     assert crawl_row == ("complete", 2)
 
 
+@pytest.mark.network
+async def test_crawl_every_starts_a_sweep_every_interval(tmp_path):
+    net = Network(12, 22)
+    await net.start()
+    try:
+        db = tmp_path / "series.sqlite"
+        code, out, err = await run_crawler(
+            "crawl", "--db", str(db), "--bootstrap", net.bootstrap, "--bind",
+            "127.0.22.250:0", "--sweeps", "3", "--every", "8", "--json", "--timeout", "1")
+        assert code == 0, err
+        assert json.loads(out)["sweeps_done"] == 3
+    finally:
+        await net.close()
+    firsts = [at for _, at in sqlite3.connect(db).execute(
+        "SELECT sweep, MIN(at) FROM visits GROUP BY sweep ORDER BY sweep")]
+    assert len(firsts) == 3
+    # A sweep of 12 nodes takes a few seconds (its last timeouts, its size lookups): the
+    # next waits for its turn.
+    gaps = [b - a for a, b in zip(firsts, firsts[1:])]
+    assert all(7.5 <= gap <= 10 for gap in gaps), gaps
+    code, _, err = await run_crawler("crawl", "--db", str(db), "--every", "5",
+                                     "--bootstrap", "127.0.22.9:9")  # refused before it starts
+    assert code == 2 and "--every" in err and len(err.strip().splitlines()) == 1, err
+
+
 async def kill_9_once(process, visits, at_least: int) -> None:
     """Kill our own child `process` with -9 (a crash mid-crawl) once `visits()` reaches
     `at_least`, or after 30 s whatever it says."""

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     limit = crawl.add_mutually_exclusive_group()
     limit.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     limit.add_argument("--sweeps", type=int, metavar="N", help="sweeps to make (default 1)")
+    crawl.add_argument("--every", type=float, metavar="S",
+                       help="start a sweep every S seconds (with --sweeps or --duration: a "
+                            "time series; a sweep longer than S is followed at once)")
     crawl.add_argument("--samples", action="store_true",
                        help="keep the infohashes nodes sample (BEP 51)")
     crawl.add_argument("--retries", type=int, default=0, metavar="N",
@@ -271,6 +274,9 @@ async def crawl(args, stop: asyncio.Event) -> int:
         raise BadInput("--rate, --concurrency, --timeout and --per-ip-visits must be positive")
     if args.sweeps is not None and args.sweeps < 1:
         raise BadInput("--sweeps must be at least 1")
+    if args.every is not None and (args.every <= 0 or not (args.sweeps or args.duration)):
+        raise BadInput("--every takes a positive number of seconds, with --sweeps N or "
+                       "--duration S to end the series")
     if args.partition is not None and not args.label:
         raise BadInput("--partition needs --label NAME: the name its N processes share")
     store = await CrawlStore.open(args.db)
@@ -307,7 +313,8 @@ async def crawl(args, stop: asyncio.Event) -> int:
         node = make_node(args)
         # --duration: sweep after sweep until the time is up; else --sweeps (default 1).
         options = CrawlOptions(sweeps=None if args.duration else (args.sweeps or 1),
-                               duration=args.duration, concurrency=args.concurrency,
+                               duration=args.duration, every=args.every,
+                               concurrency=args.concurrency,
                                timeout=args.timeout, retries=args.retries,
                                samples=args.samples,
                                sample=not args.no_sample,

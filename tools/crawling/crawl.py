@@ -24,6 +24,9 @@ from .traversal import Sweep, seed_contacts
 class CrawlOptions:
     sweeps: int | None = 1
     duration: float | None = None
+    every: float | None = None
+    """Start a sweep every this many seconds (a sweep that takes longer is followed at
+    once); None: back to back."""
     concurrency: int = 64
     """Visits in flight that have not stalled (see traversal.StallTimer)."""
     timeout: float = 5.0
@@ -250,7 +253,8 @@ class Crawler:
     async def run(self, stop: asyncio.Event | None = None) -> CrawlResult:
         stop = stop or asyncio.Event()
         options = self.options
-        deadline = None if options.duration is None else self.node.clock() + options.duration
+        started = self.node.clock()
+        deadline = None if options.duration is None else started + options.duration
         number = self.first_sweep
         while True:
             sweep = self.sweep = self._sweep_for(number)
@@ -293,8 +297,28 @@ class Crawler:
             finished_all = options.sweeps is not None and self.result.sweeps_done >= options.sweeps
             if finished_all or (deadline is not None and self.node.clock() >= deadline):
                 break
+            if options.every is not None and not await self._wait_for_next(
+                    started + self.result.sweeps_done * options.every, deadline, stop):
+                break
             number += 1
         return self.result
+
+    async def _wait_for_next(self, start_at: float, deadline: float | None,
+                             stop: asyncio.Event) -> bool:
+        """Wait until `start_at` (`--every`); False when the crawl ends first (stopped, or
+        its --duration is over before the next sweep would start)."""
+        if deadline is not None and start_at >= deadline:
+            return False
+        wait = start_at - self.node.clock()
+        if wait > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+        if stop.is_set():
+            self.result.stopped = True
+            return False
+        return True
 
     def _restore_intervals(self) -> None:
         """BEP 51 intervals of a resumed crawl, for the nodes the table knows now."""
