@@ -64,7 +64,11 @@ def test_webtorrent_announce_found_by_mldht_cli(scenario):
     cli = found["cli"]
     assert cli["exit"] == 0 and cli["found"], cli
     assert cli["peers"] == [found["expected_peer"]], cli
-    assert cli["summary"]["peers"] == 1 and cli["summary"]["timed_out"] == 0, cli
+    # The command no longer joins first: its lookup starts from A's answer and may also ask
+    # contacts that do not answer it (the lab's probe and lookup nodes, BEP 43 read-only
+    # nodes); what matters is that the mldht core answered and the one peer was found.
+    assert cli["summary"]["peers"] == 1, cli
+    assert cli["summary"]["answered"] >= len(MLDHT_CORE), cli
     assert cli["summary"]["time_to_first_peer"] is not None, cli
 
 
