@@ -115,7 +115,8 @@ def _add_network_options(parser: argparse.ArgumentParser, timeout: float) -> Non
     cache.add_argument("--cache", metavar="FILE",
                        help="start from the nodes kept in FILE and keep the good ones there "
                             "(default: nodes.json in the user's cache folder, "
-                            f"{_cache_folder_text()}, one file per --bootstrap set)")
+                            "the platform's: ~/.cache/mldht on Linux; one file per "
+                            "--bootstrap set)")
     cache.add_argument("--no-cache", action="store_true",
                        help="neither read nor write a node cache")
     _add_blocklist_option(parser)
@@ -125,13 +126,6 @@ def _add_network_options(parser: argparse.ArgumentParser, timeout: float) -> Non
 def _cache_folder() -> Path:
     import platformdirs  # the platform's convention: ~/.cache/mldht, ~/Library/Caches/mldht...
     return Path(platformdirs.user_cache_dir("mldht", appauthor=False))
-
-
-def _cache_folder_text() -> str:
-    try:
-        return str(_cache_folder()).replace(str(Path.home()), "~", 1)
-    except (ImportError, RuntimeError, KeyError):
-        return "~/.cache/mldht on Linux"
 
 
 def _cache_path(args, bootstrap: list[str] | None) -> str | None:

@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -56,6 +54,7 @@ for path in (str(HERE), str(REPO)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+from crawl_emulated import BenchError, stop, wait_ready  # noqa: E402
 from processes import child_env, cores, in_own_namespace, pinned  # noqa: E402
 
 EMULATOR = HERE / "emulated_dht.py"
@@ -64,10 +63,6 @@ LOOKUP_TIMEOUT = 15.0
 """Seconds each lookup may take (the commands' --timeout)."""
 LT_QUIET = 1.0
 """libtorrent's lookup is taken as over once its get_peers counter stood still this long."""
-
-
-class BenchError(Exception):
-    pass
 
 
 def parse_args(argv):
@@ -362,14 +357,7 @@ def run(args, folder: Path) -> dict:
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=log_file, env=child_env())
     try:
-        line = b""
-        while time.monotonic() < deadline:
-            line = emulator.stdout.readline()
-            if not line or line.startswith(b"ready "):
-                break
-        if not line.startswith(b"ready "):
-            raise BenchError(f"the emulated DHT did not start: see {log}")
-        bootstrap = line.split()[1].decode()
+        bootstrap = wait_ready(emulator, deadline, log)
         for _ in range(100):  # the truth names the swarms
             if truth_path.exists():
                 break
@@ -380,14 +368,7 @@ def run(args, folder: Path) -> dict:
               f"per mode", file=sys.stderr, flush=True)
         results = asyncio.run(run_modes(args, bootstrap, swarms, folder, client_cpu, deadline))
     finally:
-        if emulator.poll() is None:
-            with contextlib.suppress(OSError):
-                emulator.stdin.close()
-            try:
-                emulator.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                emulator.kill()
-                emulator.wait()
+        stop(emulator)
         if args.baseline_tree is not None:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
                             str(args.baseline_tree)], check=False,
