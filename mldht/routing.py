@@ -20,6 +20,12 @@ from .ids import ID_BITS, NodeId
 K = DEFAULT_K
 EXTENDED_FACTORS = (16, 8, 4, 2)
 """An extended table's buckets 0 to 3 hold this many times k (libtorrent's bucket_limit)."""
+EXTENDED_MARGIN = 8
+"""...once at least this many buckets are deeper than them. In a network of a few hundred
+nodes, where tables are 5 or 6 buckets deep, a join filling bucket 0 with 128 nodes left
+the sibling buckets (1 and 2) of most nodes empty, so that nobody knew the nodes of the
+quarter next to its own and lookups towards it stopped short; in the public DHT, 20
+buckets deep, the farthest 4 are far from where a join splits."""
 GOOD_INTERVAL = 15 * 60.0
 """A node is good while it answered us, or queried us after having answered once, this recently."""
 BAD_AFTER_FAILURES = 2
@@ -320,18 +326,27 @@ class RoutingTable:
 
     # --- updates ------------------------------------------------------------------------
 
-    def capacity_at(self, index: int) -> int:
-        """How many nodes bucket `index` holds once it is not the last one."""
-        if self.extended and index < len(EXTENDED_FACTORS):
+    def capacity_at(self, index: int, depth: int | None = None) -> int:
+        """How many nodes bucket `index` holds in a table of `depth` buckets (this one's
+        by default)."""
+        depth = len(self.buckets) if depth is None else depth
+        if self.extended and index < len(EXTENDED_FACTORS) and depth - 1 - index >= EXTENDED_MARGIN:
             return self.k * EXTENDED_FACTORS[index]
         return self.k
 
     def _split_last(self) -> None:
         old = self.buckets[-1]
         depth = len(self.buckets) - 1
-        old.capacity = self.capacity_at(depth)
         new = Bucket(last_changed=old.last_changed, capacity=self.k)
         self.buckets.append(new)
+        grown = []
+        if self.extended:
+            for index in range(min(len(EXTENDED_FACTORS), depth)):
+                bucket = self.buckets[index]
+                capacity = self.capacity_at(index)
+                if capacity > bucket.capacity:
+                    bucket.capacity = capacity
+                    grown.append(bucket)
         own, limit = self.own_key, ID_BITS - depth  # deeper: fewer than `limit` bits differ
         keep: list[RoutingEntry] = []
         for entry in old.nodes:
@@ -342,7 +357,7 @@ class RoutingTable:
             (new.replacements if (own ^ entry.key).bit_length() < limit else stay).append(entry)
         old.replacements = stay
         # Fill the room the split made from each bucket's own replacement cache.
-        for bucket in (old, new):
+        for bucket in (old, new, *grown):
             while len(bucket.nodes) < bucket.capacity:
                 replacement = self._best_replacement(bucket)
                 if replacement is None:

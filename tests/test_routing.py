@@ -657,20 +657,22 @@ def test_an_entry_keeps_the_v_of_the_last_message_that_had_one():
 
 
 def test_an_extended_table_holds_more_in_its_farthest_buckets_and_k_in_the_rest():
-    from mldht.routing import EXTENDED_FACTORS
+    from mldht.routing import EXTENDED_FACTORS, EXTENDED_MARGIN
     rng = random.Random(7)
     own = NodeId.random(rng)
     plain = RoutingTable(own)
     extended = RoutingTable(own, extended=True)
-    for n in range(4000):
-        node = NodeInfo(NodeId.random(rng), f"10.{n // 250}.{n % 250}.1", 6881)
+    for n in range(60000):
+        node = NodeInfo(NodeId.random(rng), f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}", 6881)
         plain.heard_from(node, 0.0, responded=True)
         extended.heard_from(node, 0.0, responded=True)
     assert all(len(b.nodes) <= K for b in plain.buckets)
+    depth = len(extended.buckets)
+    assert depth - 1 - 3 >= EXTENDED_MARGIN  # deep enough for all four to be extended
     for index, bucket in enumerate(extended.buckets[:-1]):
         wanted = K * EXTENDED_FACTORS[index] if index < len(EXTENDED_FACTORS) else K
         assert bucket.capacity == wanted
-        if index < 6:  # 4,000 random nodes fill these (bucket 3 alone offers some 250)
+        if index < 6:  # 60,000 random nodes fill these (bucket 3 alone is offered thousands)
             assert len(bucket.nodes) == wanted, index
     assert extended.buckets[-1].capacity == K
     assert len(extended) > len(plain) + sum(K * (f - 1) for f in EXTENDED_FACTORS) - K
@@ -683,3 +685,25 @@ def test_an_extended_table_holds_more_in_its_farthest_buckets_and_k_in_the_rest(
         return 160 - (int.from_bytes(best.id, "big") ^ int.from_bytes(target, "big")).bit_length()
     assert (sum(shared(extended, t) for t in far) / len(far)
             >= sum(shared(plain, t) for t in far) / len(far) + 3)
+
+
+def test_an_extended_table_keeps_k_a_bucket_until_it_is_deep():
+    """In a small network the farthest buckets stay at k: a join that let bucket 0 take
+    128 nodes left most nodes of a 100-node network without any in their sibling buckets."""
+    from mldht.routing import EXTENDED_MARGIN
+    rng = random.Random(8)
+    own = NodeId.random(rng)
+    table = RoutingTable(own, extended=True)
+    n = 0
+    while len(table.buckets) < EXTENDED_MARGIN:
+        node = NodeInfo(NodeId.random(rng), f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}", 6881)
+        table.heard_from(node, 0.0, responded=True)
+        n += 1
+    assert all(bucket.capacity == K for bucket in table.buckets)
+    while len(table.buckets) < EXTENDED_MARGIN + 1:
+        node = NodeInfo(NodeId.random(rng), f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}", 6881)
+        table.heard_from(node, 0.0, responded=True)
+        n += 1
+    assert table.buckets[0].capacity == 16 * K and table.buckets[1].capacity == K
+    # The room it gained is filled from its replacement cache at once.
+    assert len(table.buckets[0].nodes) == 2 * K and not table.buckets[0].replacements

@@ -60,6 +60,13 @@ def seed_table(table: RoutingTable, population: Population, rng: _random.Random,
 def _fill(table: RoutingTable, population: Population, own: int, rng: _random.Random,
           offer) -> None:
     k = table.k
+    depth = ID_BITS
+    for prefix in range(ID_BITS):  # how deep the table will be: where the rest fits in k
+        shift = ID_BITS - prefix
+        start, end = population.span((own >> shift) << shift, 1 << shift)
+        if end - start <= k + 1:
+            depth = prefix + 1
+            break
     for prefix in range(ID_BITS):
         shift = ID_BITS - prefix
         # Everything sharing at least `prefix` bits with us: when that is k nodes or fewer
@@ -70,5 +77,5 @@ def _fill(table: RoutingTable, population: Population, own: int, rng: _random.Ra
             break
         half = shift - 1  # the half whose next bit differs from ours: exactly `prefix` bits
         start, end = population.span(((own >> half) ^ 1) << half, 1 << half)
-        wanted = table.capacity_at(prefix)
+        wanted = table.capacity_at(prefix, depth)
         offer(sorted(rng.sample(range(start, end), min(wanted, end - start))))
