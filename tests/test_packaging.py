@@ -1,6 +1,7 @@
-"""The wheel `pip wheel .` builds ships every package under mldht/ and imports on its own.
+"""The wheel `pip wheel .` builds ships every package under mldht/, and the peer finder and
+crawler of tools/ as `mldht_tools`, imports on its own, and installs the tools' commands.
 
-The build runs on a copy of pyproject.toml, README.md and mldht/ in a temporary folder, so
+The build runs on a copy of pyproject.toml, README.md, mldht/ and tools/ in a temporary folder, so
 that it writes no build/ or egg-info into the work tree. Build isolation fetches setuptools
 from the package index pip is configured with (pyproject.toml asks for setuptools>=77).
 """
@@ -22,10 +23,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def package_folders() -> list[Path]:
-    """Every folder under mldht/ with an __init__.py (a package the wheel must ship)."""
+    """Every folder under mldht/ and tools/ with an __init__.py (a package the wheel must
+    ship), but the benchmarks' (tools/bench/), which stay in the clone."""
     return sorted(init.parent.relative_to(ROOT)
-                  for init in (ROOT / "mldht").rglob("__init__.py")
-                  if "__pycache__" not in init.parts)
+                  for top in ("mldht", "tools") for init in (ROOT / top).rglob("__init__.py")
+                  if "__pycache__" not in init.parts and "bench" not in init.parts)
+
+
+def wheel_name(folder: Path) -> str:
+    """The package a source folder is in the wheel: tools/ ships as mldht_tools."""
+    parts = folder.parts
+    return ".".join(("mldht_tools", *parts[1:]) if parts[0] == "tools" else parts)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +46,9 @@ def built(tmp_path_factory):
         shutil.copy2(ROOT / name, source / name)
     for license_file in ROOT.glob("LICEN[CS]E*"):
         shutil.copy2(license_file, source / license_file.name)
-    shutil.copytree(ROOT / "mldht", source / "mldht",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for top in ("mldht", "tools"):
+        shutil.copytree(ROOT / top, source / top,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = folder / "dist"
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     process = subprocess.run(
@@ -63,10 +72,12 @@ def test_the_wheel_ships_every_package_and_py_typed(built):
     wheel, _ = built
     names = set(zipfile.ZipFile(wheel).namelist())
     folders = package_folders()
-    assert Path("mldht/engine") in folders and Path("mldht/sim") in folders, folders
+    assert Path("mldht/engine") in folders and Path("tools/crawling") in folders, folders
     for folder in folders:
         for module in (ROOT / folder).glob("*.py"):
-            assert f"{folder.as_posix()}/{module.name}" in names, (module, sorted(names))
+            assert f"{wheel_name(folder).replace('.', '/')}/{module.name}" in names, (
+                module, sorted(names))
+    assert not [name for name in names if name.startswith(("tools/", "mldht_tools/bench/"))]
     assert "mldht/py.typed" in names
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
     metadata = zipfile.ZipFile(wheel).read(
@@ -75,13 +86,22 @@ def test_the_wheel_ships_every_package_and_py_typed(built):
     entry_points = zipfile.ZipFile(wheel).read(
         next(name for name in names if name.endswith(".dist-info/entry_points.txt"))).decode()
     assert "mldht = mldht.cli:main" in entry_points
+    assert "mldht-crawler = mldht_tools.crawler:main" in entry_points
+    assert "mldht-peer-finder = mldht_tools.peer_finder:main" in entry_points
+
+
+def test_the_package_list_names_every_package():
+    """pyproject.toml lists the packages by hand (tools/ is renamed): none may be missing."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    assert listed == {wheel_name(folder) for folder in package_folders()}
 
 
 def test_every_package_imports_from_the_unpacked_wheel(built, tmp_path):
     wheel, _ = built
     unpacked = tmp_path / "unpacked"
     zipfile.ZipFile(wheel).extractall(unpacked)
-    packages = [".".join(folder.parts) for folder in package_folders()]
+    packages = [wheel_name(folder) for folder in package_folders()]
     # -I -S: no PYTHONPATH, no current folder, no site-packages .pth (the editable install's
     # finder, which would serve mldht.* from the work tree). The dependencies come from this
     # interpreter's site-packages, added by hand after the unpacked wheel.
@@ -94,14 +114,76 @@ def test_every_package_imports_from_the_unpacked_wheel(built, tmp_path):
         "found = {}\n"
         f"for name in {packages!r}:\n"
         "    found[name] = importlib.import_module(name).__file__\n"
-        "import mldht.cli\n"
+        "import mldht.cli, mldht_tools.crawler, mldht_tools.peer_finder\n"
         "found['mldht.cli'] = mldht.cli.__file__\n"
+        "found['mldht_tools.crawler'] = mldht_tools.crawler.__file__\n"
         "print(json.dumps(found))\n"
     )
     process = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path,
                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
     assert process.returncode == 0, process.stderr
     found = json.loads(process.stdout)
-    assert set(packages) <= set(found) and "mldht.engine" in found and "mldht.sim" in found
+    assert set(packages) <= set(found) and "mldht.engine" in found and "mldht_tools.crawling" in found
     for name, path in found.items():
         assert Path(path).is_relative_to(unpacked), (name, path)
+
+
+@pytest.fixture(scope="module")
+def installed(built, tmp_path_factory):
+    """A fresh venv with the wheel installed as a user would (not editable). The wheel's
+    dependencies come from this interpreter's site-packages through a .pth line (no index
+    here); its own .pth files (the editable install's finder) are not run from there."""
+    wheel, _ = built
+    venv = tmp_path_factory.mktemp("venv") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    site_folders = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    Path(purelib, "zz_test_dependencies.pth").write_text("".join(f"{f}\n" for f in site_folders))
+    process = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+         "--no-index", str(wheel)], capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    return venv
+
+
+def test_the_installed_commands_run_outside_the_clone(installed, tmp_path):
+    for command in ("mldht", "mldht-crawler", "mldht-peer-finder"):
+        process = subprocess.run([str(installed / "bin" / command), "--help"], cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=60)
+        assert process.returncode == 0, (command, process.stderr)
+        assert f"usage: {command}" in process.stdout, process.stdout[:300]
+    where = subprocess.run([str(installed / "bin" / "python"), "-c",
+                            "import mldht, mldht_tools.crawler as c; print(mldht.__file__, c.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert where.returncode == 0, where.stderr
+    assert all(Path(path).is_relative_to(installed) for path in where.stdout.split()), where.stdout
+
+
+@pytest.mark.network
+async def test_the_installed_crawler_crawls_a_loopback_network(installed, tmp_path):
+    import asyncio
+
+    from netguard import guarded_env
+    from toolrun import LoopbackNetwork
+
+    net = LoopbackNetwork(12, 77)
+    await net.start()
+    try:
+        db = tmp_path / "crawl.sqlite"
+        process = await asyncio.create_subprocess_exec(
+            str(installed / "bin" / "mldht-crawler"), "crawl", "--db", str(db), "--bootstrap",
+            net.bootstrap, "--bind", "127.0.77.250:0", "--sweeps", "1", "--json",
+            "--timeout", "2", cwd=tmp_path, env=guarded_env(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        await net.close()
+    assert process.returncode == 0, err.decode()
+    summary = json.loads(out)
+    assert summary["status"] == "complete" and summary["sweeps_done"] == 1
+    estimates = {e["name"]: e for e in summary["estimates"][-1]}
+    assert estimates["nodes that answered"]["value"] == 12, estimates
+    assert err.decode().startswith("mldht-crawler: "), err.decode()[:300]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import asyncio
 import json
 import logging
@@ -37,14 +38,22 @@ from pathlib import Path
 from mldht import Node, NodeConfig, __version__
 from mldht.errors import InvalidInput, JoinFailed, MldhtError
 
-from crawling.crawl import CrawlOptions, Crawler, partition_filter
-from crawling.store import CrawlStore, StoreError, readable_sqlite, redacted
-from crawling.zones import ZoneMeasurements, ZoneOptions, size_lookups
+if __package__:  # installed: the mldht-crawler command runs mldht_tools.crawler
+    from .crawling.crawl import CrawlOptions, Crawler, partition_filter
+    from .crawling.store import CrawlStore, StoreError, readable_sqlite, redacted
+    from .crawling.zones import ZoneMeasurements, ZoneOptions, size_lookups
+else:  # a clone: python tools/crawler.py
+    from crawling.crawl import CrawlOptions, Crawler, partition_filter
+    from crawling.store import CrawlStore, StoreError, readable_sqlite, redacted
+    from crawling.zones import ZoneMeasurements, ZoneOptions, size_lookups
+CRAWLING = f"{__package__}.crawling" if __package__ else "crawling"
+"""Where the report and export modules are imported from when asked for (matplotlib is slow
+to import, and only the report needs it)."""
 
-PROG = "crawler"
+PROG = "mldht-crawler" if __package__ else "crawler"
 DEFAULT_RATE = 1000.0
 """Queries a second: a sweep of the public DHT (about 20 million nodes, 1.25 queries each)
-in about 7 hours, on a quarter to a half of one core (README: "The crawler at scale").
+in about 7 hours, on a quarter to a half of one core (docs/crawler.md: "The crawler at the public DHT's scale").
 Every remote node still sees one or two queries a sweep; the limit is ours: bandwidth
 (about 0.5 MB/s down), CPU, and the NAT table of a home router, which keeps a mapping for
 each address queried for a minute or two (use --rate 100 behind one)."""
@@ -78,7 +87,7 @@ def parse_partition(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crawler.py", description="Crawl and measure the "
+    parser = argparse.ArgumentParser(prog="mldht-crawler" if __package__ else "crawler.py", description="Crawl and measure the "
                                      "BitTorrent DHT, politely.")
     commands = parser.add_subparsers(dest="command", required=True)
     crawl = commands.add_parser("crawl", help="sweep the keyspace, recording every node")
@@ -540,14 +549,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
     try:
         if args.command == "report":
-            from crawling.report import build_report
+            build_report = importlib.import_module(f"{CRAWLING}.report").build_report
             with readable_sqlite(args.db) as path:
                 summary = build_report(path, args.out, shown_as=redacted(args.db))
             print(f"{PROG}: report written to {Path(args.out) / 'index.html'} "
                   f"({len(summary.get('crawls', []))} crawls)", file=sys.stderr)
             return 0
         if args.command == "export":
-            from crawling.export import export
+            export = importlib.import_module(f"{CRAWLING}.export").export
             try:
                 with readable_sqlite(args.db) as path:
                     export(path, args.table, args.format, sys.stdout)

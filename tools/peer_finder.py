@@ -47,7 +47,7 @@ from mldht.compact import format_address
 from mldht.errors import InvalidInput, JoinFailed, MldhtError
 from mldht.magnet import Torrent, parse_target, parse_torrent
 
-PROG = "peer_finder"
+PROG = "mldht-peer-finder" if __package__ else "peer_finder"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_RATE = 200.0
 DEFAULT_PER_IP_RATE = 3.0
@@ -370,7 +370,7 @@ def _terminal_width(stream: IO[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="peer_finder.py", description="Find the peers of many swarms on the BitTorrent "
+        prog="mldht-peer-finder" if __package__ else "peer_finder.py", description="Find the peers of many swarms on the BitTorrent "
         "DHT from one warm node, politely.",
         epilog="Exit status: 0 some swarm had peers, 1 none had, 2 bad input, 3 could not "
                "join the DHT, 130 interrupted.")
