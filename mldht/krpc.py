@@ -46,7 +46,8 @@ class _StrictDecoder(bencodepy.BencodeDecoder):
 _decoder = _StrictDecoder(encoding=None, encoding_fallback=None, dict_ordered=False)
 
 try:
-    # Optional (`pip install mldht[fast]`): a Rust codec about 20x faster at decoding. It only
+    # A dependency wherever it has wheels (CPython): a Rust codec about 20x faster at decoding,
+    # with bencode.py the fallback where it is missing. It only
     # accepts canonical bencode, so anything it refuses goes through bencode.py, which
     # decides: the two backends give the same results, the fast one on the common path.
     import fastbencode as _fast
@@ -66,7 +67,7 @@ def use_codec(backend: str) -> None:
     benchmarks that compare them."""
     global _use_fast
     if backend == "fastbencode" and _fast is None:
-        raise ValueError("fastbencode is not installed (pip install mldht[fast])")
+        raise ValueError("fastbencode is not installed (pip install fastbencode)")
     if backend not in ("fastbencode", "bencode.py"):
         raise ValueError(f"unknown codec {backend!r}")
     _use_fast = backend == "fastbencode"

@@ -461,6 +461,8 @@ def mldht_node_main(argv: list[str]) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--depths", type=int, default=20)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--auto-loop", action="store_true",
+                        help="uvloop when it is installed, as `mldht serve` chooses")
     parser.add_argument("--max-seconds", type=float, default=900)
     args = parser.parse_args(argv)
 
@@ -514,15 +516,24 @@ def mldht_node_main(argv: list[str]) -> None:
                     NodeInfo(NodeId(node_id), f"127.{100 + index % 8}.{depth}.1", 6881), now,
                     responded=True)
             threading.Thread(target=read_stdin, daemon=True).start()
+            from mldht.krpc import codec_backend
             print(json.dumps({"ready": True, "port": node.address[1], "id": node.node_id.hex(),
                               "table": len(node.routing_table),
-                              "loop": type(loop).__module__}), flush=True)
+                              "loop": type(loop).__module__, "codec": codec_backend()}),
+                  flush=True)
             try:
                 await asyncio.wait_for(stop.wait(), args.max_seconds)
             except TimeoutError:
                 pass
 
-    if args.uvloop:
+    if args.auto_loop:
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(main())
+        else:
+            uvloop.run(main())
+    elif args.uvloop:
         import uvloop
         uvloop.run(main())
     else:
@@ -714,9 +725,11 @@ class Bench:
             self.children.stop(proc)
 
     def measure_mldht(self, kinds: list[str], uvloop: bool = False,
-                      root: str | None = None) -> list[dict]:
+                      root: str | None = None, python: tuple[str, str] | None = None) -> list[dict]:
         """This checkout's mldht, or (with `root`) the mldht package of another checkout,
-        e.g. a worktree of the commit before a change."""
+        e.g. a worktree of the commit before a change, or (with `python`, a (label, path)
+        pair) the mldht installed for another interpreter, on the event loop `mldht serve`
+        would choose there."""
         label = ("mldht+uvloop" if uvloop else "mldht") + ("@baseline" if root else "")
         cmd = [sys.executable, str(Path(__file__).resolve()), "_mldht-node", "--depths",
                str(self.args.depths), "--max-seconds", str(self.lifetime(kinds))]
@@ -725,13 +738,20 @@ class Bench:
         env = None
         if root:
             env = dict(os.environ, PYTHONPATH=str(Path(root).resolve()))
+        if python:
+            label, cmd[0] = python
+            cmd.append("--auto-loop")
+            env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         proc = self.children.start(cmd, self.node_cpu, stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, env=env)
         self.node_proc = proc
         try:
             ready = read_json_line(proc, 30)
-            return self.measure_kinds(label, proc, (NODE_IP, ready["port"]), kinds,
+            rows = self.measure_kinds(label, proc, (NODE_IP, ready["port"]), kinds,
                                       table=ready["table"])
+            for row in rows:
+                row.update(loop=ready.get("loop"), codec=ready.get("codec"))
+            return rows
         finally:
             self.children.stop(proc)
 
@@ -792,6 +812,8 @@ class Bench:
                 rows += self.measure_mldht(kinds, uvloop=uvloop)
                 if args.baseline:
                     rows += self.measure_mldht(kinds, uvloop=uvloop, root=args.baseline)
+                for python in args.python:
+                    rows += self.measure_mldht(kinds, python=python)
         if "libtorrent" in args.targets:
             rows += self.measure_libtorrent(kinds)
         ratios: dict = {}
@@ -806,7 +828,8 @@ class Bench:
             theirs = same.get("libtorrent")
             if not theirs or not theirs["replies_per_s"]:
                 continue
-            for label in ("mldht", "mldht+uvloop", "mldht@baseline", "mldht+uvloop@baseline"):
+            for label in ("mldht", "mldht+uvloop", "mldht@baseline", "mldht+uvloop@baseline",
+                          *(label for label, _ in args.python)):
                 ours = same.get(label)
                 if ours is None:
                     continue
@@ -933,6 +956,10 @@ def parse_args(argv: list[str]):
                         help="also measure the mldht package of another checkout (e.g. a git "
                              "worktree of the commit before a change), alternating with this "
                              "one, and print the replies per CPU-second of this one over it")
+    parser.add_argument("--python", metavar="LABEL=PATH", action="append", default=[],
+                        help="also measure the mldht installed for the interpreter PATH (a "
+                             "venv's bin/python, e.g. a plain `pip install .` against one "
+                             "with [fast]), on the loop `mldht serve` picks there; repeatable")
     parser.add_argument("--profile", metavar="DIR", default=None,
                         help="profile the mldht node during each run, files in DIR")
     parser.add_argument("--profiler", choices=("py-spy", "cprofile"),
@@ -943,6 +970,13 @@ def parse_args(argv: list[str]):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    pythons = []
+    for item in args.python:
+        label, _, path = item.partition("=")
+        if not label or not path or not Path(path).exists():
+            parser.error(f"--python {item!r}: expected LABEL=PATH of an existing interpreter")
+        pythons.append((label, path))
+    args.python = pythons
     for kind in args.kinds:
         if kind not in KINDS:
             parser.error(f"unknown query kind {kind}")
