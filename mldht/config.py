@@ -40,7 +40,7 @@ class NodeConfig:
     """Queries in flight per lookup (libtorrent: 5). 5 rather than 4: the first peer of a
     swarm comes as soon as with libtorrent's traversal at every percentile (4 was 5 to 15 %
     later), for about 10 % more queries; the whole lookup still ends in well under half
-    libtorrent's time (README, Performance)."""
+    libtorrent's time (docs/performance.md)."""
     soft_timeout: float = 1.0
     """After this, a lookup query stops holding its slot and another node is asked (the
     most it can be when `adaptive_soft_timeout` shortens it)."""
@@ -52,7 +52,7 @@ class NodeConfig:
     buckets hold 128, 64, 32 and 16 nodes instead of 8, so that a lookup towards the half
     of the keyspace farthest from our id (half of all lookups) starts from the closest of
     128 nodes rather than of 8 (a warm node's first peer on the emulated DHT of 100,000
-    nodes: see the README). A bucket grows only once 8 buckets are deeper than it
+    nodes: see docs/performance.md). A bucket grows only once 8 buckets are deeper than it
     (`routing.EXTENDED_MARGIN`): in a network of a hundred nodes, growing at once left
     most nodes' sibling buckets empty after a join."""
     aggressive_lookups: bool = True
@@ -61,7 +61,7 @@ class NodeConfig:
     slots; a query to a node that closer answers have since overtaken no longer holds one
     back. On the emulated DHT of 100,000 nodes, a warm node's first peer came at p50 0.27 s
     instead of 0.50 s (libtorrent 0.21 s) for 41.7 queries a lookup instead of 34.6
-    (libtorrent 41.8): tools/bench/get_peers_emulated.py, README "Performance"."""
+    (libtorrent 41.8): tools/bench/get_peers_emulated.py, docs/performance.md."""
     lookup_waits_for_slow: bool = False
     """Whether a lookup waits for the hard timeout of nodes past their soft timeout before it
     ends, as libtorrent does; by default the closest nodes that answered are enough."""

@@ -30,7 +30,7 @@ RTT_FACTOR = 3.0
 """An answer slower than this many times the lookup's median round trip is not waited for."""
 RESEND_RANK = 3
 """Only the closest few candidates are asked twice (`claim_resend`): with 20 % dead nodes,
-resending to all k closest cost 12 % more queries; to the closest 3, (see README)."""
+resending to all k closest cost 12 % more queries; to the closest 3, (see docs/performance.md)."""
 UNKNOWN_DISTANCE = 1 << ID_BITS
 """Distance given to bootstrap addresses whose id is not known yet: queried last."""
 
@@ -94,7 +94,7 @@ class Lookup:
     At most `max_candidates` are tracked (the farthest unqueried ones are dropped).
 
     Two departures from libtorrent's traversal, both on by default and measured in the
-    simulator (README, Performance): with `adaptive_timeout` the soft timeout follows the
+    simulator (docs/performance.md): with `adaptive_timeout` the soft timeout follows the
     round trips seen in this lookup (RTT_FACTOR times their median, between
     MIN_SOFT_TIMEOUT and `soft_timeout`), and without `wait_for_slow` a query past its soft
     timeout no longer holds the end of the lookup: the closest nodes that did answer are the

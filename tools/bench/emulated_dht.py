@@ -9,7 +9,7 @@ real code over real UDP; only the DHT around them is emulated, one process answe
 schedule and a routing table computed on demand (tools/bench/emulated/model.py says how).
 The defaults are the real DHT's (silent contacts, round-trip times, loss, churn, shared
 IPs, Sybil clusters, the client mix, BEP 42 and BEP 51 support, libtorrent's per-IP limit),
-each option's help names its figure and the README's table its source; `--plain` turns the
+each option's help names its figure and docs/crawler.md's table its source; `--plain` turns the
 hostile parts off.
 
 Prints `ready HOST:PORT` (a bootstrap node that answers and never leaves) on stdout once

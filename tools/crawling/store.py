@@ -4,7 +4,7 @@ one host or several, each crawl a part of the keyspace (`--partition I/N --label
 one crawl. Several crawls in one database either way; the same schema and statements on
 both (`?` placeholders become `$n` for PostgreSQL; `interval` is quoted, a keyword there).
 
-The schema (also in the README):
+The schema (also in docs/crawler.md):
 
 - `crawls`: one row per crawl: `id`, `started_at` / `finished_at` (Unix seconds), `status`
   (`running`, `complete`, `stopped`; a `running` crawl whose process is gone is shown as
