@@ -21,6 +21,8 @@ from dataclasses import replace
 from mldht import InvalidInput, NodeConfig
 from mldht.config import parse_override
 from mldht.sim import Scenario, format_report, run_scenario
+from mldht.sim.scenario import LEGACY_IDS
+from mldht.sim.sybil import STRATEGIES
 
 PRESETS: dict[str, dict] = {
     "mldht": {},
@@ -71,6 +73,13 @@ def parser() -> argparse.ArgumentParser:
                    help="fraction of honest nodes replaced per virtual minute during lookups")
     p.add_argument("--nat", type=float, default=0.0, help="fraction of honest nodes behind NAT")
     p.add_argument("--sybil", type=float, default=0.0, help="fraction of addresses that are Sybils")
+    p.add_argument("--sybil-strategy", choices=STRATEGIES, default="eclipse",
+                   help="eclipse: ids right next to every target; plausible: BEP 42 ids of "
+                        "their own IPs, only as close as the network's size makes believable; "
+                        "poison: as eclipse, with made-up peers in get_peers replies")
+    p.add_argument("--legacy-ids", type=float, default=LEGACY_IDS,
+                   help=f"fraction of honest nodes whose ids are not BEP 42 ids (default "
+                        f"{LEGACY_IDS}: what the emulated DHT's client mix implies)")
     p.add_argument("--latency", type=float, default=100.0,
                    help="median one-way link latency, ms (lognormal; default 100)")
     p.add_argument("--latency-sigma", type=float, default=0.5, help="lognormal shape (default 0.5)")
@@ -103,6 +112,7 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
         bootstrap = "seeded" if args.nodes > AUTO_SEEDED_ABOVE else "join"
     return Scenario(nodes=args.nodes, lookups=args.lookups, seed=args.seed, loss=args.loss,
                     dead=args.dead, churn=args.churn, nat=args.nat, sybil=args.sybil,
+                    sybil_strategy=args.sybil_strategy, legacy_ids=args.legacy_ids,
                     latency_median=args.latency / 1000, latency_sigma=args.latency_sigma,
                     bootstrap=bootstrap, join_rate=args.join_rate, settle=args.settle,
                     swarms=args.swarms, lookup_kind=args.kind, lookup_rate=args.lookup_rate,

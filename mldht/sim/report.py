@@ -31,13 +31,18 @@ class LookupRecord:
     max_hop: int
     first_peer_hop: int | None
     from_nat: bool
+    peers: int = 0
+    """Distinct peers a get_peers lookup returned..."""
+    made_up: int = 0
+    """...of which this many nobody announced (a poisoning Sybil's)."""
 
     @classmethod
-    def of(cls, kind: str, success: bool, summary: LookupSummary, from_nat: bool) -> "LookupRecord":
+    def of(cls, kind: str, success: bool, summary: LookupSummary, from_nat: bool,
+           peers: int = 0, made_up: int = 0) -> "LookupRecord":
         return cls(kind, success, summary.elapsed, summary.time_to_first_peer,
                    summary.queried + summary.resent,
                    summary.answered, summary.timed_out, summary.hops, summary.max_hop,
-                   summary.first_peer_hop, from_nat)
+                   summary.first_peer_hop, from_nat, peers, made_up)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
@@ -80,6 +85,11 @@ def summarize_lookups(records: Sequence[LookupRecord]) -> dict:
         result["first_peer_s"] = distribution(firsts)
         result["first_peer_hop"] = distribution(
             (record.first_peer_hop for record in records if record.first_peer_hop is not None), 2)
+    peers = sum(record.peers for record in records)
+    made_up = sum(record.made_up for record in records)
+    if made_up:
+        result["peers_returned"] = peers
+        result["made_up_peer_share"] = round(made_up / peers, 4)
     from_nat = [record for record in records if record.from_nat]
     if from_nat:
         result["from_nat"] = {"count": len(from_nat), "success_rate": round(
@@ -167,7 +177,8 @@ def format_report(report: dict, resources: dict | None = None) -> str:
     lines = [f"{scenario['nodes']} nodes ({scenario['bootstrap']} bootstrap), "
              f"{scenario['lookups']} lookups, seed {scenario['seed']}; loss {scenario['loss']}, "
              f"dead {scenario['dead']}, churn {scenario['churn']}/min, nat {scenario['nat']}, "
-             f"sybil {scenario['sybil']}, latency median {scenario['latency_median'] * 1000:g} ms"]
+             f"sybil {scenario['sybil']} ({scenario.get('sybil_strategy', 'eclipse')}), legacy ids "
+             f"{scenario.get('legacy_ids', 0)}, latency median {scenario['latency_median'] * 1000:g} ms"]
     if scenario["config"]:
         lines.append("node config: " + ", ".join(f"{k}={v}" for k, v in scenario["config"].items()))
     for kind, summary in report["lookups"].items():
@@ -185,6 +196,9 @@ def format_report(report: dict, resources: dict | None = None) -> str:
             first = summary["first_peer_s"]
             lines.append(f"{'':>11}first peer p50/p90/p99 {first['p50']:.2f}/{first['p90']:.2f}/"
                          f"{first['p99']:.2f} s")
+        if "made_up_peer_share" in summary:
+            lines.append(f"{'':>11}{summary['made_up_peer_share']:.1%} of the "
+                         f"{summary['peers_returned']} peers returned were made up")
     for when, tables in report["routing_tables"].items():
         if not tables.get("nodes"):
             continue

@@ -25,6 +25,7 @@ closest node it returns is the closest live, reachable honest node to the target
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import math
@@ -44,7 +45,12 @@ from .network import Address, AddressPool, LatencyModel, VirtualNetwork
 from .node import SimNode
 from .report import LookupRecord, build_report, table_fill
 from .seeding import Population, seed_table
-from .sybil import SybilSwarm
+from .sybil import STRATEGIES, SybilSwarm
+
+LEGACY_IDS = 0.2
+"""Honest nodes without a BEP 42 id, by default: what the emulated DHT's client mix implies
+(tools/bench/emulated/model.py: about 80 % of nodes have BEP 42 ids; the crawler records
+the share it sees, `bep42` in each visit and `shares` in each estimate)."""
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,13 @@ class Scenario:
     """Fraction of the honest nodes behind a NAT (no unsolicited datagrams reach them)."""
     sybil: float = 0.0
     """Fraction of the addresses that belong to the Sybil attacker."""
+    sybil_strategy: str = "eclipse"
+    """How the Sybils lie (`mldht.sim.sybil.STRATEGIES`): `eclipse` (ids right next to every
+    target), `plausible` (BEP 42 ids for their own IPs, only as close as the network's
+    size makes believable) or `poison` (as eclipse, with made-up peers in get_peers replies)."""
+    legacy_ids: float = LEGACY_IDS
+    """Fraction of the honest nodes whose ids are not BEP 42 ids (old or careless clients:
+    they never adopt one)."""
     latency_median: float = 0.100
     """Median one-way latency of a link, seconds."""
     latency_sigma: float = 0.5
@@ -88,7 +101,7 @@ class Scenario:
     """Configuration of every honest node."""
 
     def validate(self) -> None:
-        for name in ("loss", "dead", "nat", "sybil"):
+        for name in ("loss", "dead", "nat", "sybil", "legacy_ids"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} is a fraction in [0, 1), got {value}")
@@ -96,6 +109,9 @@ class Scenario:
             raise ValueError("need at least 2 nodes, 1 swarm, and no negative counts or rates")
         if self.bootstrap not in ("join", "seeded"):
             raise ValueError(f"bootstrap is 'join' or 'seeded', not {self.bootstrap!r}")
+        if self.sybil_strategy not in STRATEGIES:
+            raise ValueError(f"unknown Sybil strategy {self.sybil_strategy!r} "
+                             f"(one of {', '.join(STRATEGIES)})")
         if self.lookup_kind not in ("mixed", "get_peers", "find_node"):
             raise ValueError(f"unknown lookup kind {self.lookup_kind!r}")
 
@@ -156,6 +172,8 @@ class Simulation:
         # Separate streams: changing the workload does not move the nodes' ids.
         self._roles_rng = _random.Random(f"roles-{seed}")
         self._ids_rng = _random.Random(f"ids-{seed}")
+        self._legacy_rng = _random.Random(f"legacy-{seed}")
+        self._legacy_config = dataclasses.replace(scenario.config, adopt_secure_id=False)
         self._work_rng = _random.Random(f"work-{seed}")
         self._churn_rng = _random.Random(f"churn-{seed}")
         self._engine_rng = _random.Random(f"engines-{seed}")
@@ -180,6 +198,7 @@ class Simulation:
         """Every honest node ever created (a stopped node keeps its counters)."""
         self._announced: list[int] = []
         self.sybil_addresses: set[Address] = set()
+        self.legacy_addresses: set[Address] = set()
         self.swarm: SybilSwarm | None = None
         self._wall_started = 0.0
         self._tables_after_bootstrap: dict = {}
@@ -190,10 +209,17 @@ class Simulation:
                   address: Address | None = None) -> SimNode:
         address = address or self._addresses.draw()
         node_id = secure_node_id(address[0], self._ids_rng)  # BEP 42 from the start
+        config = self.scenario.config
+        if self._legacy_rng.random() < self.scenario.legacy_ids:
+            # An old client: a random id, kept whatever its address (its own PRNG, so that
+            # the other nodes' ids stay what they were without legacy nodes).
+            node_id = NodeId(self._legacy_rng.randbytes(20))
+            config = self._legacy_config
+            self.legacy_addresses.add(address)
         # One config object and one PRNG for all (engines only read the config, and the
         # order of events is fixed, so the draws are too): a Mersenne Twister is 2.5 KB.
         engine = Engine(self.scheduler.now, node_ids={"ipv4": node_id},
-                        config=self.scenario.config, rng=self._engine_rng)
+                        config=config, rng=self._engine_rng)
         self._ids_rng.getrandbits(64)  # what a per-node PRNG's seed took: same ids as ever
         engine.set_routers(contacts)
         member = SimNode(engine, NodeInfo(node_id, address[0], address[1]), nat,
@@ -255,7 +281,8 @@ class Simulation:
         sybil_addresses = [self._addresses.draw() for _ in range(sybil_count)]
         self.sybil_addresses = set(sybil_addresses)
         self.swarm = SybilSwarm(self.network, sybil_addresses, self._roles_rng,
-                                k=scenario.config.k) if sybil_count else None
+                                k=scenario.config.k, strategy=scenario.sybil_strategy,
+                                honest_nodes=honest_count) if sybil_count else None
 
         wall = time.perf_counter()
         if scenario.bootstrap == "seeded":
@@ -421,8 +448,10 @@ class Simulation:
             peers = member.peers.pop(handle, [])
             finished[0] += 1
             if summary is not None:
-                self.records.append(LookupRecord.of("get_peers", peer in peers, summary,
-                                                    member.nat))
+                found = peer in peers
+                self.records.append(LookupRecord.of("get_peers", found, summary, member.nat,
+                                                    peers=len(peers),
+                                                    made_up=len(peers) - found))
         member.start(handle, done, collect_peers=True)
 
     def _find_node(self, member: SimNode, target: NodeId, finished: list[int]) -> None:
