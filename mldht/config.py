@@ -55,6 +55,14 @@ class NodeConfig:
     nodes: see docs/performance.md). A bucket grows only once 8 buckets are deeper than it
     (`routing.EXTENDED_MARGIN`): in a network of a hundred nodes, growing at once left
     most nodes' sibling buckets empty after a join."""
+    max_believed_shared_bits: int = 36
+    """A node claiming an id that shares more leading bits than this with a lookup's target
+    (the target itself excepted) is not believed: the lookup never queries it and ignores
+    its answer, nodes and peers alike. In a DHT of 2^26 nodes (three times the public one)
+    the closest honest node shares about 26 bits with a target; 10 more happen once in
+    about a thousand lookups, while an eclipsing Sybil claims a hundred. The engine raises
+    it when its size estimate says the DHT is bigger; 0 believes every id. See
+    docs/design.md, Hardening."""
     aggressive_lookups: bool = True
     """libtorrent's `aggressive_lookups` (on by default there too): only queries to the
     candidates at the top of the list (closer than the next one to ask) hold the `alpha`

@@ -573,3 +573,40 @@ def test_a_lookup_short_of_k_answers_waits_for_an_abandoned_query():
     for node in nodes:
         lookup.on_failure(node.address, 6.0)
     assert lookup.done  # nothing left awaited: over, with the router as its one answer
+
+
+# --- ids implausibly close to the target (eclipsing Sybils) ---------------------------------
+
+def _near(target: bytes, shared: int, salt: int) -> NodeId:
+    """An id sharing exactly `shared` leading bits with `target`."""
+    key = int.from_bytes(target, "big")
+    flip = 1 << (159 - shared)
+    noise = random.Random(salt).getrandbits(159 - shared) if shared < 159 else 0
+    return NodeId((((key ^ flip) >> (159 - shared) << (159 - shared)) | noise).to_bytes(20, "big"))
+
+
+def test_a_lookup_never_queries_ids_implausibly_close_to_its_target():
+    target = NodeId(random.Random(1).randbytes(20))
+    honest = [NodeInfo(_near(target, 12 + i, i), f"203.0.113.{i + 1}", 6881) for i in range(4)]
+    close = [NodeInfo(_near(target, 37 + i, 50 + i), f"198.51.100.{i + 1}", 6881) for i in range(4)]
+    itself = NodeInfo(target, "192.0.2.9", 6881)
+    lookup = Lookup(target, honest + close + [itself], 0.0, max_shared_bits=36)
+    assert common_prefix_bits(close[0].id, target) == 37
+    assert lookup.stats.implausible == 4
+    asked = {node.address for node in lookup.next_queries(0.0)}
+    assert asked == {node.address for node in honest} | {itself.address}  # the target itself may be asked
+    believing = Lookup(target, honest + close, 0.0)
+    assert {n.address for n in believing.next_queries(0.0)} >= {n.address for n in close}
+
+
+def test_an_answer_from_an_id_implausibly_close_counts_as_a_failure_and_is_dropped():
+    target = NodeId(random.Random(2).randbytes(20))
+    home = NodeInfo(_near(target, 3, 1), "203.0.113.7", 6881)  # how our table knows it
+    lookup = Lookup(target, [home], 0.0, max_shared_bits=36)
+    assert lookup.next_queries(0.0) == [home]
+    listed = [NodeInfo(_near(target, 10, 9), "203.0.113.8", 6881)]
+    peers = lookup.on_reply(home.address, _near(target, 128, 2), 0.1, nodes=listed,
+                            token=b"t", values=[("192.0.2.1", 1)])
+    assert peers == [] and lookup.stats.implausible == 1 and lookup.stats.answered == 0
+    assert lookup.next_queries(0.2) == []  # its nodes were dropped with it
+    assert lookup.done and lookup.stats.failed == 1

@@ -160,13 +160,19 @@ def test_nat_nodes_do_not_break_lookups():
     assert report["routing_tables"]["at_end"]["entry_fraction_nat"] < 0.05
 
 
-def test_sybils_eclipse_lookups_and_bep42_enforcement_protects_lookups():
+def test_sybils_eclipse_lookups_and_the_defences_protect_them():
     # Every honest node with a BEP 42 id here: enforcement would hide the legacy ones (the
     # trade-off tools/bench/sybil.py measures).
     honest = run_scenario(small(nodes=200, lookups=40, legacy_ids=0.0)).report
-    attacked = run_scenario(small(nodes=200, lookups=40, sybil=0.05, legacy_ids=0.0)).report
+    attacked = run_scenario(small(nodes=200, lookups=40, sybil=0.05, legacy_ids=0.0,
+                                  config=NodeConfig(max_believed_shared_bits=0))).report
     enforced = run_scenario(small(nodes=200, lookups=40, sybil=0.05, legacy_ids=0.0,
-                                  config=NodeConfig(enforce_node_id=True))).report
+                                  config=NodeConfig(enforce_node_id=True,
+                                                    max_believed_shared_bits=0))).report
+    # The default configuration does not believe ids 128 bits from the target.
+    defended = run_scenario(small(nodes=200, lookups=40, sybil=0.05, legacy_ids=0.0)).report
+    assert defended["lookups"]["get_peers"]["success_rate"] >= 0.95, format_report(defended)
+    assert defended["lookups"]["find_node"]["success_rate"] >= 0.95, format_report(defended)
     assert attacked["population"]["sybil_queries_answered"] > 0
     assert attacked["routing_tables"]["after_bootstrap"]["entries_to_sybil"] > 0
     assert attacked["lookups"]["get_peers"]["success_rate"] < honest["lookups"]["get_peers"]["success_rate"]

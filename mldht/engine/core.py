@@ -23,6 +23,7 @@ each family and merges once.
 
 from __future__ import annotations
 
+import math
 import itertools
 import logging
 import random as _random
@@ -781,6 +782,18 @@ class Engine:
         """The DHT's size from the distances of the closest nodes of the lookups of the last
         hour (of all kept, without `now`)."""
         return self.estimator.estimate(now)
+
+    def believed_shared_bits(self) -> int | None:
+        """How close to its target a lookup believes an id can be (leading bits shared):
+        `NodeConfig.max_believed_shared_bits`, raised to 10 bits past the size estimate's
+        when that says the DHT is bigger (at most 64); None when the check is off."""
+        bits = self.config.max_believed_shared_bits
+        if bits <= 0:
+            return None
+        size = self.estimator.estimate(self.now).size
+        if size > 1:
+            bits = max(bits, min(64, math.ceil(math.log2(size)) + 10))
+        return bits
 
     def table(self, now: float) -> dict[str, dict]:
         """Every routing table entry, per family and bucket (see `status.table_entries`)."""

@@ -82,6 +82,9 @@ class LookupStats:
     """The largest hop of any node that answered (0: only seeds answered)."""
     first_peer_hop: int | None = None
     """The hop of the node whose reply carried the first peer (None: no peer yet)."""
+    implausible: int = 0
+    """Nodes not believed: listed or answering with an id implausibly close to the target
+    (see `Lookup`'s `max_shared_bits`)."""
 
 
 class Lookup:
@@ -105,8 +108,16 @@ class Lookup:
                  bootstrap: Iterable[Address] = (), k: int = K, alpha: int = ALPHA,
                  soft_timeout: float = SOFT_TIMEOUT, max_candidates: int = 128,
                  adaptive_timeout: bool = False, wait_for_slow: bool = True,
-                 aggressive: bool = False) -> None:
+                 aggressive: bool = False, max_shared_bits: int | None = None) -> None:
         self.target = target
+        self.max_shared_bits = max_shared_bits
+        """Ids sharing more leading bits than this with the target (the target itself
+        excepted: it may be the node looked for) are not believed: such a node is never
+        queried, and its answer counts as a failure, its nodes and values dropped. No honest
+        node is that close but once in many thousand lookups; an eclipsing Sybil is."""
+        self._believable = (None if max_shared_bits is None else
+                            1 << (ID_BITS - max_shared_bits - 1))
+        """Distances below this share more than `max_shared_bits` bits with the target."""
         self.aggressive = aggressive
         self.k = k
         self.alpha = alpha
@@ -151,8 +162,12 @@ class Lookup:
     def add_nodes(self, nodes: Iterable[NodeInfo], hop: int = 0) -> None:
         """Learn about nodes (from the routing table, hop 0, or a `nodes` reply of a node at
         hop h, giving hop h + 1)."""
+        believable = self._believable
         for node in nodes:
             if node.port == 0:
+                continue
+            if believable is not None and not self.believable(node.id):
+                self.stats.implausible += 1
                 continue
             known = self._candidates.get(node.address)
             if known is not None:
@@ -160,6 +175,13 @@ class Lookup:
                     known.hop = hop
                 continue
             self._insert(Candidate(node.address, node.id, distance(node.id, self.target), hop=hop))
+
+    def believable(self, node_id: bytes) -> bool:
+        """Whether an id is no closer to the target than `max_shared_bits` allows."""
+        if self._believable is None:
+            return True
+        gap = distance(node_id, self.target)
+        return gap >= self._believable or gap == 0
 
     # --- driving ------------------------------------------------------------------------
 
@@ -227,6 +249,13 @@ class Lookup:
         candidate = self._candidates.get(address)
         if candidate is None or candidate.state not in _AWAITED:
             return []  # never asked, or already settled
+        if self._believable is not None and not self.believable(node_id):
+            # It was listed (or sits in our table) under a believable id and answers as a
+            # node right next to the target: what an eclipsing Sybil does.
+            candidate.state = CandidateState.FAILED
+            self.stats.implausible += 1
+            self.stats.failed += 1
+            return []
         candidate.state = CandidateState.ANSWERED
         candidate.token = token
         if self.adaptive_timeout:

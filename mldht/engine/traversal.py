@@ -167,7 +167,8 @@ class TraversalRun(TransactionOwner):
                              alpha=config.alpha, soft_timeout=config.soft_timeout,
                              adaptive_timeout=config.adaptive_soft_timeout,
                              wait_for_slow=config.lookup_waits_for_slow,
-                             aggressive=config.aggressive_lookups)
+                             aggressive=config.aggressive_lookups,
+                             max_shared_bits=engine.believed_shared_bits())
         self.resends = config.lookup_resends
         self.query_timeout = config.query_timeout
         self.transactions: dict[Address, Transaction] = {}
