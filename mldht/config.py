@@ -63,6 +63,16 @@ class NodeConfig:
     about a thousand lookups, while an eclipsing Sybil claims a hundred. The engine raises
     it when its size estimate says the DHT is bigger; 0 believes every id. See
     docs/design.md, Hardening."""
+    store_nodes: int = 16
+    """Announces and puts go to this many of the closest nodes that gave a token (their
+    lookup runs until that many closest have answered): more than k keeps a swarm findable
+    where Sybils hold some of the closest places and swallow what they are sent (with
+    `widen_peerless_lookups`: docs/design.md, Hardening). Costs the announce 8 more
+    announce_peer queries and a few more get_peers; lookups find the first peer sooner."""
+    widen_peerless_lookups: int = 16
+    """A get_peers lookup that has found no peer yet runs until this many of the closest
+    nodes have answered (k once a peer came): where Sybils hold some of the closest places,
+    the honest nodes that store the swarm are a little farther out."""
     aggressive_lookups: bool = True
     """libtorrent's `aggressive_lookups` (on by default there too): only queries to the
     candidates at the top of the list (closer than the next one to ask) hold the `alpha`

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from dhtnet import AsyncRawSocket, DhtNetwork, decode, encode, net, run_cli  # noqa: F401 (net: fixture)
-from mldht import DHTNode, KeyPair, NodeId
+from mldht import DHTNode, KeyPair, NodeConfig, NodeId
 from mldht.bep44 import (
     CAS_MISMATCH, INVALID_SIGNATURE, SALT_TOO_BIG, SEQ_TOO_LOW, VALUE_TOO_BIG, Item, ItemStore,
     StoreRejected, _Stored, immutable_target, mutable_target, signable, verify_signature,
@@ -21,6 +22,9 @@ from mldht.ids import distance
 from mldht.krpc import Get, Put, decode_message, encode_message
 
 # --- the spec's test vectors (bep_0044.rst, "Test Vectors") ------------------------------
+
+STORE = NodeConfig().store_nodes
+"""How many nodes a put goes to."""
 
 VALUE = b"Hello World!"
 PUBLIC_KEY = bytes.fromhex("77ff84905a91936367c01360803104f92432fcd904a43511876df5cdf3e7e548")
@@ -352,28 +356,33 @@ async def test_node_enforces_mutable_item_rules(server):
 async def test_put_and_get_across_the_network(net: DhtNetwork):
     value = {b"name": b"mldht", b"list": [1, 2, 3]}
     put = await net.nodes[3].put_immutable(value, timeout=10)
-    assert put.asked == 8 and len(put.stored_on) == 8 and not put.errors
+    # Every node that gave a token took it: the k closest at least, up to STORE (a lookup
+    # of 30 nodes whose replies list 8 each may not hear of STORE).
+    assert 8 <= put.asked <= STORE and len(put.stored_on) == put.asked and not put.errors
     stored_ids = {node.id for node in put.stored_on}
-    assert stored_ids == set(net.true_closest(put.item.target, exclude=net.nodes[3].node_id))
+    assert set(net.true_closest(put.item.target, exclude=net.nodes[3].node_id)) <= stored_ids
     got = await net.nodes[20].get_item(put.item.target, timeout=10)
     assert got.item == put.item and got.copies >= 1 and got.invalid == 0
 
     keys = KeyPair.generate()
     target = mutable_target(keys.public_key, b"room")
-    # Writers outside the 9 nodes nearest the item: each one's 8 closest are the same nodes.
-    near = set(net.true_closest(target, k=9))
+    # Writers outside the STORE + 1 nodes nearest the item: each one stores on the same nodes.
+    near = set(net.true_closest(target, k=STORE + 1))
     writers = [node for node in net.nodes[1:] if node.node_id not in near]
     first = await writers[0].put_mutable(keys, b"v1", salt=b"room", timeout=10)
-    assert first.item.seq == 1 and len(first.stored_on) == 8
+    assert first.item.seq == 1 and len(first.stored_on) >= 8
     second = await writers[1].put_mutable(keys, b"v2", salt=b"room", timeout=10)
-    assert second.item.seq == 2 and len(second.stored_on) == 8  # seq found, plus one
+    assert second.item.seq == 2 and len(second.stored_on) >= 8  # seq found, plus one
     stale = await writers[2].put_mutable(keys, b"old", salt=b"room", seq=1, timeout=10)
-    assert stale.stored_on == [] and stale.errors == {302: 8}
+    # The 8 closest hold seq 2 and refuse; a node farther out that the first puts missed
+    # may take it (it is outside every lookup's k closest).
+    nearest = set(net.true_closest(target))
+    assert stale.errors.get(302, 0) >= 8 and not nearest & {n.id for n in stale.stored_on}
     race = await writers[2].put_mutable(keys, b"v3", salt=b"room", seq=3, cas=1, timeout=10)
-    assert race.stored_on == [] and race.errors == {301: 8}
+    assert race.errors.get(301, 0) >= 8 and not nearest & {n.id for n in race.stored_on}
     got = await writers[3].get_item(target, salt=b"room", timeout=10)
     assert got.item is not None and got.item.value == b"v2" and got.item.seq == 2
-    assert got.copies == 8
+    assert got.copies >= 8
     # Without the salt the item cannot be verified, so it is not believed.
     unsalted = await writers[3].get_item(target, timeout=10)
     assert unsalted.item is None and unsalted.invalid >= 1
@@ -411,7 +420,8 @@ async def test_cli_put_and_get(net: DhtNetwork, tmp_path):
     assert code == 0, err
     target = out.strip()
     assert target == Item.immutable(b"hello from the command line").target.hex()
-    assert "stored on 8 of the 8 closest nodes" in err
+    stored = re.search(r"stored on (\d+) of the (\d+) closest nodes", err)
+    assert stored and 8 <= int(stored[1]) == int(stored[2]) <= STORE, err
     code, out, err = await cli("get", target, "--bind", "127.0.0.201:0", *boot)
     assert code == 0 and out == "hello from the command line\n", err
 
@@ -424,7 +434,7 @@ async def test_cli_put_and_get(net: DhtNetwork, tmp_path):
                                    "d1:ai1ee", "--bind", "127.0.0.200:0", "--json", *boot)
     assert code == 0, err
     report = json.loads(out)
-    assert report["seq"] == 2 and report["stored"] == 8 and report["asked"] == 8
+    assert report["seq"] == 2 and 8 <= report["stored"] == report["asked"] <= STORE
     code, out, err = await cli("get", public_key.hex(), "--salt", "s1", "--json",
                                    "--bind", "127.0.0.201:0", *boot)
     got = json.loads(out)

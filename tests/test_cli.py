@@ -17,7 +17,7 @@ import pytest
 
 import dhtnet
 from dhtnet import DhtNetwork, free_udp_port, run_cli
-from mldht import InfoHash, NodeId
+from mldht import InfoHash, NodeConfig, NodeId
 
 pytestmark = [pytest.mark.network, pytest.mark.asyncio(loop_scope="module")]
 net = dhtnet.net  # the module's 30-node network (a fixture)
@@ -136,7 +136,7 @@ async def test_announce_with_port(net: DhtNetwork):
                            "--timeout", "10")
     assert result.returncode == 0, result
     accepted = [line for line in result.stdout.splitlines() if line.startswith("announced to ")]
-    assert len(accepted) == 8, result.stdout
+    assert 8 <= len(accepted) <= NodeConfig().store_nodes, result.stdout
     peers = await net.nodes[8].get_peers(info_hash, timeout=10).collect()
     assert peers == [("127.0.0.201", 5555)], peers
 
@@ -149,7 +149,8 @@ async def test_announce_with_implied_port(net: DhtNetwork):
                            "--timeout", "10", "--json")
     assert result.returncode == 0, result
     report = json.loads(result.stdout)
-    assert len(report["announced_to"]) == 8 and report["failed"] == 0, report
+    assert 8 <= len(report["announced_to"]) <= NodeConfig().store_nodes, report
+    assert report["failed"] == 0, report
     peers = await net.nodes[9].get_peers(info_hash, timeout=10).collect()
     assert peers == [("127.0.0.202", port)], peers
 

@@ -610,3 +610,15 @@ def test_an_answer_from_an_id_implausibly_close_counts_as_a_failure_and_is_dropp
     assert peers == [] and lookup.stats.implausible == 1 and lookup.stats.answered == 0
     assert lookup.next_queries(0.2) == []  # its nodes were dropped with it
     assert lookup.done and lookup.stats.failed == 1
+
+
+def test_a_peerless_get_peers_lookup_waits_for_more_of_the_closest_then_k_once_a_peer_came():
+    target = NodeId(random.Random(3).randbytes(20))
+    nodes = [NodeInfo(_near(target, 4 + i, i), f"203.0.113.{i + 1}", 6881) for i in range(20)]
+    for peer_found in (False, True):
+        lookup = Lookup(target, nodes, 0.0, alpha=20, widen_until_values=16)
+        for node in sorted(lookup.next_queries(0.0), key=lambda n: distance(n.id, target))[:8]:
+            values = [("192.0.2.1", 1)] if peer_found and node.address == nodes[-1].address else []
+            lookup.on_reply(node.address, node.id, 0.1, values=values)
+        # The 8 closest answered: with a peer the lookup is done, without it waits for 16.
+        assert lookup.done is peer_found

@@ -108,8 +108,13 @@ class Lookup:
                  bootstrap: Iterable[Address] = (), k: int = K, alpha: int = ALPHA,
                  soft_timeout: float = SOFT_TIMEOUT, max_candidates: int = 128,
                  adaptive_timeout: bool = False, wait_for_slow: bool = True,
-                 aggressive: bool = False, max_shared_bits: int | None = None) -> None:
+                 aggressive: bool = False, max_shared_bits: int | None = None,
+                 widen_until_values: int | None = None) -> None:
         self.target = target
+        self.widen_until_values = widen_until_values
+        """While no answer has carried a peer, the lookup runs until this many closest nodes
+        (rather than k) have answered: where Sybils hold some of the closest places, the
+        honest nodes that store the swarm are a little farther out. Once a peer came, k."""
         self.max_shared_bits = max_shared_bits
         """Ids sharing more leading bits than this with the target (the target itself
         excepted: it may be the node looked for) are not believed: such a node is never
@@ -176,6 +181,12 @@ class Lookup:
                 continue
             self._insert(Candidate(node.address, node.id, distance(node.id, self.target), hop=hop))
 
+    def _wanted(self) -> int:
+        """How many of the closest candidates must answer before the lookup ends."""
+        if self.widen_until_values is None or self.stats.peers:
+            return self.k
+        return max(self.k, self.widen_until_values)
+
     def believable(self, node_id: bytes) -> bool:
         """Whether an id is no closer to the target than `max_shared_bits` allows."""
         if self._believable is None:
@@ -212,7 +223,7 @@ class Lookup:
         chosen: list[NodeInfo | Address] = []
         answered = 0
         for candidate in ordered:
-            if slots <= 0 or answered >= self.k:
+            if slots <= 0 or answered >= self._wanted():
                 break
             if candidate.state is CandidateState.ANSWERED:
                 answered += 1
@@ -339,7 +350,7 @@ class Lookup:
             if candidate.state is not CandidateState.ANSWERED:
                 return False
             answered += 1
-            if answered >= self.k:
+            if answered >= self._wanted():
                 return True
         return not abandoned
 

@@ -221,14 +221,19 @@ class ItemLookupSpec(GetItemSpec):
 
 
 class StoringOperation(LookupOperation):
-    """A traversal, then the store phase to the k closest nodes that gave a token."""
+    """A traversal, then the store phase to the `NodeConfig.store_nodes` closest nodes that
+    gave a token (the traversal runs until that many closest have answered)."""
+
+    def start(self, now: float) -> None:
+        self.spec.lookup_k = max(self.engine.config.k, self.engine.config.store_nodes)
+        super().start(now)
 
     def completed(self, summary: LookupSummary, now: float) -> None:
         engine = self.engine
         targets: list[Candidate] = []
         for run in self.runs:
             targets += [candidate for candidate in
-                        run.lookup.closest_answered(engine.config.k, with_token=True)
+                        run.lookup.closest_answered(self.spec.lookup_k, with_token=True)
                         if engine.acceptable(candidate.node_id, candidate.address[0])]
         try:
             make_query = self.store_query(summary)

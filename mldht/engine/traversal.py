@@ -40,6 +40,8 @@ class TraversalSpec:
     """
 
     kind = "traversal"
+    lookup_k: int | None = None
+    """How many closest nodes must have answered before the traversal ends (None: k)."""
 
     def __init__(self, target: bytes) -> None:
         self.target = NodeId(target)
@@ -163,12 +165,14 @@ class TraversalRun(TransactionOwner):
         self._on_done = on_done
         target = spec.target
         seeds, bootstrap = engine.lookup_seeds(family, target)
-        self.lookup = Lookup(target, seeds, now, bootstrap=bootstrap, k=config.k,
+        self.lookup = Lookup(target, seeds, now, bootstrap=bootstrap, k=spec.lookup_k or config.k,
                              alpha=config.alpha, soft_timeout=config.soft_timeout,
                              adaptive_timeout=config.adaptive_soft_timeout,
                              wait_for_slow=config.lookup_waits_for_slow,
                              aggressive=config.aggressive_lookups,
-                             max_shared_bits=engine.believed_shared_bits())
+                             max_shared_bits=engine.believed_shared_bits(),
+                             widen_until_values=(config.widen_peerless_lookups
+                                                 if spec.kind == "get_peers" else None))
         self.resends = config.lookup_resends
         self.query_timeout = config.query_timeout
         self.transactions: dict[Address, Transaction] = {}

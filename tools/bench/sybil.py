@@ -28,7 +28,8 @@ from mldht import NodeConfig  # noqa: E402
 from mldht.sim import Scenario, run_scenario  # noqa: E402
 from mldht.sim.sybil import STRATEGIES  # noqa: E402
 
-BEFORE_DEFENCES: dict = {"max_believed_shared_bits": 0}
+BEFORE_DEFENCES: dict = {"max_believed_shared_bits": 0, "store_nodes": 8,
+                          "widen_peerless_lookups": 8}
 """The NodeConfig fields that turn this work's Sybil defences off: the configuration of
 main before them (filled in as each defence lands, so that the comparison stays one run)."""
 CONFIGS = {
