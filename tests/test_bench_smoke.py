@@ -173,3 +173,22 @@ def test_get_peers_emulated_figures():
         assert row["lookups"] == 3 and row["success"] >= 2 / 3, (mode, row)
         assert 0 < row["first_peer_p50"] <= row["wall_p90"], (mode, row)
         assert row["queries_mean"] > 0, (mode, row)
+
+
+def test_sybil_benchmark_compares_the_configurations(capsys):
+    """tools/bench/sybil.py, tiny: every row printed, and the defences beat the configuration
+    before them against eclipsing Sybils (which take most lookups without them)."""
+    bench = benchtools.load("sybil")
+    assert bench.main(["--nodes", "400", "--seeds", "1", "--fractions", "0,0.2",
+                       "--strategies", "eclipse,poison", "--configs", "default,before",
+                       "--lookups", "30", "--json"]) == 0
+    import json
+    report = json.loads(capsys.readouterr().out)
+    rows = {(row["sybil"], row["strategy"], row["config"]): row for row in report["rows"]}
+    assert set(rows) == {(0.0, "-", "default"), (0.0, "-", "before"),
+                         (0.2, "eclipse", "default"), (0.2, "eclipse", "before"),
+                         (0.2, "poison", "default"), (0.2, "poison", "before")}
+    assert rows[(0.0, "-", "default")]["success"] >= 0.9
+    assert rows[(0.2, "eclipse", "default")]["success"] > rows[(0.2, "eclipse", "before")]["success"]
+    assert rows[(0.2, "poison", "before")]["made_up_share"] > 0.5
+    assert rows[(0.2, "poison", "default")]["made_up_share"] < 0.1

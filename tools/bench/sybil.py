@@ -104,12 +104,18 @@ def main(argv: list[str] | None = None) -> int:
                                      args.legacy_ids))
     print(f"sybil: {len(jobs)} runs on {args.jobs} processes", file=sys.stderr, flush=True)
     results = []
-    with multiprocessing.Pool(args.jobs) as pool:
-        for done, result in enumerate(pool.imap(one_run, jobs), 1):
+    pool = multiprocessing.Pool(args.jobs) if args.jobs > 1 else None
+    try:
+        runs = pool.imap(one_run, jobs) if pool is not None else map(one_run, jobs)
+        for done, result in enumerate(runs, 1):
             results.append(result)
             print(f"sybil: {done}/{len(jobs)} {result['nodes']} nodes {result['strategy']} "
                   f"{result['sybil']:.0%} {result['config']} seed {result['seed']}: success "
                   f"{result['success']:.1%} ({result['wall_s']} s)", file=sys.stderr, flush=True)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     rows = []
     keys = sorted({(r["nodes"], r["sybil"], r["strategy"], r["config"]) for r in results},
                   key=lambda key: (key[0], key[1], STRATEGIES.index(key[2]), configs.index(key[3])))
