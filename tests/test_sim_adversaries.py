@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from mldht import NodeConfig
 from mldht.bep42 import is_secure_id
 from mldht.ids import NodeId
 from mldht.krpc import decode_message
@@ -77,8 +78,10 @@ def test_poisoning_sybils_answer_get_peers_with_made_up_peers():
 
 
 def test_a_poisoned_network_reports_the_made_up_share():
+    # Without the defences (they drop every made-up peer: tests/test_bench_smoke.py).
+    config = NodeConfig(max_believed_shared_bits=0, store_nodes=8, widen_peerless_lookups=8)
     scenario = Scenario(nodes=300, lookups=20, seed=3, sybil=0.1, sybil_strategy="poison",
-                        lookup_kind="get_peers", bootstrap="seeded", settle=5.0)
+                        lookup_kind="get_peers", bootstrap="seeded", settle=5.0, config=config)
     sim = Simulation(scenario)
     report = sim.run()
     lookups = report["lookups"]["get_peers"]

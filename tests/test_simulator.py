@@ -160,15 +160,19 @@ def test_nat_nodes_do_not_break_lookups():
     assert report["routing_tables"]["at_end"]["entry_fraction_nat"] < 0.05
 
 
+NO_SYBIL_DEFENCES = {"max_believed_shared_bits": 0, "store_nodes": 8, "widen_peerless_lookups": 8}
+"""The configuration before the Sybil defences (as tools/bench/sybil.py's "before")."""
+
+
 def test_sybils_eclipse_lookups_and_the_defences_protect_them():
     # Every honest node with a BEP 42 id here: enforcement would hide the legacy ones (the
     # trade-off tools/bench/sybil.py measures).
     honest = run_scenario(small(nodes=200, lookups=40, legacy_ids=0.0)).report
     attacked = run_scenario(small(nodes=200, lookups=40, sybil=0.05, legacy_ids=0.0,
-                                  config=NodeConfig(max_believed_shared_bits=0))).report
+                                  config=NodeConfig(**NO_SYBIL_DEFENCES))).report
     enforced = run_scenario(small(nodes=200, lookups=40, sybil=0.05, legacy_ids=0.0,
                                   config=NodeConfig(enforce_node_id=True,
-                                                    max_believed_shared_bits=0))).report
+                                                    **NO_SYBIL_DEFENCES))).report
     # The default configuration does not believe ids 128 bits from the target.
     defended = run_scenario(small(nodes=200, lookups=40, sybil=0.05, legacy_ids=0.0)).report
     assert defended["lookups"]["get_peers"]["success_rate"] >= 0.95, format_report(defended)
