@@ -167,11 +167,11 @@ class Lookup:
     def add_nodes(self, nodes: Iterable[NodeInfo], hop: int = 0) -> None:
         """Learn about nodes (from the routing table, hop 0, or a `nodes` reply of a node at
         hop h, giving hop h + 1)."""
-        believable = self._believable
+        checked = self._believable is not None
         for node in nodes:
             if node.port == 0:
                 continue
-            if believable is not None and not self.believable(node.id):
+            if checked and not self.believable(node.id):
                 self.stats.implausible += 1
                 continue
             known = self._candidates.get(node.address)
@@ -222,8 +222,9 @@ class Lookup:
             slots = self.alpha - sum(1 for c in ordered if c.state is CandidateState.IN_FLIGHT)
         chosen: list[NodeInfo | Address] = []
         answered = 0
+        wanted = self._wanted()
         for candidate in ordered:
-            if slots <= 0 or answered >= self._wanted():
+            if slots <= 0 or answered >= wanted:
                 break
             if candidate.state is CandidateState.ANSWERED:
                 answered += 1
@@ -341,6 +342,7 @@ class Lookup:
         once)."""
         answered = 0
         abandoned = False
+        wanted = self._wanted()
         for candidate in self._sorted():
             if candidate.state is CandidateState.FAILED:
                 continue
@@ -350,7 +352,7 @@ class Lookup:
             if candidate.state is not CandidateState.ANSWERED:
                 return False
             answered += 1
-            if answered >= self._wanted():
+            if answered >= wanted:
                 return True
         return not abandoned
 
