@@ -696,7 +696,9 @@ class Node:
                           cas: int | None = None, timeout: float = 30.0) -> PutResult:
         """BEP 44: sign `value` with `keys` and store it under SHA-1(public key + salt).
         Without `seq`, the highest seq found on the network plus one (1 for a new item).
-        `cas`: the seq the put must replace (nodes holding another answer 301)."""
+        `cas`: the seq the put must replace (nodes holding another answer 301). When the
+        lookup finds a newer seq than `cas`, the put goes only to the nodes holding it (all
+        answer 301), so a lost race is stored nowhere and never shadows the winner."""
         await self._prepare_lookup()
         return await self._run(self.engine.start_put_mutable(
             keys, value, self.clock(), salt=salt, seq=seq, cas=cas, timeout=timeout))

@@ -237,6 +237,7 @@ class StoringOperation(LookupOperation):
                         if engine.acceptable(candidate.node_id, candidate.address[0])]
         try:
             make_query = self.store_query(summary)
+            targets = self.store_targets(targets)
         except (MldhtError, ValueError) as exc:
             self.fail(exc, now)
             return
@@ -246,6 +247,10 @@ class StoringOperation(LookupOperation):
 
     def store_query(self, summary: LookupSummary) -> Callable[[Candidate], Query]:
         raise NotImplementedError
+
+    def store_targets(self, targets: list[Candidate]) -> list[Candidate]:
+        """The nodes the store phase asks, from the closest that gave a token."""
+        return targets
 
     def stored(self, summary: LookupSummary, phase: StorePhase, now: float) -> None:
         raise NotImplementedError
@@ -322,6 +327,19 @@ class PutOperation(StoringOperation):
                        seq=item.seq if item.is_mutable else None, salt=item.salt,
                        cas=self.cas if item.is_mutable else None)
         return make
+
+    def store_targets(self, targets: list[Candidate]) -> list[Candidate]:
+        # A cas that is not the newest seq found is refused (301) by the nodes holding that
+        # seq; sent to nodes holding nothing (or an older seq), it would be stored there
+        # and, with its higher seq, shadow the newest value for readers who reach them. So
+        # it goes only to the holders of the newest seq, whose 301 tells the writer to re-read.
+        spec = self.spec
+        assert isinstance(spec, GetItemSpec)
+        latest = spec.latest()
+        if self.cas is None or latest is None or not latest.is_mutable or latest.seq == self.cas:
+            return targets
+        holders = {address for address, item in spec.found.items() if item.seq == latest.seq}
+        return [candidate for candidate in targets if candidate.address in holders]
 
     def stored(self, summary: LookupSummary, phase: StorePhase, now: float) -> None:
         result = phase.result
