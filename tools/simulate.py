@@ -91,6 +91,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=("mixed", "get_peers", "find_node"), default="mixed")
     p.add_argument("--lookup-rate", type=float, default=20.0, help="lookups started per virtual second")
     p.add_argument("--swarms", type=int, default=20, help="infohashes announced")
+    p.add_argument("--items", type=int, default=0,
+                   help="BEP 44 immutable items put after the announces (default 0)")
     p.add_argument("--timeout", type=float, default=30.0, help="lookup timeout, virtual seconds")
     config = p.add_argument_group("node configuration")
     config.add_argument("--preset", choices=sorted(PRESETS), default="mldht")
@@ -115,7 +117,7 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
                     sybil_strategy=args.sybil_strategy, legacy_ids=args.legacy_ids,
                     latency_median=args.latency / 1000, latency_sigma=args.latency_sigma,
                     bootstrap=bootstrap, join_rate=args.join_rate, settle=args.settle,
-                    swarms=args.swarms, lookup_kind=args.kind, lookup_rate=args.lookup_rate,
+                    swarms=args.swarms, items=args.items, lookup_kind=args.kind, lookup_rate=args.lookup_rate,
                     lookup_timeout=args.timeout, config=build_config(args))
 
 

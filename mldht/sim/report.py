@@ -137,11 +137,41 @@ def table_fill(tables: Sequence[RoutingTable], nat: set[Address], sybil: set[Add
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where one announce or put was stored."""
+
+    stored: int
+    """Nodes that accepted it."""
+    on_sybils: int
+    """...of which Sybils."""
+    on_true_closest: int
+    """How many of the k live honest nodes closest to the key hold it (k: all of them)."""
+
+
+def summarize_placements(placements: Sequence[Placement], k: int) -> dict:
+    """How stores landed: nodes per store, the share of stored copies on Sybils, how many of
+    the k honest nodes that should hold each store do, and the share of stores that reached
+    none of them (lost to a reader whose lookup ends on the honest closest nodes)."""
+    copies = sum(p.stored for p in placements)
+    return {
+        "count": len(placements),
+        "stored_on": distribution([p.stored for p in placements], 1),
+        "sybil_share": round(sum(p.on_sybils for p in placements) / copies, 4) if copies else 0.0,
+        "on_true_closest": distribution([p.on_true_closest for p in placements], 1),
+        "true_closest_share": (round(sum(p.on_true_closest for p in placements)
+                                     / (k * len(placements)), 4) if placements else None),
+        "missed_true_closest": (round(sum(p.on_true_closest == 0 for p in placements)
+                                      / len(placements), 4) if placements else None),
+    }
+
+
 def build_report(*, scenario: dict, records: Sequence[LookupRecord], phases: dict,
                  tables_after_bootstrap: dict, tables_at_end: dict, network_total: NetworkStats,
                  lookup_traffic: NetworkStats, lookup_queries: dict[str, int],
                  nodes: Sequence[Engine], churn: dict, dead: int,
-                 sybils: int | None, announced: list[int]) -> dict:
+                 sybils: int | None, announced: Sequence[Placement],
+                 put: Sequence[Placement] = (), k: int = 8) -> dict:
     """The report of a run (see the module docstring)."""
     kinds = sorted({record.kind for record in records})
     lookups = {"all": summarize_lookups(records)}
@@ -160,7 +190,8 @@ def build_report(*, scenario: dict, records: Sequence[LookupRecord], phases: dic
         "scenario": scenario,
         "virtual_seconds": {name: round(value, 3) for name, value in phases.items()},
         "lookups": lookups,
-        "announces": {"swarms": len(announced), "stored_on": distribution(announced, 1)},
+        "announces": {"swarms": len(announced), **summarize_placements(announced, k)},
+        "puts": summarize_placements(put, k),
         "routing_tables": {"after_bootstrap": tables_after_bootstrap, "at_end": tables_at_end},
         "network": {"total": asdict(network_total), "lookup_phase": traffic},
         "node_counters": counters,
@@ -199,6 +230,14 @@ def format_report(report: dict, resources: dict | None = None) -> str:
         if "made_up_peer_share" in summary:
             lines.append(f"{'':>11}{summary['made_up_peer_share']:.1%} of the "
                          f"{summary['peers_returned']} peers returned were made up")
+    for name in ("announces", "puts"):
+        placed = report.get(name, {})
+        if placed.get("count"):
+            lines.append(f"{name:>9}: {placed['count']}, stored on {placed['stored_on']['mean']} "
+                         f"nodes each, {placed['sybil_share']:.1%} of the copies on Sybils; "
+                         f"{placed['true_closest_share']:.1%} of the {report['scenario']['config'].get('k', 8)}"
+                         f" closest honest nodes hold each, "
+                         f"{placed['missed_true_closest']:.1%} reached none of them")
     for when, tables in report["routing_tables"].items():
         if not tables.get("nodes"):
             continue

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import heapq
 import logging
 import math
 import random as _random
@@ -43,7 +44,7 @@ from ..ids import InfoHash, NodeId
 from .clock import Scheduler
 from .network import Address, AddressPool, LatencyModel, VirtualNetwork
 from .node import SimNode
-from .report import LookupRecord, build_report, table_fill
+from .report import LookupRecord, Placement, build_report, table_fill
 from .seeding import Population, seed_table
 from .sybil import STRATEGIES, SybilSwarm
 
@@ -91,6 +92,9 @@ class Scenario:
     """Nodes starting per virtual second in `join` mode."""
     settle: float = 30.0
     swarms: int = 20
+    items: int = 0
+    """BEP 44 immutable items put after the announces, each by a random honest node (the
+    report says where they were stored, as for the announces)."""
     lookup_kind: Literal["mixed", "get_peers", "find_node"] = "mixed"
     lookup_rate: float = 20.0
     """Lookups started per virtual second."""
@@ -105,7 +109,8 @@ class Scenario:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} is a fraction in [0, 1), got {value}")
-        if self.nodes < 2 or self.lookups < 0 or self.churn < 0 or self.swarms < 1:
+        if (self.nodes < 2 or self.lookups < 0 or self.churn < 0 or self.swarms < 1
+                or self.items < 0):
             raise ValueError("need at least 2 nodes, 1 swarm, and no negative counts or rates")
         if self.bootstrap not in ("join", "seeded"):
             raise ValueError(f"bootstrap is 'join' or 'seeded', not {self.bootstrap!r}")
@@ -196,7 +201,8 @@ class Simulation:
         self._dead = 0
         self._everyone: list[SimNode] = []
         """Every honest node ever created (a stopped node keeps its counters)."""
-        self._announced: list[int] = []
+        self._announced: list[Placement] = []
+        self._put: list[Placement] = []
         self.sybil_addresses: set[Address] = set()
         self.legacy_addresses: set[Address] = set()
         self.swarm: SybilSwarm | None = None
@@ -297,6 +303,8 @@ class Simulation:
         tables_after_bootstrap = self._tables()
 
         swarms = self._announce()
+        if scenario.items:
+            self._put_items()
         self._settled()
         log.info("settled and announced %d swarms: %.1f wall s", len(swarms),
                  time.perf_counter() - wall)
@@ -329,7 +337,7 @@ class Simulation:
             nodes=[member.engine for member in self.live.items],
             lookup_queries=lookup_queries, churn=dict(self._churned), dead=self._dead,
             sybils=self.swarm.queries_answered if self.swarm else None,
-            announced=self._announced)
+            announced=self._announced, put=self._put, k=scenario.config.k)
         # Late joiners end on their own (their bootstrap has a timeout), then all stop.
         self._wait(lambda: self._joining == 0, 3600.0, "the last joins")
         for member in list(self.live.items):
@@ -380,7 +388,7 @@ class Simulation:
 
     def _announce(self) -> list[tuple[InfoHash, Address]]:
         swarms: list[tuple[InfoHash, Address]] = []
-        results: dict[int, int] = {}
+        results: dict[int, Placement] = {}
         now = self.scheduler.now
         for index in range(self.scenario.swarms):
             info_hash = InfoHash(self._work_rng.randbytes(20))
@@ -388,8 +396,9 @@ class Simulation:
             port = 10_000 + index
             swarms.append((info_hash, (member.info.ip, port)))
 
-            def announced(result, error, index=index) -> None:
-                results[index] = len(result.announced_to) if result is not None else 0
+            def announced(result, error, index=index, target=bytes(info_hash)) -> None:
+                results[index] = self._placement(
+                    target, result.announced_to if result is not None else [])
             member.start(member.engine.start_announce(info_hash, now, port,
                                                       timeout=self.scenario.lookup_timeout),
                          announced)
@@ -397,6 +406,34 @@ class Simulation:
                    "the announces")
         self._announced = [results[index] for index in range(len(swarms))]
         return swarms
+
+    def _put_items(self) -> None:
+        results: dict[int, Placement] = {}
+        now = self.scheduler.now
+        for index in range(self.scenario.items):
+            value = b"item %d of seed %d" % (index, self.scenario.seed)
+            member = self._work_rng.choice(self.live.items)
+
+            def put(result, error, index=index) -> None:
+                results[index] = (self._placement(bytes(result.item.target), result.stored_on)
+                                  if result is not None else Placement(0, 0, 0))
+            member.start(member.engine.start_put_immutable(
+                value, now, timeout=self.scenario.lookup_timeout), put)
+        self._wait(lambda: len(results) == self.scenario.items,
+                   self.scenario.lookup_timeout + 60.0, "the puts")
+        self._put = [results[index] for index in range(self.scenario.items)]
+
+    def _placement(self, target: bytes, stored_on) -> "Placement":
+        """Where a store landed: on how many nodes, how many of them Sybils, and how many
+        of the k live honest nodes closest to the target (those that should hold it)."""
+        addresses = {node.address for node in stored_on}
+        key = int.from_bytes(target, "big")
+        closest = heapq.nsmallest(self.scenario.config.k, self.live.items,
+                                  key=lambda member: key ^ int.from_bytes(
+                                      member.engine.node_id, "big"))
+        return Placement(stored=len(addresses),
+                         on_sybils=len(addresses & self.sybil_addresses),
+                         on_true_closest=sum(member.address in addresses for member in closest))
 
     def silence(self, fraction: float) -> int:
         """Silence that fraction of the live honest nodes (as `Scenario.dead` does after the

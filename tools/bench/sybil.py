@@ -1,5 +1,6 @@
 """get_peers under Sybil attack, in the simulator: success, time to the first peer, queries
-per lookup and the share of made-up peers, for each attacker strategy and share of Sybil
+per lookup, the share of made-up peers and where announces and BEP 44 puts are stored
+(on Sybils, on the honest nodes closest to the key), for each attacker strategy and share of Sybil
 addresses, with the default configuration, the configuration before the Sybil defences and
 BEP 42 enforcement, side by side (same seeds, same networks).
 
@@ -48,9 +49,9 @@ def parse_range(text: str) -> list[int]:
 
 
 def one_run(job: tuple) -> dict:
-    nodes, strategy, share, config_name, seed, lookups, legacy = job
+    nodes, strategy, share, config_name, seed, lookups, legacy, items = job
     config = replace(NodeConfig(), **CONFIGS[config_name])
-    scenario = Scenario(nodes=nodes, lookups=lookups, seed=seed, sybil=share,
+    scenario = Scenario(nodes=nodes, lookups=lookups, seed=seed, sybil=share, items=items,
                         sybil_strategy=strategy, legacy_ids=legacy, lookup_kind="get_peers",
                         bootstrap="seeded", config=config)
     started = time.perf_counter()
@@ -62,7 +63,14 @@ def one_run(job: tuple) -> dict:
             "first_peer_p50": first.get("p50"), "first_peer_p90": first.get("p90"),
             "queries": summary["queries"]["mean"],
             "made_up_share": summary.get("made_up_peer_share", 0.0),
+            **{f"{name}_{field}": report[key][field] for name, key in
+               (("announce", "announces"), ("put", "puts"))
+               for field in ("sybil_share", "true_closest_share", "missed_true_closest")},
             "wall_s": round(time.perf_counter() - started, 1)}
+
+
+PLACEMENT = [f"{name}_{field}" for name in ("announce", "put")
+             for field in ("sybil_share", "true_closest_share", "missed_true_closest")]
 
 
 def mean(values) -> float | None:
@@ -81,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lookups", type=int, default=300)
     parser.add_argument("--legacy-ids", type=float, default=0.3,
                         help="share of honest nodes without BEP 42 ids (default 0.3)")
+    parser.add_argument("--items", type=int, default=20,
+                        help="BEP 44 puts per run, besides the 20 announces (default 20)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 for config in configs:
                     for seed in parse_range(args.seeds):
                         jobs.append((nodes, strategy, share, config, seed, args.lookups,
-                                     args.legacy_ids))
+                                     args.legacy_ids, args.items))
     print(f"sybil: {len(jobs)} runs on {args.jobs} processes", file=sys.stderr, flush=True)
     results = []
     pool = multiprocessing.Pool(args.jobs) if args.jobs > 1 else None
@@ -128,18 +138,24 @@ def main(argv: list[str] | None = None) -> int:
                      "first_peer_p50": mean(r["first_peer_p50"] for r in same),
                      "first_peer_p90": mean(r["first_peer_p90"] for r in same),
                      "queries": mean(r["queries"] for r in same),
-                     "made_up_share": mean(r["made_up_share"] for r in same)})
+                     "made_up_share": mean(r["made_up_share"] for r in same),
+                     **{name: mean(r[name] for r in same) for name in PLACEMENT}})
     if args.json:
         print(json.dumps({"rows": rows, "runs": results, "legacy_ids": args.legacy_ids,
                           "lookups": args.lookups}, indent=1))
         return 0
+    print("Stores: of the copies of each announce (put), the share on Sybils, and the share of "
+          "the k honest nodes closest to the key that hold one.")
     print(f"{'nodes':>6} {'sybil':>6} {'strategy':>10} {'config':>8} {'success':>8} "
-          f"{'first p50':>9} {'p90':>6} {'queries':>7} {'made up':>7}")
+          f"{'first p50':>9} {'p90':>6} {'queries':>7} {'made up':>7} {'ann Sybil':>9} "
+          f"{'ann held':>8} {'put Sybil':>9} {'put held':>8}")
     for row in rows:
         print(f"{row['nodes']:>6} {row['sybil']:>6.0%} {row['strategy']:>10} {row['config']:>8} "
               f"{row['success']:>8.1%} {row['first_peer_p50'] or 0:>9.2f} "
               f"{row['first_peer_p90'] or 0:>6.2f} {row['queries']:>7.1f} "
-              f"{row['made_up_share'] or 0:>7.1%}")
+              f"{row['made_up_share'] or 0:>7.1%} {row['announce_sybil_share'] or 0:>9.1%} "
+              f"{row['announce_true_closest_share'] or 0:>8.1%} {row['put_sybil_share'] or 0:>9.1%} "
+              f"{row['put_true_closest_share'] or 0:>8.1%}")
     return 0
 
 
