@@ -101,3 +101,22 @@ def test_legacy_nodes_keep_ids_that_are_not_bep42_ids():
     assert all(is_secure_id(m.info.id, m.info.ip) for m in everyone if m not in legacy)
     # They stay so: a legacy node never adopts a BEP 42 id.
     assert all(m.engine.families[0].identity.node_id == m.info.id for m in legacy)
+
+
+def test_the_report_says_where_announces_and_puts_were_stored():
+    """Eclipsing Sybils swallow every store made without the defences; with them, stores
+    land on honest nodes, the closest ones among them."""
+    before = NodeConfig(max_believed_shared_bits=0, store_nodes=8, widen_peerless_lookups=8)
+    placed = {}
+    for name, config in (("default", NodeConfig()), ("before", before)):
+        scenario = Scenario(nodes=400, lookups=0, seed=6, sybil=0.2, sybil_strategy="eclipse",
+                            swarms=6, items=6, bootstrap="seeded", settle=5.0, config=config)
+        report = Simulation(scenario).run()
+        placed[name] = report
+        for kind in ("announces", "puts"):
+            assert report[kind]["count"] == 6 and report[kind]["stored_on"]["count"] == 6
+    for kind in ("announces", "puts"):
+        default, undefended = placed["default"][kind], placed["before"][kind]
+        assert default["sybil_share"] == 0.0 and default["missed_true_closest"] == 0.0
+        assert default["true_closest_share"] >= 0.9
+        assert undefended["sybil_share"] >= 0.75 and undefended["missed_true_closest"] >= 0.5

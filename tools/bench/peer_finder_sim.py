@@ -10,13 +10,14 @@ was stored by at least one node is expected), silences `--dead` of the nodes (th
 everyone's tables), then runs `tools/peer_finder.py`'s `find()` with its default
 concurrency, rates and timeout, on a `mldht.Node` attached to the virtual network, in
 virtual time (`mldht.sim.aio`): one warm node, `--infohashes` lookups, the unannounced
-ones mixed in. For comparison, `--cold` single lookups as `mldht get-peers` makes them: a
-fresh node that joins, then looks one swarm up.
+ones mixed in. For comparison, `--cold` single lookups as `mldht get-peers` makes them
+with an empty node cache: a fresh node that looks one swarm up at once (it does not join
+first; its lookup does the joining).
 
 Prints: announced swarms found (any right peer) and complete (every expected peer), the
 unannounced reported empty, wrong peers, queries per lookup (the batch's queries over its
-lookups, with and without the join) against a cold get_peers (join included, and the
-lookup alone), lookups per virtual second, time to first peer, and the wall time. No socket
+lookups, with and without the join) against a cold get_peers (every query its node sent,
+and the lookup's own), lookups per virtual second, time to first peer, and the wall time. No socket
 is opened.
 """
 
@@ -75,9 +76,14 @@ def announce_swarms(sim: Simulation, info_hashes: list[bytes], rng: random.Rando
     return expected
 
 
+OVERRIDES: dict[str, str] = {}
+"""`--set NAME=VALUE`: NodeConfig fields of the measured nodes, changed from the finder's."""
+
+
 def finder_config(finder) -> NodeConfig:
     return NodeConfig.from_overrides({"query_rate": finder.DEFAULT_RATE,
-                                      "per_ip_query_rate": finder.DEFAULT_PER_IP_RATE})
+                                      "per_ip_query_rate": finder.DEFAULT_PER_IP_RATE,
+                                      **OVERRIDES})
 
 
 def next_address(counter: list[int]) -> tuple[str, int]:
@@ -116,12 +122,12 @@ async def cold_lookups(sim: Simulation, finder, info_hashes, contacts_for, addre
         node = Node(address, bootstrap=contacts_for(), clock=lambda: sim.scheduler.now,
                     read_only=True, config=finder_config(finder))
         await attach_node(node, sim.network, address)
-        await node.bootstrap()
-        before = node.stats.queries_sent
+        # As the command does: no join first, the lookup starts from the bootstrap nodes.
         lookup = node.get_peers(info_hash, finder.DEFAULT_TIMEOUT)
         await lookup.collect()
+        summary = lookup.summary
         rows.append({"total_queries": node.stats.queries_sent,
-                     "lookup_queries": node.stats.queries_sent - before})
+                     "lookup_queries": summary.queried + summary.resent if summary else 0})
         await node.close()
     return rows
 
@@ -203,8 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dead", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cold", type=int, default=20, help="cold single lookups to compare")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a NodeConfig field of the finder's and the cold nodes (repeatable)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    for item in args.set:
+        name, _, value = item.partition("=")
+        OVERRIDES[name.strip()] = value.strip()
     if not 0 < args.announced <= args.infohashes:
         parser.error("--announced must be between 1 and --infohashes")
     result = measure(args.nodes, args.infohashes, args.announced, args.loss, args.dead,
