@@ -51,6 +51,15 @@ PROG = "mldht-peer-finder" if __package__ else "peer_finder"
 DEFAULT_CONCURRENCY = 16
 DEFAULT_RATE = 200.0
 DEFAULT_PER_IP_RATE = 3.0
+
+
+def finder_overrides(rate: float = DEFAULT_RATE,
+                     per_ip_rate: float = DEFAULT_PER_IP_RATE) -> dict:
+    """The finder's NodeConfig changes. Its lookups do not race (`aggressive_lookups` off):
+    many at once, they are bound by the query budget, where racing only spends queries; in
+    the simulator that found 8.5 swarms a second instead of 7.2, and each first peer sooner
+    (tools/bench/peer_finder_sim.py, docs/peer-finder.md)."""
+    return {"query_rate": rate, "per_ip_query_rate": per_ip_rate, "aggressive_lookups": False}
 DEFAULT_TIMEOUT = 30.0
 PLAIN_PROGRESS_INTERVAL = 5.0
 RATE_WINDOW = 10.0
@@ -459,8 +468,7 @@ async def run(args, stdin: IO[str], stdout: IO[str], stderr: IO[str],
         skipped -= len(targets)
         if skipped:
             warn(f"--resume: {skipped} already in {output_path}, {len(targets)} to go")
-    config = NodeConfig.from_overrides({"query_rate": args.rate,
-                                        "per_ip_query_rate": args.per_ip_rate})
+    config = NodeConfig.from_overrides(finder_overrides(args.rate, args.per_ip_rate))
     try:
         node = Node(args.bind, bootstrap=args.bootstrap and
                     [spec for value in args.bootstrap for spec in value.split(",") if spec],

@@ -81,9 +81,7 @@ OVERRIDES: dict[str, str] = {}
 
 
 def finder_config(finder) -> NodeConfig:
-    return NodeConfig.from_overrides({"query_rate": finder.DEFAULT_RATE,
-                                      "per_ip_query_rate": finder.DEFAULT_PER_IP_RATE,
-                                      **OVERRIDES})
+    return NodeConfig.from_overrides({**finder.finder_overrides(), **OVERRIDES})
 
 
 def next_address(counter: list[int]) -> tuple[str, int]:
@@ -120,7 +118,7 @@ async def cold_lookups(sim: Simulation, finder, info_hashes, contacts_for, addre
     for info_hash in info_hashes:
         address = next_address(addresses)
         node = Node(address, bootstrap=contacts_for(), clock=lambda: sim.scheduler.now,
-                    read_only=True, config=finder_config(finder))
+                    read_only=True, config=NodeConfig.from_overrides(OVERRIDES))
         await attach_node(node, sim.network, address)
         # As the command does: no join first, the lookup starts from the bootstrap nodes.
         lookup = node.get_peers(info_hash, finder.DEFAULT_TIMEOUT)
