@@ -10,7 +10,8 @@ from .errors import (
     InvalidInput, JoinFailed, KrpcDecodeError, MldhtError, QueryNotSent, QueryTimeout,
     RemoteError, TransportClosed,
 )
-from .ids import InfoHash, NodeId, parse_infohash, random_id_with_prefix
+from .ids import InfoHash, NodeId, random_id_with_prefix
+from .magnet import parse_infohash
 from .bep44 import Item, ItemStore, KeyPair
 from .engine import (
     AnnounceResult, Engine, ItemResult, JoinResult, LookupSummary, NodeStats, PeerLookupResult,

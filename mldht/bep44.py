@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .ids import distance
-from .krpc import encode_bencode
+from .bencoding import encode_bencode
 
 MAX_VALUE_BYTES = 1000
 """Largest bencoded `v` stored or sent (the BEP lets nodes refuse more)."""

@@ -25,8 +25,9 @@ from .bep51 import InvalidSample
 from .blocklist import Blocklist
 from .config import DEFAULT_BOOTSTRAP, NodeConfig, load_config_file, parse_override
 from .errors import InvalidInput, JoinFailed, MldhtError
-from .ids import NodeId, parse_infohash
-from .krpc import decode_bencode
+from .ids import NodeId
+from .magnet import parse_infohash
+from .bencoding import decode_bencode
 from .engine import LookupSummary
 from .node import Node, ipv6_available
 from .state import check_state_path

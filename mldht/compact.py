@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import Iterable
 
+from .errors import InvalidInput
 from .ids import ID_LENGTH, NodeId
 
 Address = tuple[str, int]
@@ -242,8 +243,6 @@ def parse_host_port(text: str, default_port: int | None = None,
     The host may be a name; it is not resolved here. `allow_any_port` accepts port 0
     (for local addresses to bind: any free port).
     """
-    from .errors import InvalidInput
-
     text = text.strip()
     host, port_text = text, None
     if text.startswith("["):

@@ -78,14 +78,6 @@ def random_id_in_bucket(own: bytes, prefix_bits: int, rng: _random.Random) -> No
     return NodeId(value.to_bytes(ID_LENGTH, "big"))
 
 
-def parse_infohash(text: str) -> InfoHash:
-    """An infohash from 40 hex digits, 32 base32 characters or a magnet link (`xt=urn:btih:`,
-    or `xt=urn:btmh:` for a v2 swarm, looked up by the first 20 bytes of its hash)."""
-    from .magnet import parse_target  # magnet imports this module
-
-    return parse_target(text).info_hash
-
-
 def random_id_with_prefix(prefix: bytes | int, bits: int, rng: _random.Random | None = None) -> NodeId:
     """A random id whose first `bits` bits are those of `prefix` (an id-length bytes value
     or an integer holding just the `bits` leading bits): keyspace partitioning, e.g.

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .errors import InvalidInput
 from .ids import InfoHash
-from .krpc import decode_bencode
+from .bencoding import decode_bencode
 
 SHA256_MULTIHASH = "1220"  # multihash code 0x12 (sha2-256), length 0x20
 
@@ -130,3 +130,9 @@ def parse_target(text: str) -> Torrent:
         raise InvalidInput(f"{text[:60]!r} is not an infohash (40 hex digits or 32 base32 "
                            f"characters), a magnet link or a .torrent file")
     return Torrent(info_hash)
+
+
+def parse_infohash(text: str) -> InfoHash:
+    """An infohash from 40 hex digits, 32 base32 characters or a magnet link (`xt=urn:btih:`,
+    or `xt=urn:btmh:` for a v2 swarm, looked up by the first 20 bytes of its hash)."""
+    return parse_target(text).info_hash

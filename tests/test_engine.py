@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import mldht
+import importgraph
 from enginenet import EngineNetwork, build_network, true_closest
 from mldht import NodeConfig, NodeId
 from mldht.bep42 import is_secure_id
@@ -49,56 +50,9 @@ def random_id(rng: random.Random) -> NodeId:
 
 FORBIDDEN = {"asyncio", "socket", "selectors", "time"}
 COMPACT_SOCKET_USES = {"inet_pton", "inet_ntop", "AF_INET", "AF_INET6"}
-PACKAGE_DIR = Path(mldht.__file__).resolve().parent
-
-
-def _module_path(name: str) -> Path | None:
-    """The file of module `mldht.x.y` (a package's __init__.py), or None."""
-    parts = name.split(".")
-    assert parts[0] == "mldht"
-    base = PACKAGE_DIR.joinpath(*parts[1:])
-    if base.with_suffix(".py").is_file():
-        return base.with_suffix(".py")
-    if (base / "__init__.py").is_file():
-        return base / "__init__.py"
-    return None
-
-
-def _imports(name: str, path: Path) -> tuple[list[tuple[str, list[str], int]], ast.Module]:
-    """Every import in the module, anywhere in it (functions included), as (absolute module,
-    imported names, line); relative imports resolved."""
-    tree = ast.parse(path.read_text(), str(path))
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                found.append((alias.name, [], node.lineno))
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            found.append((module, [alias.name for alias in node.names], node.lineno))
-    return found, tree
-
-
-def _mldht_targets(module: str, names: list[str]) -> list[str]:
-    """The mldht modules an import statement loads (a `from pkg import submodule` loads the
-    submodule; a name that is no submodule comes from the package's __init__)."""
-    if module != "mldht" and not module.startswith("mldht."):
-        return []
-    targets = []
-    for imported in names or [""]:
-        submodule = f"{module}.{imported}" if imported else module
-        if imported and _module_path(submodule) is not None:
-            targets.append(submodule)
-        else:
-            targets.append(module)
-    return targets
-
+PACKAGE_DIR = importgraph.PACKAGE_DIR
+_module_path, _imports, _mldht_targets = (importgraph.module_path, importgraph.imports,
+                                           importgraph.mldht_targets)
 
 def _engine_closure() -> dict[str, Path]:
     """Every module of mldht.engine and every mldht module they import, transitively."""
