@@ -12,7 +12,7 @@ from .results import (
     AnnounceResult, ItemResult, LookupSummary, NodeStats, PeerLookupResult, PutResult,
     StoreResult, merge_summaries,
 )
-from .traversal import FindNodeSpec, GetItemSpec, GetPeersSpec, TraversalSpec
+from .specs import FindNodeSpec, GetItemSpec, GetPeersSpec, TraversalSpec
 from .upkeep import JoinResult
 
 __all__ = [

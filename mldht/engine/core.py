@@ -52,6 +52,7 @@ from .events import (
     ErrorReceived, Event, ExternalIpChanged, NodeAdded, NodeIdChanged, NodeRemoved,
     QueryReceived, QueryTimedOut, ResponseReceived,
 )
+from .family import Family
 from .identity import Identity
 from .operations import (
     AnnounceOperation, ItemLookupSpec, LookupOperation, Operation, PutOperation,
@@ -70,40 +71,6 @@ MAX_METHODS_COUNTED = 64
 MAX_VERSIONS_SHARED = 256
 """Bound on the query method names counted (unknown methods are many)."""
 _QUICK_METHOD_NAMES = {b"ping": "ping", b"find_node": "find_node", b"get_peers": "get_peers"}
-
-
-class Family:
-    """What the engine keeps per address family."""
-
-    def __init__(self, name: str, identity: Identity, table: RoutingTable,
-                 handler: QueryHandler) -> None:
-        self.name = name
-        self.ipv6 = name == "ipv6"
-        self.identity = identity
-        self.table = table
-        self.handler = handler
-        self.address: Address | None = None
-        """Our bound address on this family (the driver sets it)."""
-        self.routers: list[Address] = []
-        """Addresses to start lookups from while the table holds fewer than k nodes."""
-        self.saved_nodes: list[NodeInfo] = []
-        """Saved nodes the next join pings (it takes them)."""
-        self.saved_seeds: list[NodeInfo] = []
-        """The same saved nodes, kept for lookups to start from while the table holds fewer
-        than k nodes (a one-shot command looks up at once, without joining first)."""
-        self.saved_addresses: set[Address] = set()
-        self.saved_heard: dict[Address, bool] = {}
-        """Saved nodes asked this run: whether they answered (those that did not are
-        neither asked again by lookups nor saved again)."""
-        self.last_join = -1e18
-        self.sparse_backoff = 30.0
-
-    @property
-    def node_id(self) -> NodeId:
-        return self.identity.node_id
-
-    def saved_unanswered(self, address: Address) -> bool:
-        return self.saved_heard.get(address) is False
 
 
 class Engine:
@@ -314,10 +281,15 @@ class Engine:
     def has_events(self) -> bool:
         return bool(self._results or self._observations)
 
-    def _emit(self, event: Event) -> None:
+    # The next five are for the engine's parts (`EngineParts`), not for drivers.
+
+    def emit(self, event: Event) -> None:
+        """Queue an operation's event for the driver (`next_event`)."""
         self._results.append(event)
 
-    def _observe(self, event: Event) -> None:
+    def observe(self, event: Event) -> None:
+        """Queue an observation event (only made while `observing`); the oldest goes when
+        `max_observations` are waiting."""
         observations = self._observations
         if type(observations) is list:
             observations = self._observations = deque()
@@ -428,7 +400,7 @@ class Engine:
             stats.errors_received_by_code[message.code] = \
                 stats.errors_received_by_code.get(message.code, 0) + 1
             if self.observing:
-                self._observe(ErrorReceived(now, tx.method, source, message.code, message.message))
+                self.observe(ErrorReceived(now, tx.method, source, message.code, message.message))
             tx.owner.on_failure(tx, RemoteError(message.code, message.message), now)
         self._after_transaction(now)
 
@@ -458,7 +430,7 @@ class Engine:
             self._vote_external_ip(family, source, message.requester[0], now)
         message.rtt = now - (tx.sent_at or now)
         if self.observing:
-            self._observe(ResponseReceived(now, tx.method, source, message.sender_id,
+            self.observe(ResponseReceived(now, tx.method, source, message.sender_id,
                                            message.rtt, message.version))
         tx.owner.on_response(tx, message, now)
 
@@ -482,7 +454,7 @@ class Engine:
         arguments = query[b"a"]
         read_only = query.get(b"ro") == 1
         if self.observing:
-            self._observe(QueryReceived(now, method, source, arguments[b"id"],
+            self.observe(QueryReceived(now, method, source, arguments[b"id"],
                                         arguments.get(b"target") or arguments.get(b"info_hash"),
                                         read_only, query.get(b"v"), arguments))
         if not read_only:
@@ -496,7 +468,7 @@ class Engine:
         if self.observing:
             arguments = raw.get(b"a") if isinstance(raw.get(b"a"), dict) else {}
             target = arguments.get(b"target") or arguments.get(b"info_hash")
-            self._observe(QueryReceived(now, method, source, query.sender_id,
+            self.observe(QueryReceived(now, method, source, query.sender_id,
                                         target if isinstance(target, bytes) else None,
                                         query.read_only, query.version, arguments))
         if self.read_only:
@@ -540,12 +512,12 @@ class Engine:
         if family is not None:
             family.table.on_timeout(tx.address, now)
         if self.observing:
-            self._observe(QueryTimedOut(now, tx.method, tx.address))
+            self.observe(QueryTimedOut(now, tx.method, tx.address))
 
     def _table_changed(self, change: str, entry) -> None:
         if self.observing:
             event = NodeAdded if change == "added" else NodeRemoved
-            self._observe(event(self.now, entry.info))
+            self.observe(event(self.now, entry.info))
 
     # --- identity ----------------------------------------------------------------------------
 
@@ -556,7 +528,7 @@ class Engine:
         if changed is None:
             return
         if self.observing:
-            self._observe(ExternalIpChanged(now, changed, identity.voters_for(changed)))
+            self.observe(ExternalIpChanged(now, changed, identity.voters_for(changed)))
         new_id = identity.new_id_for(changed, self.rng)
         if new_id is not None:
             self.change_id(family, new_id, now, reason=f"BEP 42 id for {changed}")
@@ -571,7 +543,7 @@ class Engine:
         family.handler.table = family.table
         self.stats.id_changes += 1
         if self.observing:
-            self._observe(NodeIdChanged(now, old, new_id, reason))
+            self.observe(NodeIdChanged(now, old, new_id, reason))
         if not self.closed:
             self.start_internal_lookup(FindNodeSpec(new_id), family, now,
                                        timeout=self.config.bootstrap_timeout)
@@ -615,18 +587,21 @@ class Engine:
     def cancel_transaction(self, tx: Transaction, now: float) -> None:
         self.transactions.cancel(tx, now)
 
-    def _next_handle(self) -> int:
+    def next_handle(self) -> int:
+        """A new operation handle."""
         return next(self._handles)
 
-    def _register(self, operation: Operation) -> None:
+    def register(self, operation: Operation) -> None:
+        """Count `operation` among those in flight (`operations`, `cancel`, `close`)."""
         self._operations[operation.handle] = operation
 
-    def _forget(self, operation: Operation) -> None:
+    def forget(self, operation: Operation) -> None:
+        """`operation` has ended: no longer in flight."""
         self._operations.pop(operation.handle, None)
 
     def _start(self, operation: Operation, now: float) -> int:
         self.now = now
-        self._register(operation)
+        self.register(operation)
         operation.start(now)
         return operation.handle
 
@@ -644,7 +619,7 @@ class Engine:
                     timeout: float | None = None) -> int:
         """Send any query; the result is its `Response` (`RemoteError` for a KRPC error)."""
         address = (normalize_ip(address[0]), address[1])
-        return self._start(QueryOperation(self, self._next_handle(), now, address, query,
+        return self._start(QueryOperation(self, self.next_handle(), now, address, query,
                                           self.config.query_timeout if timeout is None
                                           else timeout), now)
 
@@ -653,7 +628,7 @@ class Engine:
         address = (normalize_ip(address[0]), address[1])
         family = self.family_of(address[0])
         return self._start(QueryOperation(
-            self, self._next_handle(), now, address,
+            self, self.next_handle(), now, address,
             Ping(transaction_id=b"", sender_id=family.identity.node_id),
             self.config.query_timeout if timeout is None else timeout, convert=ping_result), now)
 
@@ -666,14 +641,14 @@ class Engine:
                                  target=NodeId(target) if target is not None
                                  else NodeId.random(self.rng))
         return self._start(QueryOperation(
-            self, self._next_handle(), now, address, query,
+            self, self.next_handle(), now, address, query,
             self.config.query_timeout if timeout is None else timeout,
             convert=sample_result), now)
 
     def start_traversal(self, spec: TraversalSpec, now: float, timeout: float = 30.0) -> int:
         """Run a traversal of any kind (an application's own `TraversalSpec` included) on
         every family; the result is `spec.result(summary)`."""
-        return self._start(LookupOperation(self, self._next_handle(), now, spec, timeout), now)
+        return self._start(LookupOperation(self, self.next_handle(), now, spec, timeout), now)
 
     def start_find_node(self, target: bytes, now: float, timeout: float = 30.0) -> int:
         """Iterative find_node; the result is the `LookupSummary` (its `closest`)."""
@@ -691,7 +666,7 @@ class Engine:
         result is an `AnnounceResult`."""
         if port is None and not implied_port:
             raise InvalidInput("give a port, or implied_port=True")
-        return self._start(AnnounceOperation(self, self._next_handle(), now, info_hash, port,
+        return self._start(AnnounceOperation(self, self.next_handle(), now, info_hash, port,
                                              implied_port, seed, timeout), now)
 
     def start_get_item(self, target: bytes, now: float, salt: bytes = b"",
@@ -703,7 +678,7 @@ class Engine:
                   cas: int | None = None, timeout: float = 30.0) -> int:
         """BEP 44 put: a get traversal, then `make(item found or None)` is put on the k
         closest nodes; the result is a `PutResult`."""
-        return self._start(PutOperation(self, self._next_handle(), now, target, salt, make, cas,
+        return self._start(PutOperation(self, self.next_handle(), now, target, salt, make, cas,
                                         timeout), now)
 
     def start_put_immutable(self, value, now: float, timeout: float = 30.0) -> int:
@@ -723,7 +698,7 @@ class Engine:
     def start_bootstrap(self, now: float, timeout: float | None = None) -> int:
         """Join: ping saved nodes, look up our own id from the routers (again while the table
         stays under k), refresh sparse buckets; the result is a `JoinResult`."""
-        return self._start(JoinOperation(self, self._next_handle(), now,
+        return self._start(JoinOperation(self, self.next_handle(), now,
                                          self.config.bootstrap_timeout if timeout is None
                                          else timeout), now)
 
@@ -737,7 +712,7 @@ class Engine:
             raise InvalidInput("give a port, or implied_port=True")
         config = self.config
         return self._start(KeepAlive(
-            self, self._next_handle(), now, "keep_announced",
+            self, self.next_handle(), now, "keep_announced",
             announce_round(self, info_hash, port, implied_port, seed, timeout),
             config.reannounce_interval if interval is None else interval,
             config.republish_jitter, _random.Random(self.rng.getrandbits(64))), now)
@@ -752,14 +727,14 @@ class Engine:
             raise InvalidInput(f"cannot put this item: {problem[1]}")
         config = self.config
         return self._start(KeepAlive(
-            self, self._next_handle(), now, "keep_item", put_round(self, item, timeout),
+            self, self.next_handle(), now, "keep_item", put_round(self, item, timeout),
             config.item_republish_interval if interval is None else interval,
             config.republish_jitter, _random.Random(self.rng.getrandbits(64))), now)
 
     def start_internal_lookup(self, spec: TraversalSpec, family: Family, now: float,
                               timeout: float = 30.0) -> None:
         """A lookup the engine runs for itself (refresh, rejoin, after an id change)."""
-        operation = LookupOperation(self, self._next_handle(), now, spec, timeout,
+        operation = LookupOperation(self, self.next_handle(), now, spec, timeout,
                                     families=[family], parent=lambda *args: None)
         self._start(operation, now)
 

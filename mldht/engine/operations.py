@@ -25,7 +25,8 @@ from .traversal import GetItemSpec, GetPeersSpec, TraversalRun, TraversalSpec
 
 if TYPE_CHECKING:
     from ..bep44 import Item
-    from .core import Engine, Family
+    from .family import Family
+    from .interface import EngineParts
 
 
 class Operation:
@@ -33,7 +34,7 @@ class Operation:
 
     kind = "operation"
 
-    def __init__(self, engine: "Engine", handle: int, now: float,
+    def __init__(self, engine: "EngineParts", handle: int, now: float,
                  parent: Callable[["Operation", Any, BaseException | None, float], None] | None = None) -> None:
         self.engine = engine
         self.handle = handle
@@ -50,7 +51,7 @@ class Operation:
         if not self.done:
             self.done = True
             self._stop(now)
-            self.engine._forget(self)
+            self.engine.forget(self)
 
     def _stop(self, now: float) -> None:
         pass
@@ -59,22 +60,22 @@ class Operation:
         if self.done:
             return
         self.done = True
-        self.engine._forget(self)
+        self.engine.forget(self)
         if self.parent is not None:
             self.parent(self, result, None, now)
         else:
-            self.engine._emit(OperationDone(self.handle, result))
+            self.engine.emit(OperationDone(self.handle, result))
 
     def fail(self, error: BaseException, now: float) -> None:
         if self.done:
             return
         self.done = True
         self._stop(now)
-        self.engine._forget(self)
+        self.engine.forget(self)
         if self.parent is not None:
             self.parent(self, None, error, now)
         else:
-            self.engine._emit(OperationFailed(self.handle, error))  # type: ignore[arg-type]
+            self.engine.emit(OperationFailed(self.handle, error))  # type: ignore[arg-type]
 
     def describe(self, now: float) -> dict:
         return {"handle": self.handle, "kind": self.kind, "purpose": self.purpose,
@@ -87,7 +88,7 @@ class QueryOperation(Operation, TransactionOwner):
 
     kind = "query"
 
-    def __init__(self, engine: "Engine", handle: int, now: float, address: Address,
+    def __init__(self, engine: "EngineParts", handle: int, now: float, address: Address,
                  query: Query, timeout: float,
                  convert: Callable[[Response], Any] | None = None, **kwargs) -> None:
         super().__init__(engine, handle, now, **kwargs)
@@ -128,7 +129,7 @@ class LookupOperation(Operation):
     """A traversal on every family the engine has (or those given), merged once. Peers of
     get_peers-like traversals are reported as they come (`PeersFound`), each once."""
 
-    def __init__(self, engine: "Engine", handle: int, now: float, spec: TraversalSpec,
+    def __init__(self, engine: "EngineParts", handle: int, now: float, spec: TraversalSpec,
                  timeout: float, families: list["Family"] | None = None, **kwargs) -> None:
         super().__init__(engine, handle, now, **kwargs)
         self.spec = spec
@@ -158,10 +159,10 @@ class LookupOperation(Operation):
             if new:
                 self.seen.update(new)
                 if self.parent is None:
-                    engine._emit(PeersFound(self.handle, new))
+                    engine.emit(PeersFound(self.handle, new))
         if engine.observing:
             queried, answered, _ = self.progress()
-            engine._observe(LookupProgress(now, self.handle, self.kind, self.spec.target,
+            engine.observe(LookupProgress(now, self.handle, self.kind, self.spec.target,
                                            queried, answered, len(self.seen)))
         if self.spec.stop():
             for other in self.runs:
@@ -188,7 +189,7 @@ class LookupOperation(Operation):
             summary.peers = len(self.seen)
         self.summary = summary
         if self.engine.observing:
-            self.engine._observe(LookupFinished(now, self.handle, self.kind, summary))
+            self.engine.observe(LookupFinished(now, self.handle, self.kind, summary))
         self.completed(summary, now)
 
     def completed(self, summary: LookupSummary, now: float) -> None:
@@ -267,7 +268,7 @@ class AnnounceOperation(StoringOperation):
 
     kind = "announce"
 
-    def __init__(self, engine: "Engine", handle: int, now: float, info_hash: bytes,
+    def __init__(self, engine: "EngineParts", handle: int, now: float, info_hash: bytes,
                  port: int | None, implied_port: bool, seed: bool, timeout: float,
                  **kwargs) -> None:
         super().__init__(engine, handle, now, GetPeersSpec(info_hash), timeout, **kwargs)
@@ -300,7 +301,7 @@ class PutOperation(StoringOperation):
 
     kind = "put"
 
-    def __init__(self, engine: "Engine", handle: int, now: float, target: bytes, salt: bytes,
+    def __init__(self, engine: "EngineParts", handle: int, now: float, target: bytes, salt: bytes,
                  make: Callable[["Item | None"], "Item"], cas: int | None, timeout: float,
                  **kwargs) -> None:
         super().__init__(engine, handle, now, GetItemSpec(target, salt, stop_at_immutable=False),

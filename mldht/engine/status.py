@@ -9,7 +9,8 @@ from ..clients import describe_version
 from ..compact import format_address
 
 if TYPE_CHECKING:
-    from .core import Engine, Family
+    from .family import Family
+    from .interface import EngineParts
 
 
 def table_status(family: "Family", now: float) -> dict:
@@ -53,7 +54,7 @@ def table_entries(family: "Family", now: float) -> dict:
     return {"node_id": family.identity.node_id.hex(), "buckets": buckets}
 
 
-def build_status(engine: "Engine", now: float) -> dict:
+def build_status(engine: "EngineParts", now: float) -> dict:
     families = {}
     for family in engine.families:
         families[family.name] = {

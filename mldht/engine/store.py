@@ -13,14 +13,14 @@ from .results import StoreResult
 from .transactions import Transaction, TransactionOwner
 
 if TYPE_CHECKING:
-    from .core import Engine
+    from .interface import EngineParts
 
 
 class StorePhase(TransactionOwner):
     """Sends `make_query(candidate)` to every candidate; `on_done(self, now)` once all have
     answered or failed (each query has the hard timeout, capped by `deadline`)."""
 
-    def __init__(self, engine: "Engine", targets: list[Candidate],
+    def __init__(self, engine: "EngineParts", targets: list[Candidate],
                  make_query: Callable[[Candidate], Query], deadline: float,
                  on_done: Callable[["StorePhase", float], None]) -> None:
         self.engine = engine

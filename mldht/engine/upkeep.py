@@ -21,7 +21,8 @@ from .traversal import FindNodeSpec
 
 if TYPE_CHECKING:
     from ..bep44 import Item
-    from .core import Engine, Family
+    from .family import Family
+    from .interface import EngineParts
 
 VERIFY_INTERVAL = 30.0
 """Seconds between two verification pings of one IP."""
@@ -41,7 +42,7 @@ class Verifier(TransactionOwner):
     entry, a full bucket's oldest. The answer itself does the work (every response goes
     through the routing table); this only bounds how many run and how often per IP."""
 
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: "EngineParts") -> None:
         self.engine = engine
         self.verifying: set[Address] = set()
         self._verified_at: dict[str, float] = {}
@@ -147,10 +148,10 @@ class _FamilyJoin(TransactionOwner):
     def _run(self, spec, now: float, then: Callable) -> None:
         engine = self.engine
         timeout = max(self.join.deadline - now, 0.1)
-        operation = LookupOperation(engine, engine._next_handle(), now, spec, timeout,
+        operation = LookupOperation(engine, engine.next_handle(), now, spec, timeout,
                                     families=[self.family], parent=then)
         self.running.add(operation)
-        engine._register(operation)
+        engine.register(operation)
         operation.start(now)
 
     def _own_id_done(self, operation: Operation, result, error, now: float) -> None:
@@ -212,7 +213,7 @@ class JoinOperation(Operation):
 
     kind = "bootstrap"
 
-    def __init__(self, engine: "Engine", handle: int, now: float, timeout: float,
+    def __init__(self, engine: "EngineParts", handle: int, now: float, timeout: float,
                  **kwargs) -> None:
         super().__init__(engine, handle, now, **kwargs)
         self.deadline = now + timeout
@@ -261,7 +262,7 @@ class JoinOperation(Operation):
 class Upkeep:
     """The periodic chores, every `maintenance_interval` seconds."""
 
-    def __init__(self, engine: "Engine", now: float) -> None:
+    def __init__(self, engine: "EngineParts", now: float) -> None:
         self.engine = engine
         self.last_expiry = now
         self.timer = engine.timers.at(now + engine.config.maintenance_interval, self.tick)
@@ -302,7 +303,7 @@ class KeepAlive(Operation):
     `jitter` of it), a fresh operation made by `make_round(now, parent)`; each round's
     result comes as a `Renewed` event on this handle."""
 
-    def __init__(self, engine: "Engine", handle: int, now: float, kind: str,
+    def __init__(self, engine: "EngineParts", handle: int, now: float, kind: str,
                  make_round: Callable[[float, Callable], Operation], interval: float,
                  jitter: float, rng: _random.Random) -> None:
         super().__init__(engine, handle, now)
@@ -324,7 +325,7 @@ class KeepAlive(Operation):
         if self.done:
             return
         self.round = self.make_round(now, self._round_done)
-        self.engine._register(self.round)
+        self.engine.register(self.round)
         self.round.start(now)
 
     def _round_done(self, operation: Operation, result: Any, error: BaseException | None,
@@ -333,7 +334,7 @@ class KeepAlive(Operation):
         self.rounds += 1
         if self.done:
             return
-        self.engine._emit(Renewed(self.handle, result if error is None else error))
+        self.engine.emit(Renewed(self.handle, result if error is None else error))
         spread = self.interval * self.jitter
         self.next_at = now + self.interval + self.rng.uniform(-spread, spread)
         self.timer = self.engine.timers.at(self.next_at, self._begin)
@@ -348,16 +349,16 @@ class KeepAlive(Operation):
                 "next_in": None if self.next_at is None else round(self.next_at - now, 1)}
 
 
-def announce_round(engine: "Engine", info_hash: bytes, port: int | None, implied_port: bool,
+def announce_round(engine: "EngineParts", info_hash: bytes, port: int | None, implied_port: bool,
                    seed: bool, timeout: float):
     def make(now: float, parent: Callable) -> Operation:
-        return AnnounceOperation(engine, engine._next_handle(), now, info_hash, port,
+        return AnnounceOperation(engine, engine.next_handle(), now, info_hash, port,
                                  implied_port, seed, timeout, parent=parent)
     return make
 
 
-def put_round(engine: "Engine", item: "Item", timeout: float):
+def put_round(engine: "EngineParts", item: "Item", timeout: float):
     def make(now: float, parent: Callable) -> Operation:
-        return PutOperation(engine, engine._next_handle(), now, item.target, item.salt,
+        return PutOperation(engine, engine.next_handle(), now, item.target, item.salt,
                             lambda current: item, None, timeout, parent=parent)
     return make
