@@ -94,7 +94,7 @@ def test_http_load_figures(capsys):
 
 @pytest.mark.network
 def test_peer_finder_loopback_figures(capsys, monkeypatch):
-    """tools/bench/peer_finder_loopback.py, small: 8 `mldht serve` processes; every announced
+    """tools/bench/peer_finder_loopback.py, small: 8 nodes in host processes; every announced
     swarm found with its peer, the unannounced ones empty, and no node rate-limited."""
     from netguard import guarded_env
     guarded = guarded_env()  # the children (nodes, finder) inherit the network guard

@@ -5,13 +5,14 @@ does the crawler sustain on one core, and how long does a sweep take?
         [--concurrency 512] [--query-timeout S] [--join-concurrency N] [--join-wait S]
         [--no-pin] [--timeout S] [--keep] [--db postgresql://...] [--json]
 
-The network: `--hosts` host processes (this file run with `--host`), each running its share
-of `--nodes` `mldht.Node`s in one asyncio loop, node g on its own address
-127.30.(g // 250).(g % 250 + 1) (a routing table keeps one node per IP). The first node of
-the first host is the seed; every other node joins (`bootstrap()`) from the seed and two
-nodes of its own host that joined before it, `--join-concurrency` at a time per host. Once
-every host has joined, each node looks up its own id once more (the tables then know the
-whole network, not what existed when the node joined). Host nodes run with
+The network (`loopnet.LoopbackDHT`, shared with the peer finder's loopback benchmark):
+`--hosts` host processes, each running its share of `--nodes` `mldht.Node`s in one asyncio
+loop, node g on its own address 127.30.(g // 250).(g % 250 + 1) (a routing table keeps one
+node per IP). The first node of the first host is the seed; every other node joins
+(`bootstrap()`) from the seed and two nodes of its own host that joined before it,
+`--join-concurrency` at a time per host. Once every host has joined, each node looks up its
+own id once more (the tables then know the whole network, not what existed when the node
+joined). Host nodes run with
 `inbound_rate=0` and `reply_bytes_per_second=0`: thousands of joins go through the seed,
 whose per-IP inbound and reply budgets are not what is measured here (the crawler sends at
 most 2 queries a second to one IP and is never limited by them).
@@ -52,9 +53,7 @@ import bisect
 import contextlib
 import json
 import os
-import random
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -69,11 +68,14 @@ if str(REPO) not in sys.path:
 if str(REPO / "tools") not in sys.path:
     sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loopnet import BenchError, LoopbackDHT  # noqa: E402
 from processes import DutyCycle, child_env, cores, cpu_seconds, pinned  # noqa: E402
 
 CRAWLER = REPO / "tools" / "crawler.py"
 NODE_NET = "127.30"
-PER_SUBNET = 250
+HOST_SETTINGS = ["inbound_rate=0", "reply_bytes_per_second=0"]
+"""Thousands of joins go through the seed: its per-IP inbound and reply budgets are not what
+is measured here (the crawler sends at most 2 queries a second to one IP)."""
 CRAWLER_BIND = "127.29.0.1:0"
 ANCHOR_PACKETS_PER_SECOND = 20_000
 """the8472's mldht: 20,000 packets a second on one Xeon core."""
@@ -84,223 +86,12 @@ MAX_DIAGNOSED = 50
 """Nodes the crawler missed that the hosts are asked about (who lists them)."""
 
 
-class BenchError(Exception):
-    """The network or the crawler could not be run: exit 2 with this message."""
-
-
-def node_ip(index: int) -> str:
-    return f"{NODE_NET}.{index // PER_SUBNET}.{index % PER_SUBNET + 1}"
-
-
 def percentile(values: list, share: float):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else None
 
 
-# --- a host: many nodes in one process ------------------------------------------------------
-
-def emit(message: dict) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
-async def host(args) -> int:
-    """`--host`: run nodes `args.first` .. `args.first + args.count - 1`; talk JSON lines on
-    stdout, take commands (`refresh`, `stats`, `quit`) on stdin; stop on EOF or a signal."""
-    from mldht import Node, NodeConfig
-    from mldht.errors import MldhtError
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    config = NodeConfig(inbound_rate=0, reply_bytes_per_second=0)
-    rng = random.Random(args.first)
-    nodes: list = []
-    """The nodes started, in the order they started."""
-    seed = args.seed
-
-    def spec(node) -> str:
-        ip, port = node.address
-        return f"{ip}:{port}"
-
-    async def next_command() -> str | None:
-        line_task = asyncio.ensure_future(reader.readline())
-        stop_task = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({line_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        stop_task.cancel()
-        if not line_task.done():
-            line_task.cancel()
-            return None
-        return line_task.result().decode().strip() or None  # b"": EOF
-
-    async def each(work, items, concurrency: int) -> int:
-        """`work(item)` for every item, `concurrency` at a time; the failures counted."""
-        gate = asyncio.Semaphore(concurrency)
-        failures = 0
-
-        async def one(item) -> None:
-            nonlocal failures
-            async with gate:
-                if stop.is_set():
-                    return
-                try:
-                    await work(item)
-                except (MldhtError, OSError, TimeoutError):
-                    failures += 1
-        await asyncio.gather(*(one(item) for item in items))
-        return failures
-
-    try:
-        indexes = list(range(args.first, args.first + args.count))
-        if seed is None:  # the first host: its first node is the seed, it joins nobody
-            first = Node((node_ip(indexes.pop(0)), 0), bootstrap=[], config=config)
-            await first.start()
-            nodes.append(first)
-            seed = spec(first)
-            emit({"seed": seed})
-        joined = list(nodes)
-        began = time.monotonic()
-
-        async def join(index: int) -> None:
-            # Created when its turn comes: its bootstrap list names the seed and two nodes
-            # of this host that joined before it.
-            friends = [spec(other) for other in rng.sample(joined, min(2, len(joined)))]
-            node = Node((node_ip(index), 0), bootstrap=[seed, *friends], config=config)
-            await node.start()
-            nodes.append(node)
-            await node.bootstrap(timeout=args.join_timeout)
-            joined.append(node)
-        failed = await each(join, indexes, args.join_concurrency)
-        emit({"joined": len(joined), "failed": failed,
-              "seconds": round(time.monotonic() - began, 2),
-              "addresses": [spec(node) for node in nodes]})
-        while not stop.is_set():
-            command = await next_command()
-            if command is None or command == "quit":
-                break
-            if command == "refresh":
-                began = time.monotonic()
-
-                async def refresh(node) -> None:
-                    await node.find_node_lookup(node.node_id, timeout=args.join_timeout)
-                failed = await each(refresh, nodes, args.join_concurrency)
-                emit({"ready": len(nodes), "failed": failed,
-                      "seconds": round(time.monotonic() - began, 2),
-                      "tables": [len(node.routing_table) for node in nodes]})
-            elif command.startswith("diagnose "):
-                # For each IP asked about: how many of this host's nodes list it in their
-                # routing table (or its replacement cache), and its id and table size when
-                # it is one of ours.
-                asked = command.split()[1].split(",")
-                report = {ip: {"listed_by": 0, "cached_by": 0} for ip in asked}
-                for node in nodes:
-                    for family in node.table().values():
-                        for bucket in family["buckets"]:
-                            for key, entries in (("listed_by", bucket["nodes"]),
-                                                 ("cached_by", bucket.get("replacements", []))):
-                                for entry in entries:
-                                    ip = entry["address"].rpartition(":")[0].strip("[]")
-                                    if ip in report:
-                                        report[ip][key] += 1
-                    ip = node.address[0]
-                    if ip in report:
-                        report[ip].update(id=node.node_id.hex(), table=len(node.routing_table))
-                emit({"diagnose": report})
-            elif command == "stats":
-                emit({"stats": {
-                    "queries_received": sum(sum(n.stats.queries_received.values())
-                                            for n in nodes),
-                    "datagrams_received": sum(n.stats.datagrams_received for n in nodes),
-                    "datagrams_sent": sum(n.stats.datagrams_sent for n in nodes),
-                    "rate_limited": sum(n.stats.rate_limited for n in nodes)}})
-    finally:
-        await asyncio.gather(*(node.close() for node in nodes), return_exceptions=True)
-    return 0
-
-
 # --- the benchmark ------------------------------------------------------------------------
-
-class Host:
-    """One host child process: its JSON lines in `messages`, its stderr in a log file."""
-
-    def __init__(self, index: int, first: int, count: int, folder: Path) -> None:
-        self.index, self.first, self.count = index, first, count
-        self.log = folder / f"host-{index}.log"
-        self.process: asyncio.subprocess.Process | None = None
-        self.messages: asyncio.Queue = asyncio.Queue()
-        self.reader: asyncio.Task | None = None
-
-    async def start(self, seed: str | None, args, env, cpus) -> None:
-        command = [sys.executable, str(Path(__file__).resolve()), "--host",
-                   "--first", str(self.first), "--count", str(self.count),
-                   "--join-concurrency", str(args.join_concurrency),
-                   "--join-timeout", str(args.join_timeout)]
-        if seed is not None:
-            command += ["--seed", seed]
-        with open(self.log, "wb") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                *pinned(command, cpus), env=env, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=log, limit=1 << 24)  # long lines: addresses
-        self.reader = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            with contextlib.suppress(ValueError):
-                await self.messages.put(json.loads(line))
-        await self.messages.put(None)
-
-    async def expect(self, key: str, seconds: float) -> dict:
-        """The next message carrying `key` (BenchError when the host exits or is late)."""
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                message = await asyncio.wait_for(self.messages.get(),
-                                                 max(0.01, deadline - time.monotonic()))
-            except TimeoutError:
-                raise BenchError(f"host {self.index}: no {key!r} within {seconds:g} s") from None
-            if message is None:
-                raise BenchError(f"host {self.index} exited: "
-                                 f"{self.log.read_text(errors='replace')[-2000:]}")
-            if key in message:
-                return message
-
-    def send(self, command: str) -> None:
-        if self.process is not None and self.process.stdin is not None and \
-                self.process.returncode is None:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                self.process.stdin.write(command.encode() + b"\n")
-
-    async def stats(self) -> dict:
-        self.send("stats")
-        return (await self.expect("stats", 30))["stats"]
-
-
-async def stop_hosts(hosts: list[Host], grace: float = 10.0) -> None:
-    """`quit` to each host still running (our own children), SIGINT after `grace`, SIGKILL
-    after as long again."""
-    running = [h for h in hosts if h.process is not None and h.process.returncode is None]
-    for h in running:
-        h.send("quit")
-        with contextlib.suppress(Exception):
-            h.process.stdin.close()
-    for signum in (None, signal.SIGINT, signal.SIGKILL):
-        left = [h for h in running if h.process.returncode is None]
-        for h in left:
-            if signum is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    h.process.send_signal(signum)
-        if not left:
-            break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(h.process.wait() for h in left)), grace)
-    for h in hosts:
-        if h.reader is not None:
-            h.reader.cancel()
-
 
 class Sampler:
     """Reads the CPU time of some processes every POLL seconds:
@@ -466,45 +257,25 @@ async def measure(args) -> dict:
     if host_cpus is not None:
         affinity = os.sched_getaffinity(0)
         os.sched_setaffinity(0, host_cpus)  # this script stays off the crawler's core
-    shares = [args.nodes // args.hosts + (i < args.nodes % args.hosts) for i in range(args.hosts)]
-    firsts = [sum(shares[:i]) for i in range(args.hosts)]
-    hosts = [Host(i, firsts[i], shares[i], folder) for i in range(args.hosts)]
+    dht = LoopbackDHT(args.nodes, args.hosts, folder, net=NODE_NET, settings=HOST_SETTINGS,
+                      join_concurrency=args.join_concurrency, join_timeout=args.join_timeout)
     began = time.monotonic()
     try:
-        await hosts[0].start(None, args, env, host_cpus)
-        seed = (await hosts[0].expect("seed", 60))["seed"]
-        for h in hosts[1:]:
-            await h.start(seed, args, env, host_cpus)
-        joins = await asyncio.gather(*(h.expect("joined", args.join_wait) for h in hosts))
-        join_seconds = time.monotonic() - began
-        addresses = [a for message in joins for a in message["addresses"]]
+        ready = await dht.start(args.join_wait, env, host_cpus)
+        join_seconds, ready_seconds = ready["join_seconds"], ready["ready_seconds"]
+        addresses, tables = ready["addresses"], ready["tables"]
         started_ips = {a.rpartition(":")[0] for a in addresses}
-        for h in hosts:
-            h.send("refresh")
-        readies = await asyncio.gather(*(h.expect("ready", args.join_wait) for h in hosts))
-        ready_seconds = time.monotonic() - began
-        tables = [size for message in readies for size in message["tables"]]
-        before = await asyncio.gather(*(h.stats() for h in hosts))
+        before = await dht.stats()
         # The crawler joins through a node in the middle of the network, not the seed.
         bootstrap = addresses[len(addresses) // 2]
         left = args.timeout - (time.monotonic() - began)
         crawl = await run_crawler(args, folder, bootstrap, env, crawler_cpu,
-                                  max(10.0, left - 30),
-                                  [h.process.pid for h in hosts])
-        after = await asyncio.gather(*(h.stats() for h in hosts))
+                                  max(10.0, left - 30), dht.pids)
+        after = await dht.stats()
         missed_ips = sorted(started_ips - crawl["found"])[:MAX_DIAGNOSED]
-        diagnosis: dict[str, dict] = {}
-        if missed_ips:
-            for h in hosts:
-                h.send("diagnose " + ",".join(missed_ips))
-            for report in await asyncio.gather(*(h.expect("diagnose", 60) for h in hosts)):
-                for ip, part in report["diagnose"].items():
-                    merged = diagnosis.setdefault(ip, {"listed_by": 0, "cached_by": 0})
-                    merged["listed_by"] += part.pop("listed_by")
-                    merged["cached_by"] += part.pop("cached_by")
-                    merged.update(part)
+        diagnosis = await dht.diagnose(missed_ips)
     finally:
-        await stop_hosts(hosts)
+        await dht.stop()
         if affinity is not None:
             os.sched_setaffinity(0, affinity)
         if args.keep:
@@ -522,7 +293,7 @@ async def measure(args) -> dict:
     # The visits' own datagrams: each query, and each reply but the timeouts' (no retries).
     visit_packets = 2 * crawl["visit_queries"] - outcomes.get("timeout", 0)
     host_cores = len(host_cpus) if host_cpus else (os.cpu_count() or 1)
-    host_pids = [h.process.pid for h in hosts]
+    host_pids = dht.pids
 
     def seconds_of(window):
         return None if window is None else window[1] - window[0]
@@ -559,10 +330,10 @@ async def measure(args) -> dict:
     return {
         "nodes": args.nodes, "hosts": args.hosts,
         "pinned": {"hosts": sorted(host_cpus) if host_cpus else None, "crawler": crawler_cpu},
-        "joined": sum(message["joined"] for message in joins),
-        "join_failures": sum(message["failed"] for message in joins),
+        "joined": ready["joined"],
+        "join_failures": ready["join_failed"],
         "join_seconds": round(join_seconds, 1),
-        "refresh_failures": sum(message["failed"] for message in readies),
+        "refresh_failures": ready["refresh_failed"],
         "network_ready_seconds": round(ready_seconds, 1),
         "table_sizes": {"min": min(tables), "median": percentile(tables, 0.5),
                         "max": max(tables)},
@@ -616,25 +387,8 @@ async def bounded(args) -> dict:
         raise BenchError(f"not done within --timeout {args.timeout:g} s") from None
 
 
-def host_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="crawl_loopback.py --host")
-    parser.add_argument("--first", type=int, required=True)
-    parser.add_argument("--count", type=int, required=True)
-    parser.add_argument("--seed", default=None, metavar="IP:PORT")
-    parser.add_argument("--join-concurrency", type=int, default=25)
-    parser.add_argument("--join-timeout", type=float, default=20.0)
-    args = parser.parse_args(argv)
-    if args.count < 1 or args.first < 0 or args.first + args.count > MAX_NODES:
-        parser.error(f"nodes from 0 to {MAX_NODES - 1}")
-    if args.seed is not None and not args.seed.startswith("127."):
-        parser.error("--seed must be a loopback address")
-    return asyncio.run(host(args))
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["--host"]:
-        return host_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=2000, help="nodes in all (default 2000)")
     parser.add_argument("--hosts", type=int, default=8,

@@ -1,16 +1,15 @@
 """tools/peer_finder.py against a loopback DHT of `mldht serve` processes: does it find every
 announced swarm, politely, and how fast?
 
-    python tools/bench/peer_finder_loopback.py [--nodes 60] [--announced 500]
+    python tools/bench/peer_finder_loopback.py [--nodes 60] [--hosts 4] [--announced 500]
         [--unannounced 100] [--announcers 10] [--concurrency N] [--lookup-timeout S]
-        [--min-table N] [--seed N] [--timeout S] [--json]
+        [--join-wait S] [--seed N] [--timeout S] [--json]
 
-Starts `--nodes` `mldht serve` processes, each on its own address 127.0.11.i (a routing
-table keeps one node per IP) with `--http 127.0.11.i:0`, logging to a file in a temporary
-folder; the first one bootstraps from a dead loopback address, the others from the first.
-Waits (bounded by `--table-wait`) until every node's /api/status shows at least
-`--min-table` nodes in its routing table and the table sizes stop changing (the joins are
-over). Then `--announcers` read-only `mldht.Node`s in this process, on 127.0.12.j,
+The network is `loopnet.LoopbackDHT` (shared with the crawler's loopback benchmark):
+`--nodes` `mldht.Node`s with the default configuration (the per-IP inbound limits on) in
+`--hosts` host processes, each node on its own address 127.31.0.i (a routing table keeps
+one node per IP), joined through the first and then each looking its own id up once more.
+Then `--announcers` read-only `mldht.Node`s in this process, on 127.0.12.j,
 announce `--announced` random infohashes between them, each with a port of its own (BEP 5
 stores the sender's IP and the given port: the expected peer is 127.0.12.j:port), and are
 closed. `--unannounced` more random infohashes are announced by nobody. All of them,
@@ -30,22 +29,17 @@ max and sum over the nodes at the end, and their growth during the finder's run 
 0: the finder is polite). `--json` prints one JSON object instead. Exit 0 once measured
 (whatever the figures), 2 when the network or the finder could not be run.
 
-Everything goes to 127.0.0.0/8; the child processes are stopped by this script (SIGINT,
-then SIGKILL after 10 s), and the whole run is bounded by `--timeout`.
+Everything goes to 127.0.0.0/8; the host processes are stopped by this script (by PID:
+`quit`, then SIGINT, then SIGKILL), and the whole run is bounded by `--timeout`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import random
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,152 +52,38 @@ if str(REPO) not in sys.path:
 
 from mldht import Node  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loopnet import BenchError, LoopbackDHT  # noqa: E402
+from processes import child_env  # noqa: E402
+
 FINDER = REPO / "tools" / "peer_finder.py"
-NODE_NET = "127.0.11"
+NODE_NET = "127.31"
 ANNOUNCER_NET = "127.0.12"
 FINDER_IP = "127.0.13.1"
-DEAD_IP = "127.0.10.254"  # nothing listens there: the first node's bootstrap
 FIRST_PORT = 10_000
-STATUS_MAX_AGE = 1.5
-"""Seconds to wait for a fresh /api/status (the page serves a snapshot up to 1 s old)."""
-STATUS_PAGE = re.compile(r"status page on (http://\S+?)/?\s*$", re.MULTILINE)
+SETTLE = 1.0
+"""Seconds for the last replies to land before the nodes' counters are read."""
 
 
 PER_IP_BURST, PER_IP_RATE = 10, 3.0
 """The finder's default per-IP budget (tools/peer_finder.py --per-ip-rate)."""
 
 
+def counters_of(nodes: list[dict]) -> dict:
+    """Per node (in the network's order): queries received and rate_limited; and the
+    queries received by method over all nodes."""
+    methods: dict[str, int] = {}
+    for node in nodes:
+        for method, count in node["queries_received"].items():
+            methods[method] = methods.get(method, 0) + count
+    return {"queries_received": [sum(node["queries_received"].values()) for node in nodes],
+            "rate_limited": [node["rate_limited"] for node in nodes], "by_method": methods}
+
+
 def percentile(values: list[float], share: float) -> float | None:
     if not values:
         return None
     return values[min(len(values) - 1, int(share * len(values)))]
-
-
-class BenchError(Exception):
-    """The network or the finder could not be run: exit 2 with this message."""
-
-
-def free_udp_port(ip: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((ip, 0))
-        return sock.getsockname()[1]
-
-
-def child_env() -> dict[str, str]:
-    """This environment, with the repository first on PYTHONPATH (anything already there,
-    such as a test's network guard, kept)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-class ServeNode:
-    """One `mldht serve` child process and what its log says."""
-
-    def __init__(self, index: int, folder: Path) -> None:
-        self.index = index
-        self.ip = f"{NODE_NET}.{index + 1}"
-        self.port = free_udp_port(self.ip)
-        self.log = folder / f"node-{index + 1:03d}.log"
-        self.process: subprocess.Popen | None = None
-        self.url: str | None = None
-
-    @property
-    def address(self) -> str:
-        return f"{self.ip}:{self.port}"
-
-    def start(self, bootstrap: str, env: dict[str, str]) -> None:
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mldht.cli", "serve", "--bind", self.address,
-                 "--bootstrap", bootstrap, "--http", f"{self.ip}:0",
-                 "--stats-interval", "3600"],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-
-    def poll_url(self) -> str | None:
-        """The status page's URL once the log names it; BenchError when it exited."""
-        if self.url is None:
-            found = STATUS_PAGE.search(self.log.read_text(errors="replace"))
-            if found:
-                self.url = found.group(1)
-            elif self.process is not None and self.process.poll() is not None:
-                raise BenchError(f"node {self.address} exited with {self.process.returncode}:"
-                                 f" {self.log.read_text(errors='replace')[-2000:]}")
-        return self.url
-
-
-def stop_all(nodes: list[ServeNode], grace: float = 10.0) -> None:
-    """SIGINT to every child still running (our own, by pid), then SIGKILL after `grace`."""
-    running = [node.process for node in nodes
-               if node.process is not None and node.process.poll() is None]
-    for process in running:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + grace
-    for process in running:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def wait_for_urls(nodes: list[ServeNode], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        if all(node.poll_url() for node in nodes):
-            return
-        if time.monotonic() > deadline:
-            missing = [node.address for node in nodes if node.url is None]
-            raise BenchError(f"no status page after {seconds:g} s from {len(missing)} nodes: "
-                             f"{', '.join(missing[:5])}")
-        await asyncio.sleep(0.1)
-
-
-async def fetch_status(session, node: ServeNode) -> dict:
-    import aiohttp
-    async with session.get(node.url + "/api/status",
-                           timeout=aiohttp.ClientTimeout(total=10)) as response:
-        response.raise_for_status()
-        return await response.json()
-
-
-async def all_statuses(session, nodes: list[ServeNode]) -> list[dict]:
-    return list(await asyncio.gather(*(fetch_status(session, node) for node in nodes)))
-
-
-def table_size(status: dict) -> int:
-    return sum(family["table"]["nodes"] for family in status["families"].values())
-
-
-def counters_of(statuses: list[dict]) -> dict:
-    received = [sum(s["counters"]["queries_received"].values()) for s in statuses]
-    limited = [s["counters"]["rate_limited"] for s in statuses]
-    methods: dict[str, int] = {}
-    for status in statuses:
-        for method, count in status["counters"]["queries_received"].items():
-            methods[method] = methods.get(method, 0) + count
-    return {"queries_received": received, "rate_limited": limited, "by_method": methods}
-
-
-async def wait_for_tables(session, nodes: list[ServeNode], minimum: int,
-                          seconds: float) -> list[int]:
-    """Poll every node's table until each has `minimum` nodes and no table has changed
-    size over the last 3 polls (the joins are over: a table only grows again at its
-    15-minute bucket refresh); BenchError after `seconds`."""
-    deadline = time.monotonic() + seconds
-    history: list[list[int]] = []
-    while True:
-        sizes = [table_size(status) for status in await all_statuses(session, nodes)]
-        history = (history + [sizes])[-3:]
-        if min(sizes) >= minimum and len(history) == 3 and history[0] == sizes:
-            return sizes
-        if time.monotonic() > deadline:
-            small = sorted((size, node.address) for size, node in zip(sizes, nodes))[:5]
-            raise BenchError(f"routing tables under {minimum} nodes or still changing after "
-                             f"{seconds:g} s; the smallest: "
-                             + ", ".join(f"{address} has {size}" for size, address in small))
-        await asyncio.sleep(STATUS_MAX_AGE)
 
 
 async def announce_all(entries: list[str], hashes: list[bytes], announcers: int,
@@ -272,46 +152,34 @@ async def measure(args) -> dict:
     rng = random.Random(args.seed)
     folder = Path(tempfile.mkdtemp(prefix="mldht-finder-bench-"))
     env = child_env()
-    nodes = [ServeNode(i, folder) for i in range(args.nodes)]
+    hosts = max(1, min(args.hosts, args.nodes // 2))
+    dht = LoopbackDHT(args.nodes, hosts, folder, net=NODE_NET)
     began = time.monotonic()
-    import aiohttp
     try:
-        # The first node joins nobody (it logs that and serves); the others join it, a
-        # wave at a time so that 2 cores are not asked to start 60 interpreters at once.
-        nodes[0].start(f"{DEAD_IP}:{free_udp_port(DEAD_IP)}", env)
-        await wait_for_urls(nodes[:1], 60)
-        for start in range(1, len(nodes), args.wave):
-            wave = nodes[start:start + args.wave]
-            for node in wave:
-                node.start(nodes[0].address, env)
-            await wait_for_urls(wave, 60)
-        started_all = time.monotonic() - began
-        async with aiohttp.ClientSession() as session:
-            minimum = min(args.nodes - 1, args.min_table)
-            sizes = await wait_for_tables(session, nodes, minimum, args.table_wait)
-            network_ready = time.monotonic() - began
+        ready = await dht.start(args.join_wait, env)
+        started_all = ready["join_seconds"]
+        network_ready = ready["ready_seconds"]
+        sizes = ready["tables"]
+        addresses = ready["addresses"]
 
-            hashes = [rng.randbytes(20) for _ in range(args.announced + args.unannounced)]
-            announced, unannounced = hashes[:args.announced], hashes[args.announced:]
-            spread = [nodes[i * len(nodes) // 3].address for i in range(min(3, len(nodes)))]
-            t0 = time.monotonic()
-            expected, announce_stats = await announce_all(spread, announced, args.announcers,
-                                                          rng)
-            announce_seconds = time.monotonic() - t0
+        hashes = [rng.randbytes(20) for _ in range(args.announced + args.unannounced)]
+        announced, unannounced = hashes[:args.announced], hashes[args.announced:]
+        spread = [addresses[i * len(addresses) // 3] for i in range(min(3, len(addresses)))]
+        t0 = time.monotonic()
+        expected, announce_stats = await announce_all(spread, announced, args.announcers, rng)
+        announce_seconds = time.monotonic() - t0
 
-            # /api/status is a snapshot up to 1 s old (WebSettings.snapshot_max_age): wait
-            # past it (and for the last announce replies) so that the counters are fresh.
-            await asyncio.sleep(STATUS_MAX_AGE)
-            before = counters_of(await all_statuses(session, nodes))
-            targets = [h.hex() for h in hashes]
-            rng.shuffle(targets)
-            left = args.timeout - (time.monotonic() - began)
-            code, wall, output, stderr = await run_finder(folder, targets, spread, args, env,
-                                                          max(10.0, left - 20))
-            await asyncio.sleep(STATUS_MAX_AGE)
-            after_statuses = await all_statuses(session, nodes)
-            after = counters_of(after_statuses)
-            end_sizes = [table_size(status) for status in after_statuses]
+        await asyncio.sleep(SETTLE)
+        before = counters_of(await dht.node_stats())
+        targets = [h.hex() for h in hashes]
+        rng.shuffle(targets)
+        left = args.timeout - (time.monotonic() - began)
+        code, wall, output, stderr = await run_finder(folder, targets, spread, args, env,
+                                                      max(10.0, left - 20))
+        await asyncio.sleep(SETTLE)
+        after_nodes = await dht.node_stats()
+        after = counters_of(after_nodes)
+        end_sizes = [node["table"] for node in after_nodes]
         if code not in (0, 1) or not output.exists():
             raise BenchError(f"the peer finder exited with {code}: {stderr.strip()[-2000:]}")
 
@@ -361,7 +229,6 @@ async def measure(args) -> dict:
             "nodes": args.nodes,
             "start_seconds": round(started_all, 1),
             "network_ready_seconds": round(network_ready, 1),
-            "table_min_wanted": minimum,
             "table_sizes": {"min": min(sizes), "median": sorted(sizes)[len(sizes) // 2],
                             "max": max(sizes)},
             "table_sizes_end": {"min": min(end_sizes),
@@ -392,7 +259,7 @@ async def measure(args) -> dict:
                                "max": elapsed[-1] if elapsed else None},
             "nodes_queries_received_growth": sum(growth),
             "nodes_queries_received_growth_max": max(growth),
-            "busiest_node": nodes[growth.index(max(growth))].address,
+            "busiest_node": after_nodes[growth.index(max(growth))]["address"],
             # What the finder's per-IP budget allows one node over its wall time, at its
             # defaults (a burst of 10, then 3 a second): the busiest node near it means the
             # per-IP cap, not the network, set the pace.
@@ -404,13 +271,13 @@ async def measure(args) -> dict:
             "rate_limited_max": max(after["rate_limited"]),
             "rate_limited_sum": sum(after["rate_limited"]),
             "rate_limited_during_finder_sum": sum(limited_growth),
-            "rate_limited_nodes": [node.address for node, value
-                                   in zip(nodes, after["rate_limited"]) if value],
+            "rate_limited_nodes": [node["address"] for node, value
+                                   in zip(after_nodes, after["rate_limited"]) if value],
             "finder_stderr": stderr.strip()[-2000:],
             "total_seconds": round(time.monotonic() - began, 1),
         }
     finally:
-        stop_all(nodes)
+        await dht.stop()
         if args.keep:
             print(f"logs kept in {folder}", file=sys.stderr)
         else:
@@ -427,7 +294,7 @@ async def bounded(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=int, default=60, help="mldht serve processes")
+    parser.add_argument("--nodes", type=int, default=60, help="nodes in the network")
     parser.add_argument("--announced", type=int, default=500)
     parser.add_argument("--unannounced", type=int, default=100)
     parser.add_argument("--announcers", type=int, default=10,
@@ -436,27 +303,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="the finder's --concurrency (default: its own)")
     parser.add_argument("--lookup-timeout", type=float, default=None, metavar="S",
                         help="the finder's --timeout per lookup (default: its own)")
-    parser.add_argument("--min-table", type=int, default=8, metavar="N",
-                        help="wait until every node's table has N nodes (at most nodes - 1; "
-                             "default 8, a full bucket) and the tables stopped changing")
-    parser.add_argument("--table-wait", type=float, default=90.0, metavar="S",
-                        help="for at most S seconds (default 90)")
-    parser.add_argument("--wave", type=int, default=10,
-                        help="serve processes started at once (default 10)")
+    parser.add_argument("--hosts", type=int, default=4,
+                        help="host processes the nodes run in (default 4)")
+    parser.add_argument("--join-wait", type=float, default=120.0, metavar="S",
+                        help="the joins, and then the refresh lookups, at most S seconds each "
+                             "(default 120)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=900.0, metavar="S",
                         help="the whole run at most (default 900)")
-    parser.add_argument("--keep", action="store_true", help="keep the nodes' logs")
+    parser.add_argument("--keep", action="store_true", help="keep the hosts' logs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if not 2 <= args.nodes <= 250:
-        parser.error("--nodes must be from 2 to 250 (one 127.0.11.x address each)")
+    if not 2 <= args.nodes <= 2000:
+        parser.error("--nodes must be from 2 to 2000")
     if not 1 <= args.announcers <= 250:
         parser.error("--announcers must be from 1 to 250 (one 127.0.12.x address each)")
     if args.announced < 0 or args.unannounced < 0 or args.announced + args.unannounced < 1:
         parser.error("--announced and --unannounced: not negative, at least one in all")
-    if args.wave < 1 or args.min_table < 1 or args.timeout <= 0 or args.table_wait <= 0:
-        parser.error("--wave, --min-table, --timeout and --table-wait must be positive")
+    if args.hosts < 1 or args.timeout <= 0 or args.join_wait <= 0:
+        parser.error("--hosts, --timeout and --join-wait must be positive")
     try:
         result = asyncio.run(bounded(args))
     except BenchError as exc:
@@ -467,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     r = result
     share = f" ({r['found_share']:.1%})" if r["found_share"] is not None else ""
-    print(f"nodes {r['nodes']} (started in {r['start_seconds']} s, tables ready in "
+    print(f"nodes {r['nodes']} (joined in {r['start_seconds']} s, tables ready in "
           f"{r['network_ready_seconds']} s; table sizes min/median/max "
           f"{r['table_sizes']['min']}/{r['table_sizes']['median']}/{r['table_sizes']['max']})")
     print(f"announcing: {r['announced']} infohashes from {r['announcers']} nodes in "
