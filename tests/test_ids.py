@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from mldht.errors import InvalidInput, MldhtError
 from mldht.ids import (
-    ID_BITS, ID_LENGTH, InfoHash, NodeId, common_prefix_bits, distance, parse_infohash,
-    random_id_in_bucket,
+    ID_BITS, ID_LENGTH, InfoHash, NodeId, common_prefix_bits, distance, random_id_in_bucket,
 )
+from mldht.magnet import parse_infohash
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=True)
 ids = st.binary(min_size=ID_LENGTH, max_size=ID_LENGTH)

@@ -19,14 +19,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import report_zones
 from .export import open_readonly
 from .report_figures import build_summary, describe_estimate, finite
 from .report_page import render_page
 from .report_plots import (
-    COLOURS, PLOT_FORMAT, PLOT_NAMES, new_figure, plot_answers, plot_churn, plot_clients,
+    PLOT_FORMAT, PLOT_NAMES, plot_answers, plot_churn, plot_clients,
     plot_estimates, plot_features, plot_rtt, plot_samples, plot_sessions, plot_size_over_time,
-    save_figure,
+    plot_zone_series, plot_zone_sessions,
 )
 
 def build_report(db_path: str | Path, out_dir: str | Path, shown_as: str | None = None) -> dict:
@@ -57,10 +56,8 @@ def build_report(db_path: str | Path, out_dir: str | Path, shown_as: str | None 
         "samples": lambda: plot_samples(out, crawls),
         "churn": lambda: plot_churn(out, summary["churn"], crawls),
         "sessions": lambda: plot_sessions(out, summary["sessions"]),
-        "zone_series": lambda: report_zones.plot_series(out, summary["zone_series"], new_figure,
-                                                        save_figure, COLOURS),
-        "zone_sessions": lambda: report_zones.plot_sessions(out, summary["zone_series"],
-                                                            new_figure, save_figure, COLOURS),
+        "zone_series": lambda: plot_zone_series(out, summary["zone_series"]),
+        "zone_sessions": lambda: plot_zone_sessions(out, summary["zone_series"]),
     }
     plots: dict[str, str | None] = {}
     errors: dict[str, str] = {}

@@ -13,8 +13,8 @@ import statistics
 import time
 from datetime import datetime, timezone
 
-from . import report_zones
 from .estimates import Estimate, combine_parts
+from .sessions import churn, kaplan_meier, median_length, sessions
 from .store import CrawlRow, StoreError
 from .export import table_names
 
@@ -33,6 +33,11 @@ COUNTS_MEANING = {
     "answered": "nodes that answer us",
     "listed": "nodes other nodes list, stale and unreachable ones included",
 }
+
+
+ZONE_REACHABLE = "zones: nodes that answer"
+ZONE_LISTED = "zones: nodes listed"
+"""The names of a zone estimate's two figures (crawls of kind `estimate`)."""
 
 
 # --- small helpers ----------------------------------------------------------------------------
@@ -477,6 +482,52 @@ def _size_over_time(db, crawls: list[dict]) -> tuple[list[dict], str]:
     return rows, "database counts"
 
 
+def zone_series(db) -> list[dict]:
+    """Each crawl of kind `estimate` (`crawler.py estimate`), with its measurements (the
+    size with its band), the churn between consecutive measurements of its zones, and the
+    session lengths (Kaplan-Meier, `sessions.py`)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(crawls)")}
+    if "kind" not in columns:
+        return []
+    series = []
+    for (crawl,) in db.execute("SELECT id FROM crawls WHERE kind='estimate' ORDER BY id")\
+            .fetchall():
+        measurements: dict[int, dict] = {}
+        for sweep, at, name, value, low, high, detail in db.execute(
+                "SELECT sweep, at, name, value, low, high, detail FROM estimates WHERE crawl=? "
+                "AND name IN (?, ?) ORDER BY sweep", (crawl, ZONE_REACHABLE, ZONE_LISTED)):
+            row = measurements.setdefault(sweep, {"measurement": sweep, "at": at})
+            key = "reachable" if name == ZONE_REACHABLE else "listed"
+            extra = json.loads(detail or "{}")
+            row[key] = {"value": value, "low": low, "high": high}
+            row["queries"], row["seconds"] = extra.get("queries"), extra.get("seconds")
+            row["zones"], row["bits"] = extra.get("zones"), extra.get("bits")
+        if not measurements:
+            continue
+        ordered = [measurements[k] for k in sorted(measurements)]
+        started = dict(db.execute("SELECT sweep, MIN(at) FROM visits WHERE crawl=? GROUP BY "
+                                  "sweep", (crawl,)).fetchall())
+        times = [started.get(m["measurement"]) or m["at"] for m in ordered]
+        index = {m["measurement"]: i for i, m in enumerate(ordered)}
+        presence: dict[tuple, list[int]] = {}
+        for ip, port, sweep in db.execute(
+                "SELECT ip, port, sweep FROM visits WHERE crawl=? AND outcome='answered'",
+                (crawl,)):
+            if sweep in index:
+                presence.setdefault((ip, port), []).append(index[sweep])
+        observed = sessions(presence, times)
+        curve = kaplan_meier(observed)
+        series.append({
+            "crawl": crawl, "measurements": ordered,
+            "churn": churn(presence, len(ordered)),
+            "sessions": {"observed": len(observed), "ended": sum(s.ended for s in observed),
+                         "median_s": median_length(curve),
+                         "gap_s": round((times[-1] - times[0]) / (len(times) - 1), 1)
+                         if len(times) > 1 else None,
+                         "survival": [[p.time, p.survival, p.low, p.high] for p in curve]}})
+    return series
+
+
 def build_summary(db) -> dict:
     present = table_names(db)
     if not present:
@@ -499,11 +550,11 @@ def build_summary(db) -> dict:
     size, size_source = _size_over_time(db, crawls) if present else ([], "none")
     distinct = (db.execute("SELECT COUNT(DISTINCT infohash) FROM samples").fetchone()[0]
                 if present else 0)
-    zone_series = report_zones.zone_series(db) if present else []
+    zones = zone_series(db) if present else []
     return {"generated_at": time.time(), "generated": iso_time(time.time()),
             "latest": latest["id"] if latest else None, "crawls": crawls,
             "size_over_time": size, "size_over_time_source": size_source,
-            "churn": churn, "sessions": sessions, "zone_series": zone_series,
+            "churn": churn, "sessions": sessions, "zone_series": zones,
             "totals": {"crawls": len(crawls), "distinct_infohashes": distinct}}
 
 

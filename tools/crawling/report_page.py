@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import json
 
-from . import report_zones
 from .report_figures import TOP_CLIENTS, share_of
 from .report_plots import duration_text, nodes_text
 
@@ -225,6 +224,46 @@ def _churn_html(pairs: list[dict], sessions: dict | None, plots: dict, errors: d
     return "\n".join(out)
 
 
+def _zones_html(series: list[dict], plots: dict, errors: dict) -> str:
+    """The page's section: a table of each estimate crawl's measurements, the plots."""
+    if not series:
+        return ('<p class="empty">No zone estimates yet: <code>crawler.py estimate</code> '
+                'measures the size from a few random zones of the keyspace.</p>')
+    out = ["<p>Each measurement crawled every node of a few random zones of the keyspace "
+           "and scaled up (the same zones each time, so that the churn and sessions below "
+           "follow the same nodes). Intervals are 95 %.</p>"]
+    for one in series:
+        rows = []
+        for m in one["measurements"]:
+            cells = [str(m["measurement"])]
+            for key in ("reachable", "listed"):
+                estimate = m.get(key) or {}
+                value, low, high = (estimate.get(k) for k in ("value", "low", "high"))
+                cells.append("-" if value is None else f"{value:,.0f}")
+                cells.append("" if low is None or high is None else
+                             f"{low:,.0f} to {high:,.0f}")
+            cells += [str(m.get("zones") or ""), f"{m.get('queries') or 0:,}",
+                      f"{m.get('seconds') or 0:.0f} s"]
+            rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+        head = "".join(f"<th>{h}</th>" for h in (
+            "#", "answer", "95 %", "listed", "95 %", "zones", "queries", "time"))
+        out.append(f"<h3>Crawl {one['crawl']}</h3>")
+        out.append(f'<div class="scroll"><table><tr>{head}</tr>{"".join(rows)}</table></div>')
+        sessions_seen = one["sessions"]
+        median = sessions_seen["median_s"]
+        out.append(f"<p>{sessions_seen['observed']:,} sessions began during the measurements "
+                   f"({sessions_seen['ended']:,} ended); median length "
+                   + (f"{median / 60:.1f} minutes" if median else "not reached yet")
+                   + ". A session is a run of measurements in which a node answered; one "
+                   "running at the first measurement is left out, one running at the last "
+                   "counts as lasting at least that long.</p>")
+    out.append(_figure_html(plots, errors, "zone_series", "size from zone estimates, and churn",
+                            "No data yet."))
+    out.append(_figure_html(plots, errors, "zone_sessions", "session lengths",
+                            "Session lengths need three measurements or more."))
+    return "\n".join(out)
+
+
 def render_page(summary: dict, plots: dict, errors: dict) -> str:
     crawls = summary["crawls"]
     latest = next((c for c in crawls if c["id"] == summary["latest"]), None)
@@ -237,9 +276,7 @@ def render_page(summary: dict, plots: dict, errors: dict) -> str:
          _latest_html(latest, plots, errors)),
         ("Samples (BEP 51)", _samples_html(crawls, summary["totals"], plots, errors)),
         ("Churn", _churn_html(summary["churn"], summary["sessions"], plots, errors)),
-        ("Zone estimates", report_zones.zones_html(
-            summary.get("zone_series") or [],
-            lambda name, alt, empty: _figure_html(plots, errors, name, alt, empty))),
+        ("Zone estimates", _zones_html(summary.get("zone_series") or [], plots, errors)),
     ]
     body = "\n".join(f"<h2>{_e(title)}</h2>\n{content}" for title, content in sections)
     return f"""<!DOCTYPE html>

@@ -6,12 +6,11 @@ import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import report_zones
 from .report_figures import TOP_CLIENTS
 
 PLOT_FORMAT = "svg"
 PLOT_NAMES = ("estimates", "size_over_time", "clients", "features", "rtt", "answers", "samples",
-              "churn", "sessions", *report_zones.PLOT_NAMES)
+              "churn", "sessions", "zone_series", "zone_sessions")
 COLOURS = {"blue": "#4269d0", "orange": "#efb118", "red": "#ff725c", "teal": "#6cc5b0",
            "green": "#3ca951", "pink": "#ff8ab7", "purple": "#a463f2", "sky": "#97bbf5",
            "brown": "#9c6b4e", "grey": "#9498a0"}
@@ -383,3 +382,77 @@ def duration_text(seconds: float | None) -> str:
     return "?"
 
 
+# --- zone estimates ------------------------------------------------------------------------
+
+def _thousands_formatter():
+    from matplotlib.ticker import FuncFormatter
+    return FuncFormatter(lambda value, _: f"{value:,.0f}")
+
+
+def plot_zone_series(out_dir: Path, series: list[dict]) -> str | None:
+    """Size with its 95 % band over time (each estimate crawl), and the churn per step."""
+    shown = [s for s in series if len(s["measurements"]) >= 1]
+    if not shown:
+        return None
+    fig, (size_ax, churn_ax) = new_figure(12, 4.5, ncols=2)
+    start = min(m["at"] for s in shown for m in s["measurements"])
+    for number, one in enumerate(shown):
+        for key, colour, label in (("reachable", COLOURS["blue"], "nodes that answer"),
+                                   ("listed", COLOURS["orange"], "nodes listed")):
+            points = [m for m in one["measurements"] if m.get(key, {}).get("value")]
+            if not points:
+                continue
+            minutes = [(m["at"] - start) / 60 for m in points]
+            size_ax.plot(minutes, [m[key]["value"] for m in points], marker="o",
+                         color=colour, label=label if number == 0 else None)
+            lows = [m[key]["low"] if m[key]["low"] is not None else m[key]["value"]
+                    for m in points]
+            highs = [m[key]["high"] if m[key]["high"] is not None else m[key]["value"]
+                     for m in points]
+            size_ax.fill_between(minutes, lows, highs, color=colour, alpha=0.2, linewidth=0)
+        steps = one["churn"]
+        if steps:
+            x = [(one["measurements"][s["to"] - 1]["at"] - start) / 60 for s in steps]
+            churn_ax.plot(x, [100 * (s["left_share"] or 0) for s in steps], marker="v",
+                          color=COLOURS["red"], label="left" if number == 0 else None)
+            churn_ax.plot(x, [100 * (s["joined_share"] or 0) for s in steps], marker="^",
+                          color=COLOURS["teal"], label="joined" if number == 0 else None)
+    size_ax.set_xlabel("minutes")
+    size_ax.set_ylabel("nodes (95 % band)")
+    size_ax.set_title("Size from zone estimates")
+    size_ax.yaxis.set_major_formatter(_thousands_formatter())
+    size_ax.grid(alpha=0.3)
+    size_ax.legend(fontsize=8.5, frameon=False)
+    churn_ax.set_xlabel("minutes")
+    churn_ax.set_ylabel("% of the zones' answering nodes")
+    churn_ax.set_title("Churn between measurements")
+    churn_ax.grid(alpha=0.3)
+    if any(s["churn"] for s in shown):
+        churn_ax.legend(fontsize=8.5, frameon=False)
+    return save_figure(fig, out_dir, "zone_series")
+
+
+def plot_zone_sessions(out_dir: Path, series: list[dict]
+                  ) -> str | None:
+    """Kaplan-Meier survival of session lengths, with its 95 % band."""
+    curves = [s for s in series if s["sessions"]["survival"]]
+    if not curves:
+        return None
+    fig, ax = new_figure(7.5, 4.5)
+    palette = list(COLOURS.values())
+    for number, one in enumerate(curves):
+        points = one["sessions"]["survival"]
+        minutes = [0.0] + [p[0] / 60 for p in points]
+        colour = palette[number % len(palette)]
+        ax.step(minutes, [1.0] + [p[1] for p in points], where="post", color=colour,
+                label=f"crawl {one['crawl']} ({one['sessions']['observed']:,} sessions)")
+        ax.fill_between(minutes, [1.0] + [p[2] for p in points],
+                        [1.0] + [p[3] for p in points], step="post", color=colour, alpha=0.2,
+                        linewidth=0)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("session length (minutes)")
+    ax.set_ylabel("share of sessions lasting longer")
+    ax.set_title("Session lengths (Kaplan-Meier, 95 % band)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8.5, frameon=False)
+    return save_figure(fig, out_dir, "zone_sessions")
