@@ -73,6 +73,10 @@ class NodeConfig:
     """A get_peers lookup that has found no peer yet runs until this many of the closest
     nodes have answered (k once a peer came): where Sybils hold some of the closest places,
     the honest nodes that store the swarm are a little farther out."""
+    prefer_fast_nodes: bool = False
+    """libtorrent's rule: in a full routing-table bucket that cannot split, a node that
+    answered clearly faster than the slowest good node takes its place (that one waits in
+    the replacement cache), so that lookups start from nodes that answer sooner."""
     aggressive_lookups: bool = True
     """libtorrent's `aggressive_lookups` (on by default there too): only queries to the
     candidates at the top of the list (closer than the next one to ask) hold the `alpha`

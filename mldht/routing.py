@@ -49,6 +49,13 @@ class NodeState(enum.Enum):
     BAD = "bad"
 
 
+RTT_WEIGHT = 0.25
+"""Weight of a new round trip in an entry's smoothed one."""
+FAST_MARGIN = 2.0
+"""With `prefer_fast`, how many times faster a newcomer must be than a full bucket's
+slowest good node to take its place (so that entries do not churn on jitter)."""
+
+
 class RoutingEntry:
     """A node in the table with what we know of its liveness (compared by identity).
 
@@ -57,7 +64,7 @@ class RoutingEntry:
     a table of a long-lived node holds some hundred of these."""
 
     __slots__ = ("info", "key", "last_response", "last_query", "failures", "ping_pending",
-                 "secure_id", "version")
+                 "secure_id", "version", "rtt")
 
     def __init__(self, info: NodeInfo, last_response: float | None = None,
                  last_query: float | None = None, secure_id: bool = True) -> None:
@@ -76,6 +83,8 @@ class RoutingEntry:
         """Its id matches its IP under BEP 42 (or its IP is exempt)."""
         self.version: bytes | None = None
         """The `v` key of the last message it sent us that had one (client and version)."""
+        self.rtt: float | None = None
+        """Its round trip to our queries, smoothed (seconds; None: not measured)."""
 
     @classmethod
     def of(cls, node: NodeInfo, now: float, responded: bool, secure: bool) -> "RoutingEntry":
@@ -183,8 +192,13 @@ class RoutingTable:
 
     def __init__(self, own_id: NodeId, k: int = K, replacement_size: int = K, *,
                  verify: Callable[[bytes, str], bool] | None = None, enforce: bool = False,
-                 prefer_verified: bool = True, extended: bool = False) -> None:
+                 prefer_verified: bool = True, extended: bool = False,
+                 prefer_fast: bool = False) -> None:
         self.own_id = own_id
+        self.prefer_fast = prefer_fast
+        """libtorrent's rule for a full bucket that cannot split: a node that answered
+        clearly faster (FAST_MARGIN) than the slowest good node takes its place, which waits
+        in the replacement cache; lookups start from nodes that answer sooner."""
         self.k = k
         self.extended = extended
         """libtorrent's extended routing table: the farthest buckets (0 to 3, once they are
@@ -382,7 +396,7 @@ class RoutingTable:
         return None
 
     def heard_from(self, node: NodeInfo, now: float, responded: bool,
-                   version: bytes | None = None) -> InsertResult:
+                   version: bytes | None = None, rtt: float | None = None) -> InsertResult:
         """Record that `node` answered our query (`responded`) or sent us a valid query,
         with the `v` key of that message when it had one.
 
@@ -398,6 +412,9 @@ class RoutingTable:
             if responded:
                 existing.last_response = now
                 existing.failures = 0
+                if rtt is not None:
+                    existing.rtt = rtt if existing.rtt is None else (
+                        existing.rtt * (1 - RTT_WEIGHT) + rtt * RTT_WEIGHT)
                 existing.ping_pending = False
                 self.buckets[self._index_of(existing.key)].last_changed = now
             else:
@@ -424,7 +441,7 @@ class RoutingTable:
                 # It would be the first evicted: spare the work (and the verification ping).
                 return InsertResult(InsertOutcome.REJECTED,
                                     "bucket and replacement cache full of nodes that answered")
-        elif self._settled(bucket, now):
+        elif self._settled(bucket, now) and not self._faster_than_slowest(bucket, rtt, now):
             # A crawl hears from thousands of new nodes a second: where nothing would change
             # but which answering node waits in the replacement cache, spare the work.
             return InsertResult(InsertOutcome.REJECTED, "bucket full of good nodes and "
@@ -435,6 +452,7 @@ class RoutingTable:
             return InsertResult(InsertOutcome.REJECTED, "node id does not match its IP (BEP 42)")
         entry = RoutingEntry.of(node, now, responded, secure)
         entry.version = version
+        entry.rtt = rtt if responded else None
         if not responded:
             # Main buckets hold only nodes that answered us (the8472's sanitizing rules): a
             # querier waits in the replacement cache until it answers a ping.
@@ -480,6 +498,18 @@ class RoutingTable:
                 return InsertResult(InsertOutcome.ADDED, "took the place of a node without "
                                                          "a BEP 42 id", verified=True)
 
+        slowest = self._faster_than_slowest(bucket, rtt, now)
+        if slowest is not None:
+            del self._by_ip[slowest.ip]
+            bucket.nodes[bucket.nodes.index(slowest)] = entry
+            self._by_ip[node.ip] = entry
+            self._add_replacement(bucket, slowest)
+            bucket.last_changed = now
+            self._notify("removed", slowest)
+            self._notify("added", entry)
+            return InsertResult(InsertOutcome.ADDED, "took the place of a slower node",
+                                verified=True)
+
         self._add_replacement(bucket, entry)
         to_ping = sorted((old for old in bucket.nodes
                           if not old.ping_pending and old.state(now) is NodeState.QUESTIONABLE),
@@ -488,6 +518,20 @@ class RoutingTable:
             old.ping_pending = True
         return InsertResult(InsertOutcome.REPLACEMENT, "bucket full",
                             ping=tuple(old.info for old in to_ping), verified=True)
+
+    def _faster_than_slowest(self, bucket: Bucket, rtt: float | None,
+                             now: float) -> RoutingEntry | None:
+        """With `prefer_fast`, the slowest good node of a full `bucket` when a node that
+        answered in `rtt` is clearly faster (FAST_MARGIN times, and 50 ms); else None."""
+        if not self.prefer_fast or rtt is None or len(bucket.nodes) < bucket.capacity:
+            return None
+        slowest = None
+        for old in bucket.nodes:
+            if old.rtt is not None and (slowest is None or old.rtt > slowest.rtt):
+                slowest = old
+        if slowest is None or slowest.rtt < max(rtt * FAST_MARGIN, rtt + 0.05):
+            return None
+        return slowest if slowest.state(now) is NodeState.GOOD else None
 
     def _settled(self, bucket: Bucket, now: float) -> bool:
         """A bucket that cannot split, full of good nodes (none to replace or ping, none

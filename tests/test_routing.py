@@ -707,3 +707,36 @@ def test_an_extended_table_keeps_k_a_bucket_until_it_is_deep():
     assert table.buckets[0].capacity == 16 * K and table.buckets[1].capacity == K
     # The room it gained is filled from its replacement cache at once.
     assert len(table.buckets[0].nodes) == 2 * K and not table.buckets[0].replacements
+
+
+@pytest.mark.parametrize("prefer_fast", [False, True])
+def test_a_clearly_faster_node_takes_the_slowest_place_in_a_full_bucket(prefer_fast):
+    """libtorrent's rule (`prefer_fast`): in a full bucket that cannot split, a node that
+    answered clearly faster replaces the slowest good node, which waits in the replacement
+    cache; jitter (under FAST_MARGIN) changes nothing."""
+    from mldht.routing import FAST_MARGIN
+    table = RoutingTable(NodeId(bytes(20)), k=2, verify=None, prefer_verified=False,
+                         prefer_fast=prefer_fast)
+
+    def far(tag: int) -> NodeInfo:  # the half of the keyspace away from our id
+        return NodeInfo(NodeId(bytes([0x80 | tag]) + bytes(19)), f"10.7.0.{tag}", 6881)
+
+    near = NodeInfo(NodeId(bytes([0x01]) + bytes(19)), "10.7.1.1", 6881)
+    table.heard_from(far(1), 0.0, responded=True, rtt=0.400)
+    table.heard_from(far(2), 0.0, responded=True, rtt=0.100)
+    table.heard_from(near, 0.0, responded=True, rtt=0.100)  # splits: the far bucket is full
+    assert {entry.info for entry in table.buckets[0].nodes} == {far(1), far(2)}
+    # Not clearly faster than the slowest (0.4 s): waits in the replacement cache.
+    result = table.heard_from(far(3), 1.0, responded=True, rtt=0.400 / FAST_MARGIN + 0.01)
+    assert result.outcome is InsertOutcome.REPLACEMENT
+    result = table.heard_from(far(4), 2.0, responded=True, rtt=0.050)
+    in_bucket = {entry.info for entry in table.buckets[0].nodes}
+    if prefer_fast:
+        assert result.outcome is InsertOutcome.ADDED and in_bucket == {far(2), far(4)}
+        assert far(1) in {entry.info for entry in table.buckets[0].replacements}
+    else:
+        assert result.outcome is InsertOutcome.REPLACEMENT and in_bucket == {far(1), far(2)}
+    # An entry's round trip is smoothed over its answers.
+    table.heard_from(far(2), 3.0, responded=True, rtt=0.500)
+    entry = next(e for e in table.buckets[0].nodes if e.info == far(2))
+    assert entry.rtt == pytest.approx(0.100 * 0.75 + 0.500 * 0.25)

@@ -157,7 +157,8 @@ class Engine:
         table = RoutingTable(node_id, k=config.k, verify=is_secure_id,
                              enforce=config.enforce_node_id,
                              prefer_verified=config.prefer_verified_node_ids,
-                             extended=config.extended_routing_table)
+                             extended=config.extended_routing_table,
+                             prefer_fast=config.prefer_fast_nodes)
         table.listener = self._table_changed
         return table
 
@@ -423,7 +424,8 @@ class Engine:
                     table.id_changed(source, message.sender_id, now):
                 result = table.heard_from(NodeInfo(message.sender_id, *source), now,
                                           responded=True,
-                                          version=self._shared_version(message.version))
+                                          version=self._shared_version(message.version),
+                                          rtt=now - tx.sent_at if tx.sent_at else None)
                 for questionable in result.ping:
                     self.verifier.ping(questionable, now)
         if message.requester is not None:
