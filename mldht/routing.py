@@ -488,27 +488,12 @@ class RoutingTable:
             unverified = [old for old in bucket.nodes if not old.secure_id]
             if unverified:
                 old = min(unverified, key=lambda candidate: candidate.last_seen)
-                del self._by_ip[old.ip]
-                bucket.nodes[bucket.nodes.index(old)] = entry
-                self._by_ip[node.ip] = entry
-                self._add_replacement(bucket, old)
-                bucket.last_changed = now
-                self._notify("removed", old)
-                self._notify("added", entry)
-                return InsertResult(InsertOutcome.ADDED, "took the place of a node without "
-                                                         "a BEP 42 id", verified=True)
+                return self._displace(bucket, old, entry, now,
+                                      "took the place of a node without a BEP 42 id")
 
         slowest = self._faster_than_slowest(bucket, rtt, now)
         if slowest is not None:
-            del self._by_ip[slowest.ip]
-            bucket.nodes[bucket.nodes.index(slowest)] = entry
-            self._by_ip[node.ip] = entry
-            self._add_replacement(bucket, slowest)
-            bucket.last_changed = now
-            self._notify("removed", slowest)
-            self._notify("added", entry)
-            return InsertResult(InsertOutcome.ADDED, "took the place of a slower node",
-                                verified=True)
+            return self._displace(bucket, slowest, entry, now, "took the place of a slower node")
 
         self._add_replacement(bucket, entry)
         to_ping = sorted((old for old in bucket.nodes
@@ -518,6 +503,18 @@ class RoutingTable:
             old.ping_pending = True
         return InsertResult(InsertOutcome.REPLACEMENT, "bucket full",
                             ping=tuple(old.info for old in to_ping), verified=True)
+
+    def _displace(self, bucket: Bucket, old: RoutingEntry, entry: RoutingEntry, now: float,
+                  reason: str) -> InsertResult:
+        """`entry` takes `old`'s place in `bucket`; `old` waits in the replacement cache."""
+        del self._by_ip[old.ip]
+        bucket.nodes[bucket.nodes.index(old)] = entry
+        self._by_ip[entry.ip] = entry
+        self._add_replacement(bucket, old)
+        bucket.last_changed = now
+        self._notify("removed", old)
+        self._notify("added", entry)
+        return InsertResult(InsertOutcome.ADDED, reason, verified=True)
 
     def _faster_than_slowest(self, bucket: Bucket, rtt: float | None,
                              now: float) -> RoutingEntry | None:

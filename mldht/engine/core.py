@@ -412,6 +412,7 @@ class Engine:
     def _on_response(self, tx: Transaction, message: Response, source: Address,
                      now: float) -> None:
         self.stats.responses_received += 1
+        rtt = now - tx.sent_at if tx.sent_at is not None else None
         family = self._by_ipv6.get(":" in source[0]) or self.families[0]
         if source in family.routers:
             self.router_answers[source] = now
@@ -425,12 +426,12 @@ class Engine:
                 result = table.heard_from(NodeInfo(message.sender_id, *source), now,
                                           responded=True,
                                           version=self._shared_version(message.version),
-                                          rtt=now - tx.sent_at if tx.sent_at else None)
+                                          rtt=rtt)
                 for questionable in result.ping:
                     self.verifier.ping(questionable, now)
         if message.requester is not None:
             self._vote_external_ip(family, source, message.requester[0], now)
-        message.rtt = now - (tx.sent_at or now)
+        message.rtt = rtt if rtt is not None else 0.0
         if self.observing:
             self.observe(ResponseReceived(now, tx.method, source, message.sender_id,
                                            message.rtt, message.version))

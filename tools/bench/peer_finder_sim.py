@@ -76,12 +76,13 @@ def announce_swarms(sim: Simulation, info_hashes: list[bytes], rng: random.Rando
     return expected
 
 
-OVERRIDES: dict[str, str] = {}
+OVERRIDES: list[str] = []
 """`--set NAME=VALUE`: NodeConfig fields of the measured nodes, changed from the finder's."""
 
 
 def finder_config(finder) -> NodeConfig:
-    return NodeConfig.from_overrides({**finder.finder_overrides(), **OVERRIDES})
+    return NodeConfig.from_overrides(
+        OVERRIDES, base=NodeConfig.from_overrides(finder.finder_overrides()))
 
 
 def next_address(counter: list[int]) -> tuple[str, int]:
@@ -211,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a NodeConfig field of the finder's and the cold nodes (repeatable)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    for item in args.set:
-        name, _, value = item.partition("=")
-        OVERRIDES[name.strip()] = value.strip()
+    OVERRIDES[:] = args.set
     if not 0 < args.announced <= args.infohashes:
         parser.error("--announced must be between 1 and --infohashes")
     result = measure(args.nodes, args.infohashes, args.announced, args.loss, args.dead,
