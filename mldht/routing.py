@@ -52,8 +52,14 @@ class NodeState(enum.Enum):
 RTT_WEIGHT = 0.25
 """Weight of a new round trip in an entry's smoothed one."""
 FAST_MARGIN = 2.0
-"""With `prefer_fast`, how many times faster a newcomer must be than a full bucket's
-slowest good node to take its place (so that entries do not churn on jitter)."""
+"""With `prefer_fast`, how many times faster (and 50 ms) a newcomer must be than the slowest
+good node of its sub-prefix in a full bucket to take its place (so that entries do not churn
+on jitter; libtorrent asks only for faster)."""
+
+
+def _slowness(entry: "RoutingEntry") -> float:
+    """An entry's smoothed round trip; one never measured counts as the slowest."""
+    return math.inf if entry.rtt is None else entry.rtt
 
 
 class RoutingEntry:
@@ -196,9 +202,13 @@ class RoutingTable:
                  prefer_fast: bool = False) -> None:
         self.own_id = own_id
         self.prefer_fast = prefer_fast
-        """libtorrent's rule for a full bucket that cannot split: a node that answered
-        clearly faster (FAST_MARGIN) than the slowest good node takes its place, which waits
-        in the replacement cache; lookups start from nodes that answer sooner."""
+        """libtorrent's rule for a full bucket that cannot split (`replace_node_impl`): a
+        node that answered takes a place when its sub-prefix (the log2(capacity) bits after
+        the bucket's own) has no node yet, from the slowest node of a crowded sub-prefix;
+        else when it answered clearly faster (FAST_MARGIN) than the slowest node of its own
+        sub-prefix. Whoever it displaces waits in the replacement cache. A bucket whose
+        nodes spread over its sub-prefixes starts a lookup about log2(capacity) bits closer
+        to its target, from nodes that answer sooner."""
         self.k = k
         self.extended = extended
         """libtorrent's extended routing table: the farthest buckets (0 to 3, once they are
@@ -441,7 +451,8 @@ class RoutingTable:
                 # It would be the first evicted: spare the work (and the verification ping).
                 return InsertResult(InsertOutcome.REJECTED,
                                     "bucket and replacement cache full of nodes that answered")
-        elif self._settled(bucket, now) and not self._faster_than_slowest(bucket, rtt, now):
+        elif self._settled(bucket, now) and \
+                self._place_for(bucket, self._index_of(node.key), node.key, rtt, now) is None:
             # A crawl hears from thousands of new nodes a second: where nothing would change
             # but which answering node waits in the replacement cache, spare the work.
             return InsertResult(InsertOutcome.REJECTED, "bucket full of good nodes and "
@@ -491,9 +502,10 @@ class RoutingTable:
                 return self._displace(bucket, old, entry, now,
                                       "took the place of a node without a BEP 42 id")
 
-        slowest = self._faster_than_slowest(bucket, rtt, now)
-        if slowest is not None:
-            return self._displace(bucket, slowest, entry, now, "took the place of a slower node")
+        place = self._place_for(bucket, index, entry.key, rtt, now)
+        if place is not None:
+            old, reason = place
+            return self._displace(bucket, old, entry, now, reason)
 
         self._add_replacement(bucket, entry)
         to_ping = sorted((old for old in bucket.nodes
@@ -516,19 +528,30 @@ class RoutingTable:
         self._notify("added", entry)
         return InsertResult(InsertOutcome.ADDED, reason, verified=True)
 
-    def _faster_than_slowest(self, bucket: Bucket, rtt: float | None,
-                             now: float) -> RoutingEntry | None:
-        """With `prefer_fast`, the slowest good node of a full `bucket` when a node that
-        answered in `rtt` is clearly faster (FAST_MARGIN times, and 50 ms); else None."""
+    def _place_for(self, bucket: Bucket, index: int, key: int, rtt: float | None,
+                   now: float) -> tuple[RoutingEntry, str] | None:
+        """With `prefer_fast`, the node of the full `bucket` (number `index`) that a node
+        with id `key`, which answered in `rtt`, should displace, and why; else None."""
         if not self.prefer_fast or rtt is None or len(bucket.nodes) < bucket.capacity:
             return None
-        slowest = None
+        bits = bucket.capacity.bit_length() - 1
+        shift = max(ID_BITS - 1 - index - bits, 0)
+        mask = (1 << bits) - 1
+        slots: dict[int, list[RoutingEntry]] = {}
         for old in bucket.nodes:
-            if old.rtt is not None and (slowest is None or old.rtt > slowest.rtt):
-                slowest = old
-        if slowest is None or slowest.rtt < max(rtt * FAST_MARGIN, rtt + 0.05):
+            slots.setdefault((old.key >> shift) & mask, []).append(old)
+        own_slot = slots.get((key >> shift) & mask)
+        if own_slot is None:
+            # An empty sub-prefix: the bucket gains reach, whatever the round trips.
+            crowded = [old for slot in slots.values() if len(slot) > 1 for old in slot]
+            if not crowded:  # only when capacity is not a power of two
+                return None
+            return (max(crowded, key=_slowness), "took a place in an empty sub-prefix")
+        slowest = max(own_slot, key=_slowness)
+        if slowest.rtt is None or slowest.rtt < max(rtt * FAST_MARGIN, rtt + 0.05) or \
+                slowest.state(now) is not NodeState.GOOD:
             return None
-        return slowest if slowest.state(now) is NodeState.GOOD else None
+        return (slowest, "took the place of a slower node")
 
     def _settled(self, bucket: Bucket, now: float) -> bool:
         """A bucket that cannot split, full of good nodes (none to replace or ping, none

@@ -712,8 +712,8 @@ def test_an_extended_table_keeps_k_a_bucket_until_it_is_deep():
 @pytest.mark.parametrize("prefer_fast", [False, True])
 def test_a_clearly_faster_node_takes_the_slowest_place_in_a_full_bucket(prefer_fast):
     """libtorrent's rule (`prefer_fast`): in a full bucket that cannot split, a node that
-    answered clearly faster replaces the slowest good node, which waits in the replacement
-    cache; jitter (under FAST_MARGIN) changes nothing."""
+    answered clearly faster replaces the slowest good node of its sub-prefix, which waits in
+    the replacement cache; jitter (under FAST_MARGIN) changes nothing."""
     from mldht.routing import FAST_MARGIN
     table = RoutingTable(NodeId(bytes(20)), k=2, verify=None, prefer_verified=False,
                          prefer_fast=prefer_fast)
@@ -740,3 +740,36 @@ def test_a_clearly_faster_node_takes_the_slowest_place_in_a_full_bucket(prefer_f
     table.heard_from(far(2), 3.0, responded=True, rtt=0.500)
     entry = next(e for e in table.buckets[0].nodes if e.info == far(2))
     assert entry.rtt == pytest.approx(0.100 * 0.75 + 0.500 * 0.25)
+
+
+@pytest.mark.parametrize("prefer_fast", [False, True])
+def test_a_node_of_an_empty_sub_prefix_takes_a_place_in_a_full_bucket(prefer_fast):
+    """libtorrent's rule (`prefer_fast`): a full bucket whose nodes crowd in some of its
+    sub-prefixes (the log2(capacity) bits after its own) takes a node from an empty one,
+    even a slow one, in place of the slowest node of a crowded sub-prefix; a node of an
+    occupied sub-prefix must be clearly faster than that sub-prefix's slowest."""
+    table = RoutingTable(NodeId(bytes(20)), k=4, verify=None, prefer_verified=False,
+                         prefer_fast=prefer_fast)
+
+    def far(slot: int, tag: int) -> NodeInfo:  # bucket 0; sub-prefix: the 2 bits after
+        first = 0x80 | slot << 5 | tag
+        return NodeInfo(NodeId(bytes([first]) + bytes(19)), f"10.8.{slot}.{tag}", 6881)
+
+    rtts = {far(0, 1): 0.300, far(0, 2): 0.100, far(0, 3): 0.200, far(1, 1): 0.100}
+    for node, rtt in rtts.items():
+        table.heard_from(node, 0.0, responded=True, rtt=rtt)
+    table.heard_from(NodeInfo(NodeId(bytes([0x01]) + bytes(19)), "10.8.9.9", 6881), 0.0,
+                     responded=True, rtt=0.1)  # splits: bucket 0 is full and stays so
+    assert {entry.info for entry in table.buckets[0].nodes} == set(rtts)
+    # Sub-prefix 1 holds one node: a node there a little faster does not displace it.
+    result = table.heard_from(far(1, 2), 1.0, responded=True, rtt=0.060)
+    assert result.outcome is InsertOutcome.REPLACEMENT
+    # Sub-prefix 2 is empty: a slow node there takes the place of sub-prefix 0's slowest.
+    result = table.heard_from(far(2, 1), 2.0, responded=True, rtt=0.900)
+    in_bucket = {entry.info for entry in table.buckets[0].nodes}
+    if prefer_fast:
+        assert result.outcome is InsertOutcome.ADDED
+        assert in_bucket == {far(0, 2), far(0, 3), far(1, 1), far(2, 1)}
+        assert far(0, 1) in {entry.info for entry in table.buckets[0].replacements}
+    else:
+        assert result.outcome is InsertOutcome.REPLACEMENT and in_bucket == set(rtts)
