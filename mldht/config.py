@@ -73,10 +73,15 @@ class NodeConfig:
     """A get_peers lookup that has found no peer yet runs until this many of the closest
     nodes have answered (k once a peer came): where Sybils hold some of the closest places,
     the honest nodes that store the swarm are a little farther out."""
-    prefer_fast_nodes: bool = False
-    """libtorrent's rule: in a full routing-table bucket that cannot split, a node that
-    answered clearly faster than the slowest good node takes its place (that one waits in
-    the replacement cache), so that lookups start from nodes that answer sooner."""
+    prefer_fast_nodes: bool = True
+    """libtorrent's rule for a full routing-table bucket that cannot split: a node that
+    answered takes a place when its sub-prefix (the log2(capacity) bits after the bucket's
+    own) has none yet, or when it answered clearly faster than the slowest node of its
+    sub-prefix (that one waits in the replacement cache): lookups start closer to their
+    targets, from nodes that answer sooner. On the emulated DHT of 100,000 nodes (three
+    networks), a warm node's first peer came at p50 0.23 s instead of 0.26 s and p90 0.45 s
+    instead of 0.50 s (libtorrent 0.22 and 0.47 s), for 38.0 queries a lookup instead of
+    39.3 (libtorrent 40.5): tools/bench/get_peers_emulated.py, docs/performance.md."""
     aggressive_lookups: bool = True
     """libtorrent's `aggressive_lookups` (on by default there too): only queries to the
     candidates at the top of the list (closer than the next one to ask) hold the `alpha`

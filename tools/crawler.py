@@ -256,7 +256,10 @@ def make_node(args) -> Node:
         # Every query may wait out its whole timeout (half the real DHT's contacts
         # never answer): room for all of them, so that silence never slows the rate.
         "max_pending": max(4096, int(args.rate * args.timeout * 1.5)),
-        "max_queued_queries": max(65_536, int(args.rate * args.timeout * 3))})
+        "max_queued_queries": max(65_536, int(args.rate * args.timeout * 3)),
+        # Its walk keeps its own frontier, not the table: sorting thousands of answers a
+        # second into sub-prefixes and round trips would buy it nothing.
+        "prefer_fast_nodes": False})
     try:
         return Node(args.bind or ["0.0.0.0:0"], bootstrap=args.bootstrap and
                     [s for value in args.bootstrap for s in value.split(",") if s],

@@ -31,7 +31,8 @@ PRESETS: dict[str, dict] = {
                    "aggressive_lookups": True},
     "kademlia": {"alpha": 3, "soft_timeout": NodeConfig().query_timeout,
                  "adaptive_soft_timeout": False, "lookup_waits_for_slow": True,
-                 "lookup_resends": False, "aggressive_lookups": False},
+                 "lookup_resends": False, "aggressive_lookups": False,
+                 "prefer_fast_nodes": False},
     "eager": {"alpha": 8, "soft_timeout": 0.5},
 }
 """Named NodeConfig overrides: `mldht` is the defaults; `libtorrent` its traversal (5 in
