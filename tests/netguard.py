@@ -83,6 +83,26 @@ def install() -> None:
     socket.socket.connect = connect
     socket.socket.connect_ex = connect_ex
     socket.getaddrinfo = getaddrinfo
+    _guard_native_sends()
+
+
+def _guard_native_sends() -> None:
+    """The node's native transport sends with sendmmsg, past socket.sendto: check each
+    batch's addresses before it goes (children turn the native path off instead)."""
+    if os.environ.get("MLDHT_NATIVE", "").strip() == "0":
+        return
+    try:
+        from mldht import _batchio  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    original_send_batch = _batchio.send_batch
+
+    def send_batch(fd, family, datagrams, start):
+        for _, address in datagrams[start:]:
+            _check(address, "sendmmsg")
+        return original_send_batch(fd, family, datagrams, start)
+
+    _batchio.send_batch = send_batch
 
 
 GUARD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard")
@@ -94,5 +114,6 @@ def guarded_env() -> dict[str, str]:
     env["MLDHT_NETGUARD_LOG"] = child_log_path
     # uvloop sends from C, past the patched socket methods: children use asyncio's own loop.
     env["MLDHT_EVENT_LOOP"] = "asyncio"
+    env["MLDHT_NATIVE"] = "0"  # likewise the native transport's sendmmsg
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [GUARD_DIR, env.get("PYTHONPATH")]))
     return env

@@ -1,9 +1,10 @@
 """The wheel `pip wheel .` builds ships every package under mldht/, and the peer finder and
 crawler of tools/ as `mldht_tools`, imports on its own, and installs the tools' commands.
 
-The build runs on a copy of pyproject.toml, README.md, mldht/ and tools/ in a temporary folder, so
-that it writes no build/ or egg-info into the work tree. Build isolation fetches setuptools
-from the package index pip is configured with (pyproject.toml asks for setuptools>=77).
+The build runs on a copy of pyproject.toml, README.md, mldht/, tools/ and native/ (the C of
+the optional native transport) in a temporary folder, so that it writes no build/ or
+egg-info into the work tree. Build isolation fetches setuptools from the package index pip
+is configured with (pyproject.toml asks for setuptools>=77).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ def built(tmp_path_factory):
         shutil.copy2(ROOT / name, source / name)
     for license_file in ROOT.glob("LICEN[CS]E*"):
         shutil.copy2(license_file, source / license_file.name)
-    for top in ("mldht", "tools"):
+    for top in ("mldht", "tools", "native"):
         shutil.copytree(ROOT / top, source / top,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
     out = folder / "dist"
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     process = subprocess.run(
@@ -79,6 +80,9 @@ def test_the_wheel_ships_every_package_and_py_typed(built):
                 module, sorted(names))
     assert not [name for name in names if name.startswith(("tools/", "mldht_tools/bench/"))]
     assert "mldht/py.typed" in names
+    # The optional native transport (native/batchio.c), built here: Linux, gcc, headers.
+    assert [name for name in names if name.startswith("mldht/_batchio.") and
+            name.endswith(".so")], sorted(names)
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
     metadata = zipfile.ZipFile(wheel).read(
         next(name for name in names if name.endswith(".dist-info/METADATA"))).decode()

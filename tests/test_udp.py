@@ -57,6 +57,8 @@ class _FullOnce:
     def __init__(self, sock: socket.socket, full: int) -> None:
         self.sock, self.full, self.sent = sock, full, []
 
+    family = socket.AF_INET
+
     def fileno(self) -> int:
         return self.sock.fileno()
 
@@ -77,7 +79,8 @@ class _FullOnce:
         self.sock.close()
 
 
-async def test_a_full_send_buffer_queues_and_keeps_the_order():
+async def test_a_full_send_buffer_queues_and_keeps_the_order(monkeypatch):
+    monkeypatch.setenv("MLDHT_NATIVE", "0")  # Python's sendto, which the fake socket fills
     loop = asyncio.get_running_loop()
     fake = _FullOnce(_udp_socket(), full=1)
     transport = SocketDatagramTransport(loop, fake, lambda batch: None)  # type: ignore[arg-type]

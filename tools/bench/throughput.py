@@ -517,9 +517,17 @@ def mldht_node_main(argv: list[str]) -> None:
                     responded=True)
             threading.Thread(target=read_stdin, daemon=True).start()
             from mldht.krpc import codec_backend
+
+            def io_path() -> str:
+                try:
+                    from mldht.batchio import describe
+                except ImportError:  # an mldht from before the native transport
+                    return "pure Python"
+                return describe()
             print(json.dumps({"ready": True, "port": node.address[1], "id": node.node_id.hex(),
                               "table": len(node.routing_table),
-                              "loop": type(loop).__module__, "codec": codec_backend()}),
+                              "loop": type(loop).__module__, "codec": codec_backend(),
+                              "io": io_path()}),
                   flush=True)
             try:
                 await asyncio.wait_for(stop.wait(), args.max_seconds)
@@ -725,12 +733,14 @@ class Bench:
             self.children.stop(proc)
 
     def measure_mldht(self, kinds: list[str], uvloop: bool = False,
-                      root: str | None = None, python: tuple[str, str] | None = None) -> list[dict]:
+                      root: str | None = None, python: tuple[str, str] | None = None,
+                      pure: bool = False) -> list[dict]:
         """This checkout's mldht, or (with `root`) the mldht package of another checkout,
         e.g. a worktree of the commit before a change, or (with `python`, a (label, path)
         pair) the mldht installed for another interpreter, on the event loop `mldht serve`
         would choose there."""
-        label = ("mldht+uvloop" if uvloop else "mldht") + ("@baseline" if root else "")
+        label = (("mldht+uvloop" if uvloop else "mldht") + ("@baseline" if root else "")
+                 + ("@pure" if pure else ""))
         cmd = [sys.executable, str(Path(__file__).resolve()), "_mldht-node", "--depths",
                str(self.args.depths), "--max-seconds", str(self.lifetime(kinds))]
         if uvloop:
@@ -742,6 +752,8 @@ class Bench:
             label, cmd[0] = python
             cmd.append("--auto-loop")
             env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        if pure:  # the pure-Python transport (mldht.batchio)
+            env = dict(env if env is not None else os.environ, MLDHT_NATIVE="0")
         proc = self.children.start(cmd, self.node_cpu, stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, env=env)
         self.node_proc = proc
@@ -750,7 +762,8 @@ class Bench:
             rows = self.measure_kinds(label, proc, (NODE_IP, ready["port"]), kinds,
                                       table=ready["table"])
             for row in rows:
-                row.update(loop=ready.get("loop"), codec=ready.get("codec"))
+                row.update(loop=ready.get("loop"), codec=ready.get("codec"),
+                           io=ready.get("io"))
             return rows
         finally:
             self.children.stop(proc)
@@ -810,6 +823,8 @@ class Bench:
             # Old and new alternate, so that a machine growing busier does not favour one.
             for uvloop in (False, True) if args.uvloop else (False,):
                 rows += self.measure_mldht(kinds, uvloop=uvloop)
+                if args.pure:
+                    rows += self.measure_mldht(kinds, uvloop=uvloop, pure=True)
                 if args.baseline:
                     rows += self.measure_mldht(kinds, uvloop=uvloop, root=args.baseline)
                 for python in args.python:
@@ -829,6 +844,7 @@ class Bench:
             if not theirs or not theirs["replies_per_s"]:
                 continue
             for label in ("mldht", "mldht+uvloop", "mldht@baseline", "mldht+uvloop@baseline",
+                          "mldht@pure", "mldht+uvloop@pure",
                           *(label for label, _ in args.python)):
                 ours = same.get(label)
                 if ours is None:
@@ -956,6 +972,9 @@ def parse_args(argv: list[str]):
                         help="also measure the mldht package of another checkout (e.g. a git "
                              "worktree of the commit before a change), alternating with this "
                              "one, and print the replies per CPU-second of this one over it")
+    parser.add_argument("--pure", action="store_true",
+                        help="also measure this checkout's mldht on the pure-Python transport "
+                             "(MLDHT_NATIVE=0: one recvfrom/sendto per datagram), alternating")
     parser.add_argument("--python", metavar="LABEL=PATH", action="append", default=[],
                         help="also measure the mldht installed for the interpreter PATH (a "
                              "venv's bin/python, e.g. a plain `pip install .` against one "
