@@ -100,20 +100,27 @@ class SocketDatagramTransport(asyncio.DatagramTransport):
             return 0
         if self._native is not None:
             return self._native_send_batch(datagrams)
-        send = self._sock.sendto
+        send = self._send_one
         failed = 0
         for position, (data, addr) in enumerate(datagrams):
-            try:
-                send(data, addr)
-            except (BlockingIOError, InterruptedError):
-                for data, addr in datagrams[position:]:
-                    self._enqueue(data, addr)
-                self._loop.add_writer(self._fileno, self._write_ready)
+            outcome = send(data, addr)
+            if outcome < 0:
+                self._queue_from(datagrams, position)
                 break
-            except (OSError, ValueError, TypeError) as exc:
-                failed += 1
-                log.debug("send to %s failed: %s", addr, exc)
+            failed += outcome
         return failed
+
+    def _send_one(self, data: bytes, addr) -> int:
+        """Send one datagram with Python's sendto: 0 when it went, 1 when its address was
+        refused, -1 when the send buffer is full."""
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            return -1
+        except (OSError, ValueError, TypeError) as exc:
+            log.debug("send to %s failed: %s", addr, exc)
+            return 1
+        return 0
 
     def _native_send_batch(self, datagrams: list[tuple[bytes, tuple]]) -> int:
         if not isinstance(datagrams, list):
@@ -127,27 +134,26 @@ class SocketDatagramTransport(asyncio.DatagramTransport):
             if reason == errno.EINTR:
                 continue
             if reason == errno.EAGAIN:
-                for data, addr in datagrams[position:]:
-                    self._enqueue(data, addr)
-                self._loop.add_writer(self._fileno, self._write_ready)
+                self._queue_from(datagrams, position)
                 break
             data, addr = datagrams[position]
             if reason == -1:  # not a numeric address of our family: Python's sendto decides
-                try:
-                    self._sock.sendto(data, addr)
-                except (BlockingIOError, InterruptedError):
-                    for data, addr in datagrams[position:]:
-                        self._enqueue(data, addr)
-                    self._loop.add_writer(self._fileno, self._write_ready)
+                outcome = self._send_one(data, addr)
+                if outcome < 0:
+                    self._queue_from(datagrams, position)
                     break
-                except (OSError, ValueError, TypeError) as exc:
-                    failed += 1
-                    log.debug("send to %s failed: %s", addr, exc)
+                failed += outcome
             else:
                 failed += 1
                 log.debug("send to %s failed: %s", addr, os.strerror(reason))
             position += 1
         return failed
+
+    def _queue_from(self, datagrams: list[tuple[bytes, tuple]], position: int) -> None:
+        """The send buffer is full: datagrams[position:] wait until the socket is writable."""
+        for data, addr in datagrams[position:]:
+            self._enqueue(data, addr)
+        self._loop.add_writer(self._fileno, self._write_ready)
 
     def sendto(self, data, addr=None) -> None:
         if self._closed:
