@@ -52,9 +52,9 @@ class NodeState(enum.Enum):
 RTT_WEIGHT = 0.25
 """Weight of a new round trip in an entry's smoothed one."""
 FAST_MARGIN = 2.0
-"""With `prefer_fast`, how many times faster (and 50 ms) a newcomer must be than the slowest
-good node of its sub-prefix in a full bucket to take its place (so that entries do not churn
-on jitter; libtorrent asks only for faster)."""
+"""With `prefer_fast`, how many times faster (and 50 ms) a newcomer must be, by default, than
+the slowest good node of its sub-prefix in a full bucket to take its place (so that entries
+do not churn on jitter; libtorrent asks only for faster)."""
 
 
 def _slowness(entry: "RoutingEntry") -> float:
@@ -199,9 +199,12 @@ class RoutingTable:
     def __init__(self, own_id: NodeId, k: int = K, replacement_size: int = K, *,
                  verify: Callable[[bytes, str], bool] | None = None, enforce: bool = False,
                  prefer_verified: bool = True, extended: bool = False,
-                 prefer_fast: bool = False) -> None:
+                 prefer_fast: bool = False, fast_margin: float = FAST_MARGIN) -> None:
         self.own_id = own_id
         self.prefer_fast = prefer_fast
+        self.fast_margin = fast_margin
+        """How many times faster (and 50 ms) a newcomer must be than the node it displaces
+        from its sub-prefix; at most 1: faster at all, as libtorrent."""
         """libtorrent's rule for a full bucket that cannot split (`replace_node_impl`): a
         node that answered takes a place when its sub-prefix (the log2(capacity) bits after
         the bucket's own) has no node yet, from the slowest node of a crowded sub-prefix;
@@ -548,8 +551,10 @@ class RoutingTable:
                 return None
             return (max(crowded, key=_slowness), "took a place in an empty sub-prefix")
         slowest = max(own_slot, key=_slowness)
-        if slowest.rtt is None or slowest.rtt < max(rtt * FAST_MARGIN, rtt + 0.05) or \
-                slowest.state(now) is not NodeState.GOOD:
+        if slowest.rtt is None or slowest.state(now) is not NodeState.GOOD:
+            return None
+        margin = self.fast_margin
+        if slowest.rtt < max(rtt * margin, rtt + 0.05) if margin > 1 else slowest.rtt <= rtt:
             return None
         return (slowest, "took the place of a slower node")
 

@@ -158,7 +158,8 @@ class Engine:
                              enforce=config.enforce_node_id,
                              prefer_verified=config.prefer_verified_node_ids,
                              extended=config.extended_routing_table,
-                             prefer_fast=config.prefer_fast_nodes)
+                             prefer_fast=config.prefer_fast_nodes,
+                             fast_margin=config.fast_node_margin)
         table.listener = self._table_changed
         return table
 
