@@ -773,3 +773,29 @@ def test_a_node_of_an_empty_sub_prefix_takes_a_place_in_a_full_bucket(prefer_fas
         assert far(0, 1) in {entry.info for entry in table.buckets[0].replacements}
     else:
         assert result.outcome is InsertOutcome.REPLACEMENT and in_bucket == set(rtts)
+
+
+@pytest.mark.parametrize("margin", [1.0, 2.0])
+def test_the_fast_margin_says_how_much_faster_a_newcomer_must_be(margin):
+    """`fast_margin` 1: a newcomer faster at all takes the slowest place of its sub-prefix
+    (libtorrent's rule); 2 (the default): it must answer twice as fast, and 50 ms sooner."""
+    table = RoutingTable(NodeId(bytes(20)), k=2, verify=None, prefer_verified=False,
+                         prefer_fast=True, fast_margin=margin)
+
+    def far(tag: int) -> NodeInfo:  # bucket 0, sub-prefix 0 (the bit after the first)
+        return NodeInfo(NodeId(bytes([0x80 | tag]) + bytes(19)), f"10.9.0.{tag}", 6881)
+
+    table.heard_from(far(1), 0.0, responded=True, rtt=0.300)
+    table.heard_from(far(2), 0.0, responded=True, rtt=0.100)
+    table.heard_from(NodeInfo(NodeId(bytes([0x01]) + bytes(19)), "10.9.1.1", 6881), 0.0,
+                     responded=True, rtt=0.1)  # splits: bucket 0 stays full
+    result = table.heard_from(far(3), 1.0, responded=True, rtt=0.250)
+    in_bucket = {entry.info for entry in table.buckets[0].nodes}
+    if margin == 1.0:
+        assert result.outcome is InsertOutcome.ADDED and in_bucket == {far(2), far(3)}
+    else:
+        assert result.outcome is InsertOutcome.REPLACEMENT and in_bucket == {far(1), far(2)}
+    # As fast as the slowest is never enough.
+    result = table.heard_from(far(4), 2.0, responded=True,
+                              rtt=max(entry.rtt for entry in table.buckets[0].nodes))
+    assert result.outcome is InsertOutcome.REPLACEMENT
