@@ -51,10 +51,10 @@ class NodeState(enum.Enum):
 
 RTT_WEIGHT = 0.25
 """Weight of a new round trip in an entry's smoothed one."""
-FAST_MARGIN = 2.0
-"""With `prefer_fast`, how many times faster (and 50 ms) a newcomer must be, by default, than
-the slowest good node of its sub-prefix in a full bucket to take its place (so that entries
-do not churn on jitter; libtorrent asks only for faster)."""
+FAST_MARGIN = 1.0
+"""With `prefer_fast`, by default, a newcomer faster at all than the slowest good node of its
+sub-prefix in a full bucket takes its place, as libtorrent's does; a margin above 1 asks for
+that many times faster, and 50 ms, so that entries churn less on jitter."""
 
 
 def _slowness(entry: "RoutingEntry") -> float:
@@ -202,16 +202,16 @@ class RoutingTable:
                  prefer_fast: bool = False, fast_margin: float = FAST_MARGIN) -> None:
         self.own_id = own_id
         self.prefer_fast = prefer_fast
-        self.fast_margin = fast_margin
-        """How many times faster (and 50 ms) a newcomer must be than the node it displaces
-        from its sub-prefix; at most 1: faster at all, as libtorrent."""
         """libtorrent's rule for a full bucket that cannot split (`replace_node_impl`): a
         node that answered takes a place when its sub-prefix (the log2(capacity) bits after
         the bucket's own) has no node yet, from the slowest node of a crowded sub-prefix;
-        else when it answered clearly faster (FAST_MARGIN) than the slowest node of its own
+        else when it answered faster (`fast_margin`) than the slowest node of its own
         sub-prefix. Whoever it displaces waits in the replacement cache. A bucket whose
         nodes spread over its sub-prefixes starts a lookup about log2(capacity) bits closer
         to its target, from nodes that answer sooner."""
+        self.fast_margin = fast_margin
+        """How many times faster (and 50 ms) a newcomer must be than the node it displaces
+        from its sub-prefix; at most 1: faster at all, as libtorrent's."""
         self.k = k
         self.extended = extended
         """libtorrent's extended routing table: the farthest buckets (0 to 3, once they are

@@ -761,8 +761,8 @@ def test_a_node_of_an_empty_sub_prefix_takes_a_place_in_a_full_bucket(prefer_fas
     table.heard_from(NodeInfo(NodeId(bytes([0x01]) + bytes(19)), "10.8.9.9", 6881), 0.0,
                      responded=True, rtt=0.1)  # splits: bucket 0 is full and stays so
     assert {entry.info for entry in table.buckets[0].nodes} == set(rtts)
-    # Sub-prefix 1 holds one node: a node there a little faster does not displace it.
-    result = table.heard_from(far(1, 2), 1.0, responded=True, rtt=0.060)
+    # Sub-prefix 1 holds one node: a node there no faster does not displace it.
+    result = table.heard_from(far(1, 2), 1.0, responded=True, rtt=0.100)
     assert result.outcome is InsertOutcome.REPLACEMENT
     # Sub-prefix 2 is empty: a slow node there takes the place of sub-prefix 0's slowest.
     result = table.heard_from(far(2, 1), 2.0, responded=True, rtt=0.900)
