@@ -13,11 +13,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .compact import Address, NodeInfo
+from . import native
+from .compact import Address, NodeInfo, pack_address
 from .config import DEFAULT_K
 from .ids import ID_BITS, NodeId
 
 K = DEFAULT_K
+MAX_NATIVE_COUNT = 64
+"""The native `closest_compact` lists at most this many nodes (a reply lists k)."""
 EXTENDED_FACTORS = (16, 8, 4, 2)
 """An extended table's buckets 0 to 3 hold this many times k (libtorrent's bucket_limit)."""
 EXTENDED_MARGIN = 8
@@ -194,12 +197,16 @@ class RoutingTable:
     BEP 42: `verify(node_id, ip)` tells whether an id matches its IP. With `enforce`, nodes
     whose ids do not match never enter the table; with `prefer_verified` (libtorrent's
     default), a matching node takes the place of a non-matching one in a full bucket.
+
+    `native_codec` false keeps `closest_compact` in Python even where the native codec is
+    built (mldht/native.py): for comparing the two.
     """
 
     def __init__(self, own_id: NodeId, k: int = K, replacement_size: int = K, *,
                  verify: Callable[[bytes, str], bool] | None = None, enforce: bool = False,
                  prefer_verified: bool = True, extended: bool = False,
-                 prefer_fast: bool = False, fast_margin: float = FAST_MARGIN) -> None:
+                 prefer_fast: bool = False, fast_margin: float = FAST_MARGIN,
+                 native_codec: bool = True) -> None:
         self.own_id = own_id
         self.prefer_fast = prefer_fast
         """libtorrent's rule for a full bucket that cannot split (`replace_node_impl`): a
@@ -233,9 +240,15 @@ class RoutingTable:
         """Told `("added", entry)` / `("removed", entry)` when a main bucket changes."""
         self._quiet_until = -math.inf
         """No entry can turn questionable before this time (see `questionable`)."""
+        self._krpc = native.module("_krpc") if native_codec else None
+        self._serving: tuple[bytes, int] | None = None
+        """For the native `closest_compact`: the compact forms of the entries a reply may
+        list (answered us, not bad), joined, and their width (0: mixed families, use
+        Python); None when something changed since it was made."""
 
     def _notify(self, change: str, entry: RoutingEntry) -> None:
         self._quiet_until = -math.inf  # an entry from the replacements may be old already
+        self._serving = None
         if self.listener is not None:
             self.listener(change, entry)
 
@@ -243,7 +256,9 @@ class RoutingTable:
         """A table around a new id holding the same nodes (after our external IP changed)."""
         table = RoutingTable(own_id, self.k, self.replacement_size, verify=self.verify,
                              enforce=self.enforce, prefer_verified=self.prefer_verified,
-                             extended=self.extended)
+                             extended=self.extended, prefer_fast=self.prefer_fast,
+                             fast_margin=self.fast_margin,
+                             native_codec=self._krpc is not None)
         table._id_changes = dict(self._id_changes)
         table._distrusted = dict(self._distrusted)
         for entry in self:
@@ -307,11 +322,35 @@ class RoutingTable:
                                                               exclude, now if good_only else None)]
 
     def closest_compact(self, target: bytes, count: int = K,
-                        exclude: Address | None = None) -> bytes:
+                        exclude: Address | None = None, packed_exclude: bytes | None = None
+                        ) -> bytes:
         """`closest(target, count, verified_only=True, exclude=exclude)` as the packed compact
-        node info of a `nodes` or `nodes6` reply: what every find_node and get_peers costs."""
+        node info of a `nodes` or `nodes6` reply: what every find_node and get_peers costs.
+        `packed_exclude` is `pack_address(exclude)`, when the caller has it already.
+
+        With the native codec (mldht/native.py) the choice is made in C from the compact
+        forms of the listable entries, kept joined until the table changes: the same bytes.
+        """
+        krpc = self._krpc
+        if krpc is not None and count <= MAX_NATIVE_COUNT:
+            serving = self._serving or self._make_serving()
+            if serving[1]:
+                if exclude is None:
+                    packed_exclude = b""
+                elif packed_exclude is None:
+                    packed_exclude = pack_address(exclude)
+                return krpc.closest_compact(serving[0], serving[1], target, count,
+                                            packed_exclude)
         return b"".join([entry.compact for entry in
                          self._closest_entries(target, count, True, exclude, None)])
+
+    def _make_serving(self) -> tuple[bytes, int]:
+        forms = [entry.compact for entry in self
+                 if entry.failures < BAD_AFTER_FAILURES and entry.last_response is not None]
+        widths = {len(form) for form in forms}
+        width = widths.pop() if len(widths) == 1 else (26 if not widths else 0)
+        self._serving = serving = (b"".join(forms), width)
+        return serving
 
     def _closest_entries(self, target: bytes, count: int, verified_only: bool,
                          exclude: Address | None, good_at: float | None) -> list[RoutingEntry]:
@@ -422,7 +461,10 @@ class RoutingTable:
                 existing.version = version
             if existing.info.port != node.port:
                 existing.move_to_port(node.port)  # same id, same IP: a NAT remapped it
+                self._serving = None
             if responded:
+                if existing.last_response is None or existing.failures >= BAD_AFTER_FAILURES:
+                    self._serving = None  # it may be listed now
                 existing.last_response = now
                 existing.failures = 0
                 if rtt is not None:
@@ -601,6 +643,7 @@ class RoutingTable:
         entry.ping_pending = False
         if entry.failures < BAD_AFTER_FAILURES:
             return False
+        self._serving = None  # bad now: no longer listed
         bucket = self.buckets[self._index_of(entry.key)]
         replacement = self._best_replacement(bucket)
         if replacement is None:

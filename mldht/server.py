@@ -128,32 +128,42 @@ class QueryHandler:
         if method == b"ping":
             if len(arguments) != 1:
                 return None
-            body = b""
+            target = None
         elif method == b"find_node" or method == b"get_peers":
             target = arguments.get(b"target" if method == b"find_node" else b"info_hash")
             if type(target) is not bytes or len(target) != 20 or len(arguments) != 2:
                 return None
-            nodes = self.table.closest_compact(target, self.k, exclude=source)
-            ipv6 = ":" in source[0]
-            body = b"%s%d:%s" % (b"6:nodes6" if ipv6 else b"5:nodes", len(nodes), nodes)
-            if method == b"get_peers":
-                token = self.tokens.issue(source[0], target, now)
-                body += b"5:token%d:%s" % (len(token), token)
-                if target in self.peers:
-                    return self._quick_values(transaction_id, source, body, target, ipv6, now)
         else:
             return None
-        return self._quick_encode(transaction_id, source, body)
+        return self.plain_reply(method, transaction_id, target, source, now)
 
-    def _quick_encode(self, transaction_id: bytes, source: Address, body: bytes) -> bytes:
+    def plain_reply(self, method: bytes, transaction_id: bytes, target: bytes | None,
+                    source: Address, now: float) -> bytes:
+        """The encoded reply to a plain query whose form is already checked (the forms of
+        `quick_reply`; `mldht._krpc.parse_plain_query` reads them in C): `method` is
+        b"ping" (`target` None), b"find_node" or b"get_peers" (`target` 20 bytes)."""
         requester = pack_address(source)
+        if target is None:
+            return self._quick_encode(transaction_id, requester, b"")
+        nodes = self.table.closest_compact(target, self.k, exclude=source,
+                                           packed_exclude=requester)
+        ipv6 = ":" in source[0]
+        body = b"%s%d:%s" % (b"6:nodes6" if ipv6 else b"5:nodes", len(nodes), nodes)
+        if method == b"get_peers":
+            token = self.tokens.issue(source[0], target, now)
+            body += b"5:token%d:%s" % (len(token), token)
+            if target in self.peers:
+                return self._quick_values(transaction_id, requester, body, target, ipv6, now)
+        return self._quick_encode(transaction_id, requester, body)
+
+    def _quick_encode(self, transaction_id: bytes, requester: bytes, body: bytes) -> bytes:
         return b"d2:ip%d:%s1:rd2:id20:%s%se1:t%d:%s%s1:y1:re" % (
             len(requester), requester, self.own_id, body, len(transaction_id), transaction_id,
             b"" if self.version is None else b"1:v%d:%s" % (len(self.version), self.version))
 
-    def _quick_values(self, transaction_id: bytes, source: Address, body: bytes,
+    def _quick_values(self, transaction_id: bytes, requester: bytes, body: bytes,
                       info_hash: bytes, ipv6: bool, now: float) -> bytes:
-        without_values = self._quick_encode(transaction_id, source, body)
+        without_values = self._quick_encode(transaction_id, requester, body)
         per_peer = len(b"18:") + 18 if ipv6 else len(b"6:") + 6
         room = MAX_REPLY_BYTES - len(without_values) - len(b"6:valuesle")
         values = self.peers.get_packed(info_hash, now, min(MAX_PEERS_PER_REPLY, room // per_peer),
@@ -162,7 +172,8 @@ class QueryHandler:
             return without_values
         prefix = b"18:" if ipv6 else b"6:"  # every value is of the querier's family
         packed = prefix.join(values)
-        return self._quick_encode(transaction_id, source, b"%s6:valuesl%s%se" % (body, prefix, packed))
+        return self._quick_encode(transaction_id, requester,
+                                  b"%s6:valuesl%s%se" % (body, prefix, packed))
 
     def _get_peers(self, query: Query, info_hash: InfoHash, want: tuple[bytes, ...],
                    source: Address, now: float) -> Response:

@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 import mldht
+from mldht.native import MODULES
 
 PACKAGE_DIR = Path(mldht.__file__).resolve().parent
 
@@ -44,6 +45,10 @@ def imports(name: str, path: Path) -> tuple[list[tuple[str, list[str], int]], as
     return found, tree
 
 
+NATIVE_MODULES = {f"mldht.{name}" for name in MODULES}
+"""The optional C modules (mldht/native.py)."""
+
+
 def mldht_targets(module: str, names: list[str]) -> list[str]:
     """The mldht modules an import statement loads (a `from pkg import submodule` loads the
     submodule; a name that is no submodule comes from the package's __init__)."""
@@ -52,6 +57,8 @@ def mldht_targets(module: str, names: list[str]) -> list[str]:
     targets = []
     for imported in names or [""]:
         submodule = f"{module}.{imported}" if imported else module
+        if submodule in NATIVE_MODULES:
+            continue  # compiled from native/*.c: a leaf, importing nothing of mldht
         if imported and module_path(submodule) is not None:
             targets.append(submodule)
         else:

@@ -30,6 +30,7 @@ import random as _random
 from collections import deque
 from typing import Any, Iterable, Sequence
 
+from .. import native
 from ..bep42 import is_secure_id
 from ..bep44 import Item, ItemStore, KeyPair, mutable_target
 from ..blocklist import Blocklist
@@ -71,6 +72,7 @@ MAX_METHODS_COUNTED = 64
 MAX_VERSIONS_SHARED = 256
 """Bound on the query method names counted (unknown methods are many)."""
 _QUICK_METHOD_NAMES = {b"ping": "ping", b"find_node": "find_node", b"get_peers": "get_peers"}
+_QUICK_TARGET_KEYS = {b"find_node": b"target", b"get_peers": b"info_hash"}
 
 
 class Engine:
@@ -80,19 +82,25 @@ class Engine:
     changed; others are random and move to a BEP 42 id once the external IP is known).
     `rng` draws ids and transaction ids (default: the OS's); give a seeded one for
     simulations. `read_only` (BEP 43): queries carry `ro`=1 and nothing is answered.
+    `native_parts` false keeps the quick path in Python even where the native codec is
+    built and `MLDHT_NATIVE` allows it (mldht/native.py): the replies are the same bytes.
     """
 
     def __init__(self, now: float, *, families: Sequence[str] = ("ipv4",),
                  node_ids: dict[str, bytes] | None = None, config: NodeConfig | None = None,
                  rng: _random.Random | None = None, read_only: bool = False,
                  blocklist: Blocklist | None = None, peer_store: PeerStore | None = None,
-                 item_store: ItemStore | None = None) -> None:
+                 item_store: ItemStore | None = None, native_parts: bool = True) -> None:
         names = list(dict.fromkeys(families))
         if not names or any(name not in FAMILIES for name in names):
             raise ValueError(f"families are 'ipv4' and/or 'ipv6', not {list(families)!r}")
         self.config = config = config or NodeConfig()
         self.rng = rng or _random.SystemRandom()
         self.read_only = read_only
+        self.native_parts = native_parts
+        krpc = native.module("_krpc") if native_parts else None
+        self._parse_plain = krpc.parse_plain_query if krpc is not None and not read_only else None
+        """The native codec's reader of plain queries (mldht/native.py), or None."""
         self.started = now
         self.now = now
         """The time of the last call that gave one (for events raised deep inside)."""
@@ -159,7 +167,8 @@ class Engine:
                              prefer_verified=config.prefer_verified_node_ids,
                              extended=config.extended_routing_table,
                              prefer_fast=config.prefer_fast_nodes,
-                             fast_margin=config.fast_node_margin)
+                             fast_margin=config.fast_node_margin,
+                             native_codec=self.native_parts)
         table.listener = self._table_changed
         return table
 
@@ -357,6 +366,19 @@ class Engine:
     def _dispatch(self, data: bytes, source: Address, now: float, charge: bool) -> None:
         """One datagram. `charge`: it came from an IP we are waiting on, so only a matched
         reply is free; anything else still counts against the IP's rate."""
+        parse_plain = self._parse_plain
+        if parse_plain is not None:
+            # The native codec reads a plain query without decoding it into objects; it
+            # answers None for everything else, which the Python path below then reads.
+            plain = parse_plain(data)
+            if plain is not None:
+                method, transaction_id, sender, target, version, read_only = plain
+                family = self._by_ipv6.get(":" in source[0]) or self.families[0]
+                reply = family.handler.plain_reply(method, transaction_id, target, source, now)
+                if not (charge and self._over_limit(source[0], now)):
+                    self._answered_quickly(family, method, sender, target, version,
+                                           read_only == 1, None, reply, source, now)
+                return
         try:
             value = decode_datagram(data)
             if type(value) is dict and value.get(b"y") == b"q" and not self.read_only:
@@ -364,7 +386,12 @@ class Engine:
                 reply = family.handler.quick_reply(value, source, now)
                 if reply is not None:  # a plain ping, find_node or get_peers: answered
                     if not (charge and self._over_limit(source[0], now)):
-                        self._answered_quickly(family, value, reply, source, now)
+                        arguments = value[b"a"]
+                        self._answered_quickly(
+                            family, value[b"q"], arguments[b"id"],
+                            arguments.get(b"target") or arguments.get(b"info_hash"),
+                            value.get(b"v"), value.get(b"ro") == 1, arguments, reply, source,
+                            now)
                     return
             message = interpret_message(value, data)
         except KrpcDecodeError as exc:
@@ -448,22 +475,25 @@ class Engine:
         stats.errors_sent += 1
         stats.errors_sent_by_code[code] = stats.errors_sent_by_code.get(code, 0) + 1
 
-    def _answered_quickly(self, family: Family, query: dict, reply: bytes, source: Address,
+    def _answered_quickly(self, family: Family, method_name: bytes, sender: bytes,
+                          target: bytes | None, version: bytes | None, read_only: bool,
+                          arguments: dict | None, reply: bytes, source: Address,
                           now: float) -> None:
-        """What `_on_query` does, for a query the quick path answered."""
-        method = _QUICK_METHOD_NAMES[query[b"q"]]
+        """What `_on_query` does, for a query the quick path answered (`arguments`: its
+        decoded `a`, None when the native codec read it)."""
+        method = _QUICK_METHOD_NAMES[method_name]
         counts = self.stats.queries_received
         counts[method] = counts.get(method, 0) + 1
         self._send_reply(reply, source, now)
-        arguments = query[b"a"]
-        read_only = query.get(b"ro") == 1
         if self.observing:
-            self.observe(QueryReceived(now, method, source, arguments[b"id"],
-                                        arguments.get(b"target") or arguments.get(b"info_hash"),
-                                        read_only, query.get(b"v"), arguments))
+            if arguments is None:
+                arguments = {b"id": sender}
+                if target is not None:
+                    arguments[_QUICK_TARGET_KEYS[method_name]] = target
+            self.observe(QueryReceived(now, method, source, sender, target, read_only,
+                                        version, arguments))
         if not read_only:
-            self._note_querier(family, NodeId(arguments[b"id"]), source, now,
-                               query.get(b"v"))
+            self._note_querier(family, NodeId(sender), source, now, version)
 
     def _on_query(self, query: Query, raw: dict, source: Address, now: float) -> None:
         method = (query.name if isinstance(query, UnknownQuery) else query.method).decode(
