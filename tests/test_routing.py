@@ -643,6 +643,14 @@ def test_table_moves_to_a_new_own_id_with_its_nodes():
     assert all(entry.last_response == 5.0 for entry in moved)
 
 
+def test_a_table_moved_to_a_new_own_id_keeps_its_rules():
+    table = RoutingTable(NodeId(bytes(20)), extended=True, prefer_fast=True, fast_margin=2.0,
+                         native_codec=False)
+    moved = table.with_own_id(NodeId(b"\xaa" * 20))
+    assert (moved.extended, moved.prefer_fast, moved.fast_margin, moved._krpc) == \
+        (True, True, 2.0, None)
+
+
 def test_an_entry_keeps_the_v_of_the_last_message_that_had_one():
     from mldht.compact import NodeInfo
     from mldht.ids import NodeId
