@@ -482,8 +482,10 @@ class RoutingTable:
 
         if not responded:
             replacements = bucket.replacements
+            ip, node_id = node.ip, node.id
             for waiting in replacements:
-                if waiting.ip == node.ip and waiting.id == node.id:  # it queried us again
+                info = waiting.info  # not the properties: every querier runs this loop
+                if info.ip == ip and info.id == node_id:  # it queried us again
                     waiting.move_to_port(node.port)
                     waiting.last_query = now
                     if version is not None:
@@ -618,10 +620,12 @@ class RoutingTable:
 
     def _add_replacement(self, bucket: Bucket, entry: RoutingEntry) -> None:
         replacements = bucket.replacements
+        ip, node_id = entry.info.ip, entry.info.id
         for old in replacements:
-            if old.ip == entry.ip or old.id == entry.id:
+            info = old.info  # not the properties: every new querier runs this loop
+            if info.ip == ip or info.id == node_id:
                 replacements = bucket.replacements = [
-                    old for old in replacements if old.ip != entry.ip and old.id != entry.id]
+                    old for old in replacements if old.info.ip != ip and old.info.id != node_id]
                 break
         replacements.append(entry)
         # Prefer nodes that answered us; among equals, drop the oldest. The list is kept in
