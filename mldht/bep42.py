@@ -65,6 +65,9 @@ def secure_node_id(ip: str, rng: _random.Random) -> NodeId:
 
 _EXEMPT_V4_RANGES = tuple((int(net.network_address), int(net.broadcast_address))
                           for net in _EXEMPT_V4)
+_EXEMPT_V4_FIRST_BYTES = frozenset(first for low, high in _EXEMPT_V4_RANGES
+                                   for first in range(low >> 24, (high >> 24) + 1))
+"""First bytes of the exempt ranges: any other address is not exempt, at one set lookup."""
 
 
 def is_exempt(ip: str) -> bool:
@@ -72,6 +75,8 @@ def is_exempt(ip: str) -> bool:
     packed = pack_ip(ip) if ":" not in ip else None
     if packed is None:
         return _is_exempt_slow(ip)
+    if packed[0] not in _EXEMPT_V4_FIRST_BYTES:
+        return False
     value = int.from_bytes(packed, "big")
     return any(low <= value <= high for low, high in _EXEMPT_V4_RANGES)
 
