@@ -20,6 +20,7 @@ Each mode looks up the same infohashes, one after another:
   seconds);
 - `warm`: one mldht `Node`, joined and left `--warm-up` seconds to fill its table first,
   then `get_peers` one after another;
+- `baseline-warm`: the same with revision `--baseline`'s package, in a child process;
 - `lt-warm`: one libtorrent session, the same.
 
 Per mode: the time to the first peer (for the commands from the process's start, as the
@@ -41,6 +42,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -58,7 +60,7 @@ from crawl_emulated import BenchError, stop, wait_ready  # noqa: E402
 from processes import child_env, cores, in_own_namespace, pinned  # noqa: E402
 
 EMULATOR = HERE / "emulated_dht.py"
-MODES = ("baseline", "cold", "cached", "lt-fresh", "warm", "lt-warm")
+MODES = ("baseline", "baseline-warm", "cold", "cached", "lt-fresh", "warm", "lt-warm")
 LOOKUP_TIMEOUT = 15.0
 """Seconds each lookup may take (the commands' --timeout)."""
 LT_QUIET = 1.0
@@ -91,7 +93,7 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
     args.modes += [f"warm+{variant}" for variant in args.variant]
-    if args.baseline and "baseline" not in args.modes:
+    if args.baseline and not {"baseline", "baseline-warm"} & set(args.modes):
         args.modes.insert(0, "baseline")
     unknown = [m for m in args.modes if m.split("+")[0] not in MODES]
     if unknown:
@@ -186,6 +188,20 @@ def libtorrent_lookup(session, info_hash: bytes, timeout: float) -> dict:
             "queries": last_count - before, "peers": len(peers)}
 
 
+def warm_child(argv: list[str]) -> int:
+    """`--warm-child BOOTSTRAP IP WARM_UP IH...`: the warm mode with the mldht package of
+    the tree in MLDHT_BENCH_TREE (an older revision's); prints the rows as JSON."""
+    tree = os.environ.get("MLDHT_BENCH_TREE")
+    if tree:
+        sys.path.insert(0, tree)
+    bootstrap, ip, warm_up, *hashes = argv
+    args = argparse.Namespace(set=[], warm_up=float(warm_up))
+    rows = asyncio.run(warm_mldht(args, bootstrap, [bytes.fromhex(h) for h in hashes],
+                                  time.monotonic() + 3600, [], ip))
+    print(json.dumps(rows))
+    return 0
+
+
 def lt_child(argv: list[str]) -> int:
     """A fresh process and session for one lookup (`--lt-child BOOTSTRAP BIND_IP IH`):
     prints a peer line at the first peer, then the summary, as get-peers --json does."""
@@ -274,6 +290,25 @@ async def run_modes(args, bootstrap: str, swarms: list[bytes], folder: Path,
                 command, cwd = command_for(mode, index, info_hash)
                 menv = dict(env, PYTHONPATH=str(cwd)) if cwd else env
                 rows.append(await timed_command(command, menv, cwd, LOOKUP_TIMEOUT + 5))
+        elif mode == "baseline-warm":
+            if args.baseline_tree is None:
+                raise BenchError("baseline-warm needs --baseline REV")
+            command = pinned([sys.executable, str(Path(__file__).resolve()), "--warm-child",
+                              bootstrap, "127.0.1.199", str(args.warm_up),
+                              *[h.hex() for h in targets]], client_cpu)
+            child = await asyncio.create_subprocess_exec(
+                *command, env=dict(env, MLDHT_BENCH_TREE=str(args.baseline_tree)),
+                stdout=asyncio.subprocess.PIPE)
+            try:
+                output, _ = await asyncio.wait_for(
+                    child.communicate(), max(1.0, deadline - time.monotonic()))
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+                raise BenchError("--limit reached during baseline-warm") from None
+            if child.returncode != 0:
+                raise BenchError(f"baseline-warm child exited {child.returncode}")
+            rows = json.loads(output)
         elif mode.startswith("warm"):
             extra = mode.partition("+")[2]
             rows = await warm_mldht(args, bootstrap, targets, deadline,
@@ -389,6 +424,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--lt-child"]:
         return lt_child(argv[1:])
+    if argv[:1] == ["--warm-child"]:
+        return warm_child(argv[1:])
     argv = in_own_namespace(argv)
     args = parse_args(argv)
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="getpeers-"))
