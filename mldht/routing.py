@@ -232,6 +232,8 @@ class RoutingTable:
         self.own_key = int.from_bytes(own_id, "big")
         self.buckets: list[Bucket] = [Bucket(capacity=k)]
         self._by_ip: dict[str, RoutingEntry] = {}
+        self._keys: set[int] = set()
+        """The ids (as integers) of the entries in `_by_ip`: one id, one entry."""
         self._id_changes: dict[str, float] = {}
         """IP -> when its node last changed id (bounded, oldest forgotten first)."""
         self._distrusted: dict[str, float] = {}
@@ -245,6 +247,14 @@ class RoutingTable:
         """For the native `closest_compact`: the compact forms of the entries a reply may
         list (answered us, not bad), joined, and their width (0: mixed families, use
         Python); None when something changed since it was made."""
+
+    def _enter(self, entry: RoutingEntry) -> None:
+        self._by_ip[entry.info.ip] = entry
+        self._keys.add(entry.key)
+
+    def _leave(self, entry: RoutingEntry) -> None:
+        del self._by_ip[entry.info.ip]
+        self._keys.discard(entry.key)
 
     def _notify(self, change: str, entry: RoutingEntry) -> None:
         self._quiet_until = -math.inf  # an entry from the replacements may be old already
@@ -274,7 +284,7 @@ class RoutingTable:
             bucket = self.buckets[index]
             if len(bucket.nodes) < bucket.capacity:
                 bucket.nodes.append(entry)
-                self._by_ip[entry.ip] = entry
+                self._enter(entry)
                 return True
             if index == len(self.buckets) - 1 and len(self.buckets) < ID_BITS:
                 self._split_last()
@@ -430,7 +440,7 @@ class RoutingTable:
                     break
                 bucket.replacements.remove(replacement)
                 bucket.nodes.append(replacement)
-                self._by_ip[replacement.ip] = replacement
+                self._enter(replacement)
                 self._notify("added", replacement)
 
     def _check_address(self, node: NodeInfo, now: float, bucket: Bucket) -> str | None:
@@ -443,7 +453,7 @@ class RoutingTable:
         existing = self._by_ip.get(node.ip)
         if existing is not None and existing.info.id != node.id:
             return "another node id already uses this IP address"
-        if existing is None and node.key in [entry.key for entry in bucket.nodes]:
+        if existing is None and node.key in self._keys:
             return "this node id is already in the table at another IP address"
         return None
 
@@ -521,7 +531,7 @@ class RoutingTable:
             bucket = self.buckets[index]
             if len(bucket.nodes) < bucket.capacity:
                 bucket.nodes.append(entry)
-                self._by_ip[node.ip] = entry
+                self._enter(entry)
                 if bucket.replacements:
                     bucket.replacements = [r for r in bucket.replacements if r.ip != node.ip]
                 bucket.last_changed = now
@@ -534,9 +544,9 @@ class RoutingTable:
 
         for position, old in enumerate(bucket.nodes):
             if old.state(now) is NodeState.BAD:
-                del self._by_ip[old.ip]
+                self._leave(old)
                 bucket.nodes[position] = entry
-                self._by_ip[node.ip] = entry
+                self._enter(entry)
                 bucket.last_changed = now
                 self._notify("removed", old)
                 self._notify("added", entry)
@@ -566,9 +576,9 @@ class RoutingTable:
     def _displace(self, bucket: Bucket, old: RoutingEntry, entry: RoutingEntry, now: float,
                   reason: str) -> InsertResult:
         """`entry` takes `old`'s place in `bucket`; `old` waits in the replacement cache."""
-        del self._by_ip[old.ip]
+        self._leave(old)
         bucket.nodes[bucket.nodes.index(old)] = entry
-        self._by_ip[entry.ip] = entry
+        self._enter(entry)
         self._add_replacement(bucket, old)
         bucket.last_changed = now
         self._notify("removed", old)
@@ -653,10 +663,10 @@ class RoutingTable:
         if replacement is None:
             return False  # keep the bad node until something better turns up
         bucket.nodes.remove(entry)
-        del self._by_ip[entry.ip]
+        self._leave(entry)
         bucket.replacements.remove(replacement)
         bucket.nodes.append(replacement)
-        self._by_ip[replacement.ip] = replacement
+        self._enter(replacement)
         bucket.last_changed = now
         self._notify("removed", entry)
         self._notify("added", replacement)
@@ -682,13 +692,13 @@ class RoutingTable:
         if entry is not None and entry.id != new_id:
             bucket = self.buckets[self._index_of(entry.key)]
             bucket.nodes.remove(entry)
-            del self._by_ip[entry.ip]
+            self._leave(entry)
             self._notify("removed", entry)
             replacement = self._best_replacement(bucket)
             if replacement is not None:
                 bucket.replacements.remove(replacement)
                 bucket.nodes.append(replacement)
-                self._by_ip[replacement.ip] = replacement
+                self._enter(replacement)
                 self._notify("added", replacement)
         previous = self._id_changes.pop(address[0], None)
         self._id_changes[address[0]] = now
@@ -706,7 +716,7 @@ class RoutingTable:
         if entry is not None:
             bucket = self.buckets[self._index_of(entry.key)]
             bucket.nodes.remove(entry)
-            del self._by_ip[entry.ip]
+            self._leave(entry)
             self._notify("removed", entry)
 
     def questionable(self, now: float, limit: int) -> list[NodeInfo]:

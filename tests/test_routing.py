@@ -55,6 +55,8 @@ def check_invariants(table: RoutingTable) -> None:
         assert len({entry.id for entry in bucket.replacements}) == len(bucket.replacements)
     assert len(table) == total == len(list(table))
     assert table._by_ip.keys() == seen_ips.keys()
+    assert table._keys == {entry.key for entry in seen_ips.values()}
+    assert len(table._keys) == total  # one entry per id
     for ip, entry in seen_ips.items():
         assert table._by_ip[ip] is entry
         assert table.get(entry.address) is entry
