@@ -27,7 +27,8 @@ Per mode: the time to the first peer (for the commands from the process's start,
 user waits; for the warm ones from the call), the whole command's wall time, p50 and p90
 (a lookup without a peer counts as never), success, and get_peers queries per lookup
 (libtorrent's from its `dht.dht_get_peers_out` counter, read once it has been still for a
-second). libtorrent runs with its defaults except the public routers (never contacted),
+second, so every datagram; mldht's warm nodes also say how many of their queries went a
+second time after a silence, "resent"). libtorrent runs with its defaults except the public routers (never contacted),
 BEP 42 enforcement (the emulator makes ids for public addresses, not 127/8 ones) and one
 node per /24 (the emulator puts 256 nodes in a /24, the public DHT does not).
 
@@ -248,7 +249,12 @@ def summarise(rows: list[dict]) -> dict:
             "first_peer_p90": rounded(percentile(firsts, 0.9)),
             "wall_p50": rounded(percentile(walls, 0.5)),
             "wall_p90": rounded(percentile(walls, 0.9)),
-            "queries_mean": round(sum(queries) / len(queries), 1) if queries else None}
+            "queries_mean": round(sum(queries) / len(queries), 1) if queries else None,
+            # mldht's resends of a silent query are datagrams too (libtorrent's counter
+            # counts every get_peers it sends): queries_mean + resent_mean of them.
+            "resent_mean": (round(sum(r["resent"] for r in rows) / len(rows), 1)
+                            if rows and all(r.get("resent") is not None for r in rows)
+                            else None)}
 
 
 async def run_modes(args, bootstrap: str, swarms: list[bytes], folder: Path,
@@ -349,7 +355,8 @@ async def warm_mldht(args, bootstrap: str, targets: list[bytes], deadline: float
                          "peers": summary.peers if summary else 0, "table": table,
                          **({"answered": summary.answered, "timed_out": summary.timed_out,
                              "first_peer_hop": summary.first_peer_hop,
-                             "lookup_first_peer": summary.time_to_first_peer}
+                             "lookup_first_peer": summary.time_to_first_peer,
+                             "resent": getattr(summary, "resent", None)}
                             if summary else {})})
     return rows
 
@@ -371,6 +378,8 @@ def format_row(row: dict) -> str:
     def seconds(value):
         return "never" if value is None else f"{value:.2f} s"
     queries = "?" if row["queries_mean"] is None else f"{row['queries_mean']:.1f}"
+    if row.get("resent_mean") is not None:
+        queries += f" (+{row['resent_mean']:.1f} resent)"
     return (f"first peer p50 {seconds(row['first_peer_p50'])}, p90 "
             f"{seconds(row['first_peer_p90'])}; wall p50 {seconds(row['wall_p50'])}, p90 "
             f"{seconds(row['wall_p90'])}; success {row['success']:.0%}; {queries} queries")

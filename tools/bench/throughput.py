@@ -520,9 +520,12 @@ def mldht_node_main(argv: list[str]) -> None:
 
             def io_path() -> str:
                 try:
-                    from mldht.batchio import describe
-                except ImportError:  # an mldht from before the native transport
-                    return "pure Python"
+                    from mldht.native import describe
+                except ImportError:
+                    try:
+                        from mldht.batchio import describe
+                    except ImportError:  # an mldht from before the native transport
+                        return "pure Python"
                 return describe()
             print(json.dumps({"ready": True, "port": node.address[1], "id": node.node_id.hex(),
                               "table": len(node.routing_table),
