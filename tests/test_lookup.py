@@ -622,3 +622,22 @@ def test_a_peerless_get_peers_lookup_waits_for_more_of_the_closest_then_k_once_a
             lookup.on_reply(node.address, node.id, 0.1, values=values)
         # The 8 closest answered: with a peer the lookup is done, without it waits for 16.
         assert lookup.done is peer_found
+
+
+@pytest.mark.parametrize("aggressive", [False, True])
+def test_a_peerless_lookup_widens_only_once_its_k_closest_answered(aggressive):
+    """Not from the start: while the closest node is still out, 8 answers below it are
+    enough, and nothing farther is asked; once it answers without a peer, the lookup goes
+    on to the 16 closest."""
+    target = NodeId(random.Random(4).randbytes(20))
+    nodes = [NodeInfo(_near(target, 4 + i, i), f"203.0.113.{i + 1}", 6881) for i in range(12)]
+    lookup = Lookup(target, nodes, 0.0, alpha=9, widen_until_values=16, aggressive=aggressive)
+    asked = lookup.next_queries(0.0)
+    assert {node.address for node in asked} == {node.address for node in nodes[3:]}
+    for node in nodes[3:11]:
+        lookup.on_reply(node.address, node.id, 0.1)  # no peer; nodes[11], the closest, is out
+    assert lookup.next_queries(0.2) == [] and not lookup.done
+    lookup.on_reply(nodes[11].address, nodes[11].id, 0.3)
+    assert not lookup.done  # the 8 closest answered without a peer: it widened
+    assert {node.address for node in lookup.next_queries(0.3)} == \
+        {node.address for node in nodes[:3]}

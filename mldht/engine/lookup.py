@@ -112,9 +112,12 @@ class Lookup:
                  widen_until_values: int | None = None) -> None:
         self.target = target
         self.widen_until_values = widen_until_values
-        """While no answer has carried a peer, the lookup runs until this many closest nodes
-        (rather than k) have answered: where Sybils hold some of the closest places, the
-        honest nodes that store the swarm are a little farther out. Once a peer came, k."""
+        """When the k closest nodes have answered and none carried a peer, the lookup goes
+        on until this many closest nodes have answered: where Sybils hold some of the
+        closest places, the honest nodes that store the swarm are a little farther out.
+        Once a peer came, k again."""
+        self._widened = False
+        """Whether the k closest answered without a peer, so that the lookup widened."""
         self.max_shared_bits = max_shared_bits
         """Ids sharing more leading bits than this with the target (the target itself
         excepted: it may be the node looked for) are not believed: such a node is never
@@ -183,9 +186,18 @@ class Lookup:
 
     def _wanted(self) -> int:
         """How many of the closest candidates must answer before the lookup ends."""
-        if self.widen_until_values is None or self.stats.peers:
+        if not self._widened or self.stats.peers:
             return self.k
-        return max(self.k, self.widen_until_values)
+        return max(self.k, self.widen_until_values or 0)
+
+    def _widen_when_due(self) -> None:
+        """Widen once the k closest have answered without a peer. Not from the start: a
+        lookup that asks 16 where 8 will do (most swarms are on their 8 closest nodes)
+        races for the 9th to 16th while it converges, about 4 queries a lookup."""
+        if (not self._widened and self.widen_until_values is not None
+                and self.widen_until_values > self.k and not self.stats.peers
+                and self._done_at(self.k)):
+            self._widened = True
 
     def believable(self, node_id: bytes) -> bool:
         """Whether an id is no closer to the target than `max_shared_bits` allows."""
@@ -213,7 +225,7 @@ class Lookup:
         With `assume_sent` false their soft timeouts wait for `on_sent` (the driver's
         queries may wait for the outbound budget first); by default they start now."""
         self._expire_soft(now)
-        if self.done:
+        if self.done:  # (which widens the lookup when that is due)
             return []
         ordered = self._sorted()
         if self.aggressive:  # only the in-flight queries met before the next one count
@@ -340,9 +352,12 @@ class Lookup:
         short of k answers, only once nothing is awaited any more (an abandoned query may
         still be the one answer a lookup gets: a cold start's only router, its reply lost
         once)."""
+        self._widen_when_due()
+        return self._done_at(self._wanted())
+
+    def _done_at(self, wanted: int) -> bool:
         answered = 0
         abandoned = False
-        wanted = self._wanted()
         for candidate in self._sorted():
             if candidate.state is CandidateState.FAILED:
                 continue
