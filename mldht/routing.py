@@ -30,6 +30,8 @@ the sibling buckets (1 and 2) of most nodes empty, so that nobody knew the nodes
 quarter next to its own and lookups towards it stopped short; in the public DHT, 20
 buckets deep, the farthest 4 are far from where a join splits."""
 GOOD_INTERVAL = 15 * 60.0
+GOOD_MARGIN = 1e-3
+"""Seconds `Bucket.good_until` is kept short of the exact time (see `_all_good`)."""
 """A node is good while it answered us, or queried us after having answered once, this recently."""
 BAD_AFTER_FAILURES = 2
 """Consecutive failed queries after which a node is bad (BEP 5: 'multiple queries in a row')."""
@@ -40,7 +42,8 @@ MAX_ID_CHANGES_TRACKED = 4096
 
 def _good_until(entry: "RoutingEntry") -> float:
     """When a good entry stops being good if nothing is heard from it (see `state`)."""
-    until = (entry.last_response or -math.inf) + GOOD_INTERVAL
+    until = (entry.last_response if entry.last_response is not None else -math.inf) \
+        + GOOD_INTERVAL
     if entry.last_response is not None and entry.last_query is not None:
         until = max(until, entry.last_query + GOOD_INTERVAL)
     return until
@@ -158,6 +161,11 @@ class Bucket:
     """When a node in it last answered or was added: buckets idle for 15 minutes are refreshed."""
     capacity: int = 8
     """How many nodes it holds (k, or more for the farthest buckets of an extended table)."""
+    good_until: float = -math.inf
+    """Before this time every node in it is good (RoutingTable._all_good): the scans for bad
+    and questionable nodes, 128 `state` calls in an extended bucket for every node that
+    answers, are skipped. -inf: not known. Only a failure or a newcomer can bring it
+    closer, and both reset it."""
 
 
 class InsertOutcome(enum.Enum):
@@ -251,6 +259,24 @@ class RoutingTable:
     def _enter(self, entry: RoutingEntry) -> None:
         self._by_ip[entry.info.ip] = entry
         self._keys.add(entry.key)
+        self.buckets[self._index_of(entry.key)].good_until = -math.inf
+
+    def _all_good(self, bucket: Bucket, now: float) -> bool:
+        """Whether every node of `bucket` is surely good at `now` (False: not known; the
+        caller scans). Hearing from a node only makes it good for longer, so the earliest
+        time one of them may stop being good stays valid until a failure or a newcomer."""
+        if now < bucket.good_until:
+            return True
+        until = math.inf
+        for old in bucket.nodes:
+            if old.failures >= BAD_AFTER_FAILURES or old.last_response is None:
+                bucket.good_until = -math.inf
+                return False
+            until = min(until, _good_until(old))
+        # A hair early: `now - last < GOOD_INTERVAL` and `now < last + GOOD_INTERVAL` may
+        # round apart at the very boundary, where the exact scan then decides.
+        bucket.good_until = until - GOOD_MARGIN
+        return now < bucket.good_until
 
     def _leave(self, entry: RoutingEntry) -> None:
         del self._by_ip[entry.info.ip]
@@ -542,7 +568,7 @@ class RoutingTable:
                 continue
             break
 
-        for position, old in enumerate(bucket.nodes):
+        for position, old in enumerate(() if self._all_good(bucket, now) else bucket.nodes):
             if old.state(now) is NodeState.BAD:
                 self._leave(old)
                 bucket.nodes[position] = entry
@@ -565,9 +591,10 @@ class RoutingTable:
             return self._displace(bucket, old, entry, now, reason)
 
         self._add_replacement(bucket, entry)
-        to_ping = sorted((old for old in bucket.nodes
-                          if not old.ping_pending and old.state(now) is NodeState.QUESTIONABLE),
-                         key=lambda old: old.last_seen)[:1]
+        to_ping = [] if self._all_good(bucket, now) else sorted(
+            (old for old in bucket.nodes
+             if not old.ping_pending and old.state(now) is NodeState.QUESTIONABLE),
+            key=lambda old: old.last_seen)[:1]
         for old in to_ping:
             old.ping_pending = True
         return InsertResult(InsertOutcome.REPLACEMENT, "bucket full",
@@ -620,7 +647,8 @@ class RoutingTable:
             return False
         if bucket is self.buckets[-1] and len(self.buckets) < ID_BITS:
             return False
-        if any(old.state(now) is not NodeState.GOOD for old in bucket.nodes):
+        if not self._all_good(bucket, now) and \
+                any(old.state(now) is not NodeState.GOOD for old in bucket.nodes):
             return False
         if self.prefer_verified and any(not old.secure_id for old in bucket.nodes):
             return False
@@ -659,6 +687,7 @@ class RoutingTable:
             return False
         self._serving = None  # bad now: no longer listed
         bucket = self.buckets[self._index_of(entry.key)]
+        bucket.good_until = -math.inf
         replacement = self._best_replacement(bucket)
         if replacement is None:
             return False  # keep the bad node until something better turns up

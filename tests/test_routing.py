@@ -809,3 +809,48 @@ def test_the_fast_margin_says_how_much_faster_a_newcomer_must_be(margin):
     result = table.heard_from(far(4), 2.0, responded=True,
                               rtt=max(entry.rtt for entry in table.buckets[0].nodes))
     assert result.outcome is InsertOutcome.REPLACEMENT
+
+
+class _AlwaysScanning(RoutingTable):
+    """The table without `Bucket.good_until`: every scan for bad and questionable nodes."""
+
+    def _all_good(self, bucket, now):
+        return False
+
+
+@pytest.mark.parametrize("extended", [False, True])
+def test_skipping_the_scans_of_good_buckets_changes_no_decision(extended):
+    """Seeded random walks of answers, queries, timeouts and long silences, on a table that
+    skips the scans while `good_until` says every node is good and on one that always
+    scans: the same outcomes, the same nodes, the same pings asked for; and whenever a
+    bucket is said to be all good, every node in it is."""
+    for seed in range(40):
+        walk = random.Random(seed)
+        own = NodeId(walk.randbytes(20))
+        tables = [RoutingTable(own, extended=extended, prefer_fast=True),
+                  _AlwaysScanning(own, extended=extended, prefer_fast=True)]
+        ids = [NodeId(bytes([own[0] ^ (0x80 >> walk.randrange(3))]) + walk.randbytes(19))
+               for _ in range(300)]
+        now = 0.0
+        for _ in range(600):
+            now += walk.choice([0.5, 3.0, 60.0, 400.0, GOOD_INTERVAL])
+            action = walk.randrange(4)
+            which = walk.randrange(len(ids))
+            if action >= 2:  # timeouts of nodes in the table, so that some turn bad
+                held = [ids.index(e.id) for e in tables[0]]
+                which = walk.choice(held) if held else which
+            node = NodeInfo(ids[which], f"10.{which // 250}.{which % 250}.1", 6881)
+            outcomes = []
+            for table in tables:
+                if action < 2:
+                    outcome = table.heard_from(node, now, responded=action == 0,
+                                               rtt=0.05 + (which % 7) / 10)
+                else:
+                    outcome = table.on_timeout(node.address, now)
+                outcomes.append(outcome)
+            assert outcomes[0] == outcomes[1]
+            assert [(e.address, e.failures) for e in tables[0]] == \
+                [(e.address, e.failures) for e in tables[1]]
+            for bucket in tables[0].buckets:
+                if tables[0]._all_good(bucket, now):
+                    assert all(e.state(now) is NodeState.GOOD for e in bucket.nodes)
