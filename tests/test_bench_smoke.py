@@ -192,3 +192,18 @@ def test_sybil_benchmark_compares_the_configurations(capsys):
     assert rows[(0.2, "eclipse", "default")]["success"] > rows[(0.2, "eclipse", "before")]["success"]
     assert rows[(0.2, "poison", "before")]["made_up_share"] > 0.5
     assert rows[(0.2, "poison", "default")]["made_up_share"] < 0.1
+
+
+def test_engine_path_benchmark_measures_both_codecs(capsys):
+    """tools/bench/engine_path.py, tiny: every kind measured with and without the native
+    codec, against a baseline checkout (this one)."""
+    import json
+    from pathlib import Path
+    bench = benchtools.load("engine_path")
+    assert bench.main(["--queriers", "128", "--seconds", "0.02", "--repeat", "1",
+                       "--baseline", str(Path(__file__).resolve().parents[1]), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert set(rows) == {"native", "pure", "baseline"}
+    for row in rows.values():
+        assert set(row) == {"ping", "find_node", "get_peers", "exchange"}
+        assert all(0 < value < 10_000 for value in row.values())
