@@ -488,6 +488,28 @@ def _decode_response(message: dict, transaction_id: bytes, version: bytes | None
                     extra=extra)
 
 
+def response_from_fields(fields: tuple) -> Response:
+    """The `Response` of a reply the native codec read (`mldht._krpc.parse_reply`: its
+    form is already checked), equal to what `interpret_message` makes of the same datagram
+    (tests/test_native_krpc.py)."""
+    (transaction_id, version, ip, sender_id, nodes, nodes6, token, values, samples, num,
+     interval) = fields
+    extra: dict[bytes, Any] = {}
+    if interval is not None:
+        extra[b"interval"] = interval
+    if num is not None:
+        extra[b"num"] = num
+    if samples is not None:
+        extra[b"samples"] = samples
+    return Response(transaction_id=transaction_id, version=version,
+                    sender_id=NodeId(sender_id),
+                    nodes=None if nodes is None else CompactNodes(nodes),
+                    nodes6=None if nodes6 is None else CompactNodes(nodes6, ipv6=True),
+                    values=None if values is None else [unpack_address(item) for item in values],
+                    token=token, requester=None if ip is None else unpack_address(ip),
+                    extra=extra)
+
+
 def _decode_error(message: dict, transaction_id: bytes, version: bytes | None) -> Error:
     body = message.get(b"e")
     if not isinstance(body, list) or not body or not isinstance(body[0], int):

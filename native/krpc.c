@@ -12,9 +12,14 @@
      QueryHandler.quick_reply accepts (tests/test_native_krpc.py holds it to that).
    - closest_compact(blob, width, target, count, exclude) picks the `count` entries
      closest to `target` by XOR distance from the routing table's cached compact forms.
+   - parse_reply(datagram) reads, for the client side (a lookup's, a crawler's), a reply
+     of the plain kinds (find_node, get_peers, sample_infohashes: id, nodes, nodes6,
+     token, values, samples, num, interval) in canonical bencode; anything else is None
+     and goes to Python's decoder. mldht.krpc.response_from_fields makes of its fields the
+     Response that Python's decoder makes.
 
-   It decides nothing: which nodes are in the table, the tokens, the peers and every
-   bookkeeping step stay in Python (mldht/native.py chooses it). No allocation but the
+   It decides nothing: which nodes are in the table, the tokens (a hash of a secret the
+   engine rotates: Python's hashlib), the peers and every bookkeeping step stay in Python (mldht/native.py chooses it). No allocation but the
    returned objects; every read is bounded by the datagram's length. */
 
 #define PY_SSIZE_T_CLEAN
@@ -187,6 +192,7 @@ PyDoc_STRVAR(parse_plain_query_doc,
 static PyObject *
 parse_plain_query(PyObject *module, PyObject *arg)
 {
+    (void)module;
     Py_buffer view;
     struct plain plain;
     PyObject *method;
@@ -224,6 +230,247 @@ parse_plain_query(PyObject *module, PyObject *arg)
     return result;
 }
 
+/* A canonical integer (no leading zero, no -0) of at most 18 digits. */
+static int
+read_int(struct cursor *c, long long *out)
+{
+    const unsigned char *p = c->at;
+    int negative = 0, digits = 0;
+    long long value = 0;
+    if (p >= c->end || *p != 'i')
+        return 0;
+    p++;
+    if (p < c->end && *p == '-') {
+        negative = 1;
+        p++;
+    }
+    const unsigned char *first = p;
+    while (p < c->end && *p >= '0' && *p <= '9') {
+        if (++digits > 18)
+            return 0;
+        value = value * 10 + (*p - '0');
+        p++;
+    }
+    if (digits == 0 || p >= c->end || *p != 'e')
+        return 0;
+    if (*first == '0' && (digits > 1 || negative))
+        return 0;
+    *out = negative ? -value : value;
+    c->at = p + 1;
+    return 1;
+}
+
+struct reply {
+    const unsigned char *t, *v, *ip, *id, *nodes, *nodes6, *token, *samples;
+    Py_ssize_t t_length, v_length, ip_length, nodes_length, nodes6_length, token_length,
+        samples_length;
+    const unsigned char *values_at; /* the list's first item, when there is a list */
+    Py_ssize_t values_count;
+    long long num, interval;
+    int has_y_reply, has_body, has_num, has_interval;
+};
+
+/* The `values` list: 6- or 18-byte strings. */
+static int
+read_values(struct cursor *c, struct reply *reply)
+{
+    if (c->at >= c->end || *c->at != 'l')
+        return 0;
+    c->at++;
+    reply->values_at = c->at;
+    while (c->at < c->end && *c->at != 'e') {
+        const unsigned char *item;
+        Py_ssize_t length;
+        if (!read_string(c, &item, &length) || (length != 6 && length != 18))
+            return 0;
+        reply->values_count++;
+    }
+    if (c->at >= c->end)
+        return 0;
+    c->at++;
+    return 1;
+}
+
+static int
+read_body(struct cursor *c, struct reply *reply)
+{
+    const unsigned char *previous = NULL;
+    Py_ssize_t previous_length = 0;
+    if (c->at >= c->end || *c->at != 'd')
+        return 0;
+    c->at++;
+    while (c->at < c->end && *c->at != 'e') {
+        const unsigned char *key, *value;
+        Py_ssize_t key_length, value_length;
+        if (!read_string(c, &key, &key_length) || !in_order(previous, previous_length, key, key_length))
+            return 0;
+        previous = key;
+        previous_length = key_length;
+        if (is_key(key, key_length, "values")) {
+            if (!read_values(c, reply))
+                return 0;
+            continue;
+        }
+        if (is_key(key, key_length, "num") || is_key(key, key_length, "interval")) {
+            int num = is_key(key, key_length, "num");
+            if (!read_int(c, num ? &reply->num : &reply->interval))
+                return 0;
+            *(num ? &reply->has_num : &reply->has_interval) = 1;
+            continue;
+        }
+        if (!read_string(c, &value, &value_length))
+            return 0;
+        if (is_key(key, key_length, "id")) {
+            if (value_length != ID_BYTES)
+                return 0;
+            reply->id = value;
+        } else if (is_key(key, key_length, "nodes")) {
+            if (value_length % 26)
+                return 0;
+            reply->nodes = value;
+            reply->nodes_length = value_length;
+        } else if (is_key(key, key_length, "nodes6")) {
+            if (value_length % 38)
+                return 0;
+            reply->nodes6 = value;
+            reply->nodes6_length = value_length;
+        } else if (is_key(key, key_length, "token")) {
+            reply->token = value;
+            reply->token_length = value_length;
+        } else if (is_key(key, key_length, "samples")) {
+            reply->samples = value;
+            reply->samples_length = value_length;
+        } else
+            return 0;
+    }
+    if (c->at >= c->end)
+        return 0;
+    c->at++;
+    return reply->id != NULL;
+}
+
+static int
+parse_reply_fields(const unsigned char *data, Py_ssize_t size, struct reply *reply)
+{
+    struct cursor c = {data, data + size};
+    const unsigned char *previous = NULL;
+    Py_ssize_t previous_length = 0;
+    memset(reply, 0, sizeof *reply);
+    if (size < 2 || *c.at != 'd')
+        return 0;
+    c.at++;
+    while (c.at < c.end && *c.at != 'e') {
+        const unsigned char *key, *value;
+        Py_ssize_t key_length, value_length;
+        if (!read_string(&c, &key, &key_length) || !in_order(previous, previous_length, key, key_length))
+            return 0;
+        previous = key;
+        previous_length = key_length;
+        if (is_key(key, key_length, "r")) {
+            if (!read_body(&c, reply))
+                return 0;
+            reply->has_body = 1;
+            continue;
+        }
+        if (!read_string(&c, &value, &value_length))
+            return 0;
+        if (is_key(key, key_length, "ip")) {
+            if (value_length != 6 && value_length != 18)
+                return 0;
+            reply->ip = value;
+            reply->ip_length = value_length;
+        } else if (is_key(key, key_length, "t")) {
+            if (value_length > MAX_TRANSACTION_ID)
+                return 0;
+            reply->t = value;
+            reply->t_length = value_length;
+        } else if (is_key(key, key_length, "v")) {
+            reply->v = value;
+            reply->v_length = value_length;
+        } else if (is_key(key, key_length, "y")) {
+            if (value_length != 1 || *value != 'r')
+                return 0;
+            reply->has_y_reply = 1;
+        } else
+            return 0;
+    }
+    if (c.at >= c.end || c.at + 1 != c.end)
+        return 0;
+    return reply->has_body && reply->has_y_reply && reply->t != NULL;
+}
+
+static PyObject *
+bytes_or_none(const unsigned char *at, Py_ssize_t length)
+{
+    return at != NULL ? PyBytes_FromStringAndSize((const char *)at, length) : Py_NewRef(Py_None);
+}
+
+PyDoc_STRVAR(parse_reply_doc,
+"parse_reply(datagram) -> (t, v, ip, id, nodes, nodes6, token, values, samples, num,\n"
+"interval) or None\n\n"
+"The fields of a datagram that is exactly a plain reply in canonical bencode: at the top\n"
+"only `ip` (6 or 18 bytes), `r`, `t` (at most 64 bytes), `v` and `y` (`r`); in `r` only\n"
+"`id` (20 bytes), `interval` and `num` (integers), `nodes` (26-byte entries), `nodes6`\n"
+"(38-byte entries), `samples`, `token` (strings) and `values` (a list of 6- or 18-byte\n"
+"strings). Absent fields are None; `values` is a list of bytes. None for anything else.");
+
+static PyObject *
+parse_reply(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_buffer view;
+    struct reply reply;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (!parse_reply_fields((const unsigned char *)view.buf, view.len, &reply)) {
+        PyBuffer_Release(&view);
+        Py_RETURN_NONE;
+    }
+    PyObject *values = Py_NewRef(Py_None);
+    if (reply.values_at != NULL) {
+        Py_DECREF(values);
+        values = PyList_New(reply.values_count);
+        struct cursor c = {reply.values_at, (const unsigned char *)view.buf + view.len};
+        for (Py_ssize_t i = 0; values != NULL && i < reply.values_count; i++) {
+            const unsigned char *item;
+            Py_ssize_t length;
+            read_string(&c, &item, &length); /* read once already: cannot fail */
+            PyObject *one = PyBytes_FromStringAndSize((const char *)item, length);
+            if (one == NULL) {
+                Py_CLEAR(values);
+                break;
+            }
+            PyList_SET_ITEM(values, i, one);
+        }
+    }
+    PyObject *fields[11] = {
+        bytes_or_none(reply.t, reply.t_length), bytes_or_none(reply.v, reply.v_length),
+        bytes_or_none(reply.ip, reply.ip_length), bytes_or_none(reply.id, ID_BYTES),
+        bytes_or_none(reply.nodes, reply.nodes_length),
+        bytes_or_none(reply.nodes6, reply.nodes6_length),
+        bytes_or_none(reply.token, reply.token_length), values,
+        bytes_or_none(reply.samples, reply.samples_length),
+        reply.has_num ? PyLong_FromLongLong(reply.num) : Py_NewRef(Py_None),
+        reply.has_interval ? PyLong_FromLongLong(reply.interval) : Py_NewRef(Py_None),
+    };
+    PyObject *result = PyTuple_New(11);
+    for (int i = 0; i < 11; i++) {
+        if (fields[i] == NULL || result == NULL) {
+            Py_CLEAR(result);
+            break;
+        }
+    }
+    if (result != NULL) {
+        for (int i = 0; i < 11; i++)
+            PyTuple_SET_ITEM(result, i, fields[i]);
+    } else {
+        for (int i = 0; i < 11; i++)
+            Py_XDECREF(fields[i]);
+    }
+    PyBuffer_Release(&view);
+    return result;
+}
+
 /* XOR distance of an id to the target, compared byte by byte from the top. */
 static int
 closer(const unsigned char *a, const unsigned char *b, const unsigned char *target)
@@ -246,6 +493,7 @@ PyDoc_STRVAR(closest_compact_doc,
 static PyObject *
 closest_compact(PyObject *module, PyObject *args)
 {
+    (void)module;
     Py_buffer blob, target, exclude;
     Py_ssize_t width, count;
     const unsigned char *chosen[MAX_COUNT];
@@ -295,6 +543,7 @@ done:
 static PyMethodDef methods[] = {
     {"parse_plain_query", parse_plain_query, METH_O, parse_plain_query_doc},
     {"closest_compact", closest_compact, METH_VARARGS, closest_compact_doc},
+    {"parse_reply", parse_reply, METH_O, parse_reply_doc},
     {NULL, NULL, 0, NULL},
 };
 

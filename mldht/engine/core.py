@@ -39,8 +39,8 @@ from ..config import NodeConfig
 from ..errors import InvalidInput, KrpcDecodeError, QueryNotSent, RemoteError
 from ..ids import NodeId, distance
 from ..krpc import (
-    PROTOCOL_ERROR, Error, Ping, Query, Response, SampleInfohashes, UnknownQuery,
-    decode_datagram, encode_message, interpret_message,
+    PROTOCOL_ERROR, Error, Message, Ping, Query, Response, SampleInfohashes, UnknownQuery,
+    decode_datagram, encode_message, interpret_message, response_from_fields,
 )
 from ..peerstore import PeerStore
 from ..routing import InsertOutcome, RoutingTable
@@ -101,6 +101,8 @@ class Engine:
         krpc = native.module("_krpc") if native_parts else None
         self._parse_plain = krpc.parse_plain_query if krpc is not None and not read_only else None
         """The native codec's reader of plain queries (mldht/native.py), or None."""
+        self._parse_reply = krpc.parse_reply if krpc is not None else None
+        """The native codec's reader of plain replies, or None."""
         self.started = now
         self.now = now
         """The time of the last call that gave one (for events raised deep inside)."""
@@ -379,37 +381,18 @@ class Engine:
                     self._answered_quickly(family, method, sender, target, version,
                                            read_only == 1, None, reply, source, now)
                 return
-        try:
-            value = decode_datagram(data)
-            if type(value) is dict and value.get(b"y") == b"q" and not self.read_only:
-                family = self._by_ipv6.get(":" in source[0]) or self.families[0]
-                reply = family.handler.quick_reply(value, source, now)
-                if reply is not None:  # a plain ping, find_node or get_peers: answered
-                    if not (charge and self._over_limit(source[0], now)):
-                        arguments = value[b"a"]
-                        self._answered_quickly(
-                            family, value[b"q"], arguments[b"id"],
-                            arguments.get(b"target") or arguments.get(b"info_hash"),
-                            value.get(b"v"), value.get(b"ro") == 1, arguments, reply, source,
-                            now)
-                    return
-            message = interpret_message(value, data)
-        except KrpcDecodeError as exc:
-            if charge and self._over_limit(source[0], now):
+        message: Message | None = None
+        value = None  # the decoded datagram, for a query's own handler
+        parse_reply = self._parse_reply
+        if parse_reply is not None:
+            fields = parse_reply(data)  # a plain reply, read in C; None for anything else
+            if fields is not None:
+                message = response_from_fields(fields)
+        if message is None:
+            decoded = self._decode(data, source, now, charge)
+            if decoded is None:
                 return
-            self.stats.malformed_received += 1
-            if exc.transaction_id is not None and exc.is_query and not self.read_only:
-                self._count_error_sent(PROTOCOL_ERROR)
-                self._send_reply(encode_message(Error(
-                    transaction_id=exc.transaction_id, version=self.config.version,
-                    code=PROTOCOL_ERROR, message=str(exc))), source, now)
-            elif exc.transaction_id is not None:
-                tx = self.transactions.match(exc.transaction_id, source)
-                if tx is not None:
-                    tx.owner.on_failure(tx, RemoteError(PROTOCOL_ERROR, f"malformed reply: {exc}"),
-                                        now)
-                    self._after_transaction(now)
-            return
+            message, value = decoded
         if isinstance(message, Query):
             if charge and self._over_limit(source[0], now):
                 return
@@ -432,6 +415,44 @@ class Engine:
                 self.observe(ErrorReceived(now, tx.method, source, message.code, message.message))
             tx.owner.on_failure(tx, RemoteError(message.code, message.message), now)
         self._after_transaction(now)
+
+    def _decode(self, data: bytes, source: Address, now: float,
+                charge: bool) -> tuple[Message, Any] | None:
+        """The message in a datagram, read in Python, and the decoded datagram; None when
+        it was handled here (a plain query answered by the quick path, or a malformed
+        datagram)."""
+        try:
+            value = decode_datagram(data)
+            if type(value) is dict and value.get(b"y") == b"q" and not self.read_only:
+                family = self._by_ipv6.get(":" in source[0]) or self.families[0]
+                reply = family.handler.quick_reply(value, source, now)
+                if reply is not None:  # a plain ping, find_node or get_peers: answered
+                    if not (charge and self._over_limit(source[0], now)):
+                        arguments = value[b"a"]
+                        self._answered_quickly(
+                            family, value[b"q"], arguments[b"id"],
+                            arguments.get(b"target") or arguments.get(b"info_hash"),
+                            value.get(b"v"), value.get(b"ro") == 1, arguments, reply, source,
+                            now)
+                    return None
+            message = interpret_message(value, data)
+        except KrpcDecodeError as exc:
+            if charge and self._over_limit(source[0], now):
+                return None
+            self.stats.malformed_received += 1
+            if exc.transaction_id is not None and exc.is_query and not self.read_only:
+                self._count_error_sent(PROTOCOL_ERROR)
+                self._send_reply(encode_message(Error(
+                    transaction_id=exc.transaction_id, version=self.config.version,
+                    code=PROTOCOL_ERROR, message=str(exc))), source, now)
+            elif exc.transaction_id is not None:
+                tx = self.transactions.match(exc.transaction_id, source)
+                if tx is not None:
+                    tx.owner.on_failure(tx, RemoteError(PROTOCOL_ERROR, f"malformed reply: {exc}"),
+                                        now)
+                    self._after_transaction(now)
+            return None
+        return message, value
 
     def _after_transaction(self, now: float) -> None:
         if self.transactions.queued:
