@@ -28,6 +28,7 @@ def test_mutations_differ_from_their_seed():
 def test_mutants_get_the_same_bytes_with_and_without_the_native_codec():
     result = benchtools.load("fuzz").compare(20_000, seed=5)
     assert result["read_natively"] > 200  # the native reader took part, not only refused
+    assert result["replies_read_natively"] > 1000  # and the reply reader
     assert result["answered"][0] > 300
     assert result["differences"] == 0, result["example"]
     assert result["escaped_exceptions"] == 0

@@ -41,7 +41,7 @@ from mldht import DHTNode, NodeConfig, NodeId, NodeInfo
 from mldht.capture import read_datagrams
 from mldht.engine.core import Engine
 from mldht.errors import KrpcDecodeError
-from mldht.krpc import decode_message
+from mldht.krpc import decode_message, response_from_fields
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 NATIVE_SOURCE = Path(__file__).resolve().parents[2] / "native" / "krpc.c"
@@ -160,6 +160,13 @@ async def fuzz(count: int, seed: int = 1) -> dict:
     }
 
 
+def _decoded(data: bytes):
+    try:
+        return _raw.decode(data)
+    except Exception:
+        return None
+
+
 def plain_queries(rng: random.Random, count: int) -> list[bytes]:
     """Plain ping, find_node and get_peers queries (the native codec's forms), varied."""
     made = []
@@ -200,34 +207,59 @@ def twin_engines(seed: int) -> list[Engine]:
 
 def compare(count: int, seed: int = 1) -> dict:
     """Each mutant through twin engines (with and without the native codec): how many
-    made them send different bytes."""
+    made them send different bytes or report different results. One in four is a reply to
+    a query both engines just sent (a captured reply under that query's transaction id,
+    then mutated), so that the reply reader's answers reach an operation."""
     rng = random.Random(seed)
     pool = seeds() + plain_queries(rng, 600)  # so that many mutants stay close to plain
+    captured_replies = [value for value in (_decoded(d) for d in seeds())
+                        if type(value) is dict and value.get(b"y") == b"r"]
     engines = twin_engines(seed)
     parse_plain = engines[0]._parse_plain
     if parse_plain is None:
         raise SystemExit("fuzz: the native codec (mldht._krpc) is not built or is turned off")
-    now, read_natively, differences, example = 0.0, 0, 0, None
+    now, read_natively, replies_read, differences, example = 0.0, 0, 0, 0, None
     started = time.perf_counter()
     for i in range(count):
-        data = mutate(rng.choice(pool), rng, pool)
         source = ((f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
                    if rng.random() < 0.8 else f"2001:db8:{rng.randrange(65536):x}::1"),
                   rng.randrange(1, 65536))
         now += 0.001
+        if i % 4 == 3 and captured_replies:
+            for engine in engines:
+                engine.start_ping(source, now, timeout=0.5)
+            sent = [engine.datagrams_to_send(now) for engine in engines]
+            reply = dict(rng.choice(captured_replies))
+            reply[b"t"] = _decoded(sent[0][-1][0])[b"t"] if sent[0] else b"xx"
+            data = mutate(_raw.encode(reply), rng, pool) if rng.random() < 0.7 \
+                else _raw.encode(reply)
+        else:
+            data = mutate(rng.choice(pool), rng, pool)
         read_natively += parse_plain(data) is not None
+        fields = engines[0]._parse_reply(data)
+        if fields is not None:
+            replies_read += 1
+            try:  # the same Response as Python's decoder makes, field for field
+                same = response_from_fields(fields) == decode_message(data)
+            except KrpcDecodeError:
+                same = False
+            if not same:
+                differences += 1
+                example = example or {"datagram": data.hex(), "reply": True}
         sent = []
         for engine in engines:
             engine.receive_datagram(data, source, now)
             if i % 500 == 499:
                 engine.handle_timer(now)  # verification pings expire, tokens rotate
-            sent.append(engine.datagrams_to_send(now))
+            sent.append((engine.datagrams_to_send(now),
+                         [repr(event) for event in iter(engine.next_event, None)]))
         if sent[0] != sent[1]:
             differences += 1
             example = example or {"datagram": data.hex(), "source": source}
     elapsed = time.perf_counter() - started
     return {"datagrams": count, "seeds": len(pool), "seconds": round(elapsed, 1),
-            "read_natively": read_natively, "differences": differences, "example": example,
+            "read_natively": read_natively, "replies_read_natively": replies_read,
+            "differences": differences, "example": example,
             "escaped_exceptions": sum(e.stats.receive_path_failures for e in engines),
             "answered": [sum(e.stats.queries_received.values()) for e in engines],
             "codec": sys.modules["mldht._krpc"].__file__}
