@@ -80,9 +80,11 @@ def test_the_wheel_ships_every_package_and_py_typed(built):
                 module, sorted(names))
     assert not [name for name in names if name.startswith(("tools/", "mldht_tools/bench/"))]
     assert "mldht/py.typed" in names
-    # The optional native transport (native/batchio.c), built here: Linux, gcc, headers.
-    assert [name for name in names if name.startswith("mldht/_batchio.") and
-            name.endswith(".so")], sorted(names)
+    # The optional native modules (native/batchio.c, native/krpc.c), built here: Linux,
+    # gcc, Python's headers.
+    for module in ("_batchio", "_krpc"):
+        assert [name for name in names if name.startswith(f"mldht/{module}.") and
+                name.endswith(".so")], (module, sorted(names))
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
     metadata = zipfile.ZipFile(wheel).read(
         next(name for name in names if name.endswith(".dist-info/METADATA"))).decode()
