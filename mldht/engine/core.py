@@ -787,11 +787,12 @@ class Engine:
             config.republish_jitter, _random.Random(self.rng.getrandbits(64))), now)
 
     def start_internal_lookup(self, spec: TraversalSpec, family: Family, now: float,
-                              timeout: float = 30.0) -> None:
+                              timeout: float = 30.0) -> Operation:
         """A lookup the engine runs for itself (refresh, rejoin, after an id change)."""
         operation = LookupOperation(self, self.next_handle(), now, spec, timeout,
                                     families=[family], parent=lambda *args: None)
         self._start(operation, now)
+        return operation
 
     def close(self, now: float) -> None:
         """Stop everything: operations end with `QueryNotSent` failures where they have

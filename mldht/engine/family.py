@@ -35,6 +35,12 @@ class Family:
         neither asked again by lookups nor saved again)."""
         self.last_join = -1e18
         self.sparse_backoff = 30.0
+        self.filling = None
+        """The lookup filling an extended bucket, while one runs (Upkeep._fill)."""
+        self.fill_memory: dict[int, tuple[int, int]] = {}
+        """Bucket index -> (its node count when its last fill began, fills so far), for the
+        current bucket-refresh period (from `fill_epoch`)."""
+        self.fill_epoch = -1e18
 
     @property
     def node_id(self) -> NodeId:

@@ -28,6 +28,7 @@ class TrackedOperation(Protocol):
     """An operation as the engine keeps it while it runs."""
 
     handle: int
+    done: bool
 
     def describe(self, now: float) -> dict:
         """What the operation is doing, JSON-ready (for the status snapshot)."""
@@ -130,6 +131,6 @@ class EngineParts(Protocol):
         ...
 
     def start_internal_lookup(self, spec: "TraversalSpec", family: "Family", now: float,
-                              timeout: float = 30.0) -> None:
-        """Run a lookup for the engine itself (refresh, rejoin)."""
+                              timeout: float = 30.0) -> TrackedOperation:
+        """Run a lookup for the engine itself (refresh, rejoin, fill); returns it."""
         ...
