@@ -70,9 +70,10 @@ class NodeConfig:
     `widen_peerless_lookups`: docs/design.md, Hardening). Costs the announce 8 more
     announce_peer queries and a few more get_peers; lookups find the first peer sooner."""
     widen_peerless_lookups: int = 16
-    """A get_peers lookup that has found no peer yet runs until this many of the closest
-    nodes have answered (k once a peer came): where Sybils hold some of the closest places,
-    the honest nodes that store the swarm are a little farther out."""
+    """A get_peers lookup whose k closest nodes have answered without a peer goes on until
+    this many of the closest have answered (k again once a peer came): where Sybils hold
+    some of the closest places, the honest nodes that store the swarm are a little farther
+    out."""
     prefer_fast_nodes: bool = True
     """libtorrent's rule for a full routing-table bucket that cannot split: a node that
     answered takes a place when its sub-prefix (the log2(capacity) bits after the bucket's
