@@ -149,15 +149,23 @@ def libtorrent_session(bind_ip: str, bootstrap: str):
     })
 
 
-def libtorrent_counter(session, name: str, timeout: float = 2.0) -> int | None:
+def libtorrent_counter(session, name: str, timeout: float = 2.0,
+                       others: list | None = None) -> int | None:
+    """The session's counter `name`; other alerts popped meanwhile go to `others`, with
+    when they were popped (a lookup's peers must not be lost while its counter is read)."""
     import libtorrent as lt
     session.post_session_stats()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         session.wait_for_alert(100)
+        value = None
         for alert in session.pop_alerts():
             if isinstance(alert, lt.session_stats_alert):
-                return alert.values[name]
+                value = alert.values[name]
+            elif others is not None:
+                others.append((time.monotonic(), alert))
+        if value is not None:
+            return value
     return None
 
 
@@ -172,14 +180,18 @@ def libtorrent_lookup(session, info_hash: bytes, timeout: float) -> dict:
     peers: set = set()
     last_count, still_since = before, started
     deadline = started + timeout
+    pending: list = []  # alerts popped while the counter was read
     while time.monotonic() < deadline:
-        session.wait_for_alert(50)
-        for alert in session.pop_alerts():
+        if not pending:
+            session.wait_for_alert(50)
+        popped = time.monotonic()
+        for seen, alert in pending + [(popped, alert) for alert in session.pop_alerts()]:
             if isinstance(alert, lt.dht_get_peers_reply_alert) and alert.peers():
                 if first is None:
-                    first = time.monotonic() - started
+                    first = seen - started
                 peers.update(alert.peers())
-        count = libtorrent_counter(session, "dht.dht_get_peers_out", 0.5)
+        pending = []
+        count = libtorrent_counter(session, "dht.dht_get_peers_out", 0.5, pending)
         now = time.monotonic()
         if count is not None and count != last_count:
             last_count, still_since = count, now
