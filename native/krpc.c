@@ -82,28 +82,89 @@ in_order(const unsigned char *previous, Py_ssize_t previous_length,
     return order < 0 || (order == 0 && previous_length < length);
 }
 
+struct keys {
+    const unsigned char *previous;
+    Py_ssize_t previous_length;
+};
+
+/* Opens a dictionary: 0 when the next value is not one. */
+static int
+open_dict(struct cursor *c, struct keys *keys)
+{
+    if (c->at >= c->end || *c->at != 'd')
+        return 0;
+    c->at++;
+    keys->previous = NULL;
+    keys->previous_length = 0;
+    return 1;
+}
+
+/* The next key of an open dictionary, keys strictly increasing: 1 with the key, 0 at the
+   dictionary's end (read past), -1 when the input is not canonical bencode. */
+static int
+next_key(struct cursor *c, struct keys *keys, const unsigned char **key, Py_ssize_t *length)
+{
+    if (c->at >= c->end)
+        return -1;
+    if (*c->at == 'e') {
+        c->at++;
+        return 0;
+    }
+    if (!read_string(c, key, length) || !in_order(keys->previous, keys->previous_length, *key, *length))
+        return -1;
+    keys->previous = *key;
+    keys->previous_length = *length;
+    return 1;
+}
+
+/* A message's `t`, `v` and `y`, read by both parsers. */
+struct envelope {
+    const unsigned char *t, *v;
+    Py_ssize_t t_length, v_length;
+    unsigned char y;
+};
+
+/* A top-level string of a message: 1 when it is `t`, `v` or `y` and taken, 0 when the key
+   is another, -1 when its value cannot be (a `t` over 64 bytes, a `y` not one letter). */
+static int
+envelope_key(struct envelope *e, const unsigned char *key, Py_ssize_t key_length,
+             const unsigned char *value, Py_ssize_t value_length)
+{
+    if (is_key(key, key_length, "t")) {
+        if (value_length > MAX_TRANSACTION_ID)
+            return -1;
+        e->t = value;
+        e->t_length = value_length;
+    } else if (is_key(key, key_length, "v")) {
+        e->v = value;
+        e->v_length = value_length;
+    } else if (is_key(key, key_length, "y")) {
+        if (value_length != 1)
+            return -1;
+        e->y = *value;
+    } else
+        return 0;
+    return 1;
+}
+
 struct plain {
-    const unsigned char *t, *q, *v, *id, *target;
-    Py_ssize_t t_length, q_length, v_length;
-    int has_y_query, read_only, arguments, has_target, has_info_hash;
+    struct envelope e;
+    const unsigned char *q, *id, *target;
+    Py_ssize_t q_length;
+    int read_only, arguments, has_target, has_info_hash;
 };
 
 /* The `a` dictionary: `id` and at most one of `info_hash` and `target`, 20 bytes each. */
 static int
 read_arguments(struct cursor *c, struct plain *plain)
 {
-    const unsigned char *previous = NULL;
-    Py_ssize_t previous_length = 0;
-    if (c->at >= c->end || *c->at != 'd')
+    struct keys keys;
+    const unsigned char *key, *value;
+    Py_ssize_t key_length, value_length;
+    int more;
+    if (!open_dict(c, &keys))
         return 0;
-    c->at++;
-    while (c->at < c->end && *c->at != 'e') {
-        const unsigned char *key, *value;
-        Py_ssize_t key_length, value_length;
-        if (!read_string(c, &key, &key_length) || !in_order(previous, previous_length, key, key_length))
-            return 0;
-        previous = key;
-        previous_length = key_length;
+    while ((more = next_key(c, &keys, &key, &key_length)) > 0) {
         if (!read_string(c, &value, &value_length) || value_length != ID_BYTES)
             return 0;
         if (is_key(key, key_length, "id"))
@@ -118,30 +179,21 @@ read_arguments(struct cursor *c, struct plain *plain)
             return 0;
         plain->arguments++;
     }
-    if (c->at >= c->end)
-        return 0;
-    c->at++;
-    return plain->id != NULL;
+    return more == 0 && plain->id != NULL;
 }
 
 static int
 parse(const unsigned char *data, Py_ssize_t size, struct plain *plain)
 {
     struct cursor c = {data, data + size};
-    const unsigned char *previous = NULL;
-    Py_ssize_t previous_length = 0;
-    int has_arguments = 0;
+    struct keys keys;
+    const unsigned char *key, *value;
+    Py_ssize_t key_length, value_length;
+    int has_arguments = 0, more;
     memset(plain, 0, sizeof *plain);
-    if (size < 2 || *c.at != 'd')
+    if (!open_dict(&c, &keys))
         return 0;
-    c.at++;
-    while (c.at < c.end && *c.at != 'e') {
-        const unsigned char *key, *value;
-        Py_ssize_t key_length, value_length;
-        if (!read_string(&c, &key, &key_length) || !in_order(previous, previous_length, key, key_length))
-            return 0;
-        previous = key;
-        previous_length = key_length;
+    while ((more = next_key(&c, &keys, &key, &key_length)) > 0) {
         if (is_key(key, key_length, "a")) {
             if (!read_arguments(&c, plain))
                 return 0;
@@ -156,29 +208,21 @@ parse(const unsigned char *data, Py_ssize_t size, struct plain *plain)
         } else {
             if (!read_string(&c, &value, &value_length))
                 return 0;
-            if (is_key(key, key_length, "q")) {
+            int taken = envelope_key(&plain->e, key, key_length, value, value_length);
+            if (taken < 0)
+                return 0;
+            if (!taken) {
+                if (!is_key(key, key_length, "q"))
+                    return 0;
                 plain->q = value;
                 plain->q_length = value_length;
-            } else if (is_key(key, key_length, "t")) {
-                if (value_length > MAX_TRANSACTION_ID)
-                    return 0;
-                plain->t = value;
-                plain->t_length = value_length;
-            } else if (is_key(key, key_length, "v")) {
-                plain->v = value;
-                plain->v_length = value_length;
-            } else if (is_key(key, key_length, "y")) {
-                if (value_length != 1 || *value != 'q')
-                    return 0;
-                plain->has_y_query = 1;
-            } else
-                return 0;
+            }
         }
     }
     /* The dictionary's end must be the datagram's end. */
-    if (c.at >= c.end || c.at + 1 != c.end)
+    if (more != 0 || c.at != c.end)
         return 0;
-    return has_arguments && plain->has_y_query && plain->t != NULL && plain->q != NULL;
+    return has_arguments && plain->e.y == 'q' && plain->e.t != NULL && plain->q != NULL;
 }
 
 PyDoc_STRVAR(parse_plain_query_doc,
@@ -216,12 +260,12 @@ parse_plain_query(PyObject *module, PyObject *arg)
     PyObject *target = method != name_ping
         ? PyBytes_FromStringAndSize((const char *)plain.target, ID_BYTES)
         : Py_NewRef(Py_None);
-    PyObject *version = plain.v != NULL
-        ? PyBytes_FromStringAndSize((const char *)plain.v, plain.v_length)
+    PyObject *version = plain.e.v != NULL
+        ? PyBytes_FromStringAndSize((const char *)plain.e.v, plain.e.v_length)
         : Py_NewRef(Py_None);
     PyObject *result = NULL;
     if (target != NULL && version != NULL)
-        result = Py_BuildValue("(Oy#y#OOi)", method, (const char *)plain.t, plain.t_length,
+        result = Py_BuildValue("(Oy#y#OOi)", method, (const char *)plain.e.t, plain.e.t_length,
                                (const char *)plain.id, (Py_ssize_t)ID_BYTES, target, version,
                                plain.read_only);
     Py_XDECREF(target);
@@ -261,13 +305,13 @@ read_int(struct cursor *c, long long *out)
 }
 
 struct reply {
-    const unsigned char *t, *v, *ip, *id, *nodes, *nodes6, *token, *samples;
-    Py_ssize_t t_length, v_length, ip_length, nodes_length, nodes6_length, token_length,
-        samples_length;
+    struct envelope e;
+    const unsigned char *ip, *id, *nodes, *nodes6, *token, *samples;
+    Py_ssize_t ip_length, nodes_length, nodes6_length, token_length, samples_length;
     const unsigned char *values_at; /* the list's first item, when there is a list */
     Py_ssize_t values_count;
     long long num, interval;
-    int has_y_reply, has_body, has_num, has_interval;
+    int has_body, has_num, has_interval;
 };
 
 /* The `values` list: 6- or 18-byte strings. */
@@ -294,18 +338,13 @@ read_values(struct cursor *c, struct reply *reply)
 static int
 read_body(struct cursor *c, struct reply *reply)
 {
-    const unsigned char *previous = NULL;
-    Py_ssize_t previous_length = 0;
-    if (c->at >= c->end || *c->at != 'd')
+    struct keys keys;
+    const unsigned char *key, *value;
+    Py_ssize_t key_length, value_length;
+    int more;
+    if (!open_dict(c, &keys))
         return 0;
-    c->at++;
-    while (c->at < c->end && *c->at != 'e') {
-        const unsigned char *key, *value;
-        Py_ssize_t key_length, value_length;
-        if (!read_string(c, &key, &key_length) || !in_order(previous, previous_length, key, key_length))
-            return 0;
-        previous = key;
-        previous_length = key_length;
+    while ((more = next_key(c, &keys, &key, &key_length)) > 0) {
         if (is_key(key, key_length, "values")) {
             if (!read_values(c, reply))
                 return 0;
@@ -343,29 +382,21 @@ read_body(struct cursor *c, struct reply *reply)
         } else
             return 0;
     }
-    if (c->at >= c->end)
-        return 0;
-    c->at++;
-    return reply->id != NULL;
+    return more == 0 && reply->id != NULL;
 }
 
 static int
 parse_reply_fields(const unsigned char *data, Py_ssize_t size, struct reply *reply)
 {
     struct cursor c = {data, data + size};
-    const unsigned char *previous = NULL;
-    Py_ssize_t previous_length = 0;
+    struct keys keys;
+    const unsigned char *key, *value;
+    Py_ssize_t key_length, value_length;
+    int more;
     memset(reply, 0, sizeof *reply);
-    if (size < 2 || *c.at != 'd')
+    if (!open_dict(&c, &keys))
         return 0;
-    c.at++;
-    while (c.at < c.end && *c.at != 'e') {
-        const unsigned char *key, *value;
-        Py_ssize_t key_length, value_length;
-        if (!read_string(&c, &key, &key_length) || !in_order(previous, previous_length, key, key_length))
-            return 0;
-        previous = key;
-        previous_length = key_length;
+    while ((more = next_key(&c, &keys, &key, &key_length)) > 0) {
         if (is_key(key, key_length, "r")) {
             if (!read_body(&c, reply))
                 return 0;
@@ -374,29 +405,19 @@ parse_reply_fields(const unsigned char *data, Py_ssize_t size, struct reply *rep
         }
         if (!read_string(&c, &value, &value_length))
             return 0;
-        if (is_key(key, key_length, "ip")) {
-            if (value_length != 6 && value_length != 18)
+        int taken = envelope_key(&reply->e, key, key_length, value, value_length);
+        if (taken < 0)
+            return 0;
+        if (!taken) {
+            if (!is_key(key, key_length, "ip") || (value_length != 6 && value_length != 18))
                 return 0;
             reply->ip = value;
             reply->ip_length = value_length;
-        } else if (is_key(key, key_length, "t")) {
-            if (value_length > MAX_TRANSACTION_ID)
-                return 0;
-            reply->t = value;
-            reply->t_length = value_length;
-        } else if (is_key(key, key_length, "v")) {
-            reply->v = value;
-            reply->v_length = value_length;
-        } else if (is_key(key, key_length, "y")) {
-            if (value_length != 1 || *value != 'r')
-                return 0;
-            reply->has_y_reply = 1;
-        } else
-            return 0;
+        }
     }
-    if (c.at >= c.end || c.at + 1 != c.end)
+    if (more != 0 || c.at != c.end)
         return 0;
-    return reply->has_body && reply->has_y_reply && reply->t != NULL;
+    return reply->has_body && reply->e.y == 'r' && reply->e.t != NULL;
 }
 
 static PyObject *
@@ -444,7 +465,7 @@ parse_reply(PyObject *module, PyObject *arg)
         }
     }
     PyObject *fields[11] = {
-        bytes_or_none(reply.t, reply.t_length), bytes_or_none(reply.v, reply.v_length),
+        bytes_or_none(reply.e.t, reply.e.t_length), bytes_or_none(reply.e.v, reply.e.v_length),
         bytes_or_none(reply.ip, reply.ip_length), bytes_or_none(reply.id, ID_BYTES),
         bytes_or_none(reply.nodes, reply.nodes_length),
         bytes_or_none(reply.nodes6, reply.nodes6_length),

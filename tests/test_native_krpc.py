@@ -19,7 +19,6 @@ from mldht import _krpc  # type: ignore[attr-defined]  # built by pip install
 from mldht import native
 from mldht.capture import read_datagrams
 from mldht.compact import NodeInfo, pack_address
-from mldht.config import NodeConfig
 from mldht.engine.core import Engine
 from mldht.errors import KrpcDecodeError
 from mldht.ids import NodeId
@@ -28,6 +27,7 @@ from mldht.krpc import (
 )
 from mldht.routing import RoutingTable
 
+import benchtools
 from test_quick_reply import HANDLERS, SOURCES, queries
 
 SETTINGS = settings(max_examples=400, deadline=None, derandomize=True,
@@ -151,21 +151,10 @@ def _walk_the_table(steps, ipv6: bool, extended: bool) -> None:
 
 def _engines(seed: int) -> tuple[Engine, Engine]:
     """A node with the native codec and the same node without it: same ids, same secrets,
-    same table."""
-    made = []
-    for native_parts in (True, False):
-        rng = random.Random(seed)
-        engine = Engine(0.0, families=("ipv4", "ipv6"), rng=rng, native_parts=native_parts,
-                        config=NodeConfig(inbound_rate=0, reply_bytes_per_second=0),
-                        node_ids={"ipv4": rng.randbytes(20), "ipv6": rng.randbytes(20)})
-        fill = random.Random(seed + 1)
-        for n in range(300):
-            family = engine.families[n % 2]
-            ip = f"2001:db8:5::{n + 1:x}" if family.ipv6 else f"10.5.{n // 200}.{n % 200 + 1}"
-            family.table.heard_from(NodeInfo(NodeId(fill.randbytes(20)), ip, 6881), 0.0,
-                                    responded=n % 5 != 0, rtt=fill.random())
+    same table (tools/bench/fuzz.py's twins), and one swarm stored."""
+    made = benchtools.load("fuzz").twin_engines(seed)
+    for engine in made:
         engine.peer_store.announce(b"\x03" * 20, ("10.9.0.1", 6881), 0.0)
-        made.append(engine)
     assert made[0]._parse_plain is not None and made[1]._parse_plain is None
     return made[0], made[1]
 
