@@ -151,8 +151,9 @@ def libtorrent_session(bind_ip: str, bootstrap: str):
 
 def libtorrent_counter(session, name: str, timeout: float = 2.0,
                        others: list | None = None) -> int | None:
-    """The session's counter `name`; other alerts popped meanwhile go to `others`, with
-    when they were popped (a lookup's peers must not be lost while its counter is read)."""
+    """The session's counter `name`; the peers of get_peers replies popped meanwhile go to
+    `others`, with when they were popped (a lookup's peers must not be lost while its
+    counter is read)."""
     import libtorrent as lt
     session.post_session_stats()
     deadline = time.monotonic() + timeout
@@ -162,8 +163,9 @@ def libtorrent_counter(session, name: str, timeout: float = 2.0,
         for alert in session.pop_alerts():
             if isinstance(alert, lt.session_stats_alert):
                 value = alert.values[name]
-            elif others is not None:
-                others.append((time.monotonic(), alert))
+            elif others is not None and isinstance(alert, lt.dht_get_peers_reply_alert):
+                # An alert lives until the next pop_alerts: keep its peers, not the alert.
+                others.append((time.monotonic(), alert.peers()))
         if value is not None:
             return value
     return None
@@ -185,11 +187,13 @@ def libtorrent_lookup(session, info_hash: bytes, timeout: float) -> dict:
         if not pending:
             session.wait_for_alert(50)
         popped = time.monotonic()
-        for seen, alert in pending + [(popped, alert) for alert in session.pop_alerts()]:
-            if isinstance(alert, lt.dht_get_peers_reply_alert) and alert.peers():
+        replies = pending + [(popped, alert.peers()) for alert in session.pop_alerts()
+                             if isinstance(alert, lt.dht_get_peers_reply_alert)]
+        for seen, found in replies:
+            if found:
                 if first is None:
                     first = seen - started
-                peers.update(alert.peers())
+                peers.update(found)
         pending = []
         count = libtorrent_counter(session, "dht.dht_get_peers_out", 0.5, pending)
         now = time.monotonic()
