@@ -29,17 +29,10 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import ids_at_depths  # noqa: E402  (the same seeded table as the serving bench)
+
 KINDS = ("ping", "find_node", "get_peers", "exchange")
-
-
-def _ids_at_depths(own: bytes, depths: int, per_depth: int, rng: random.Random):
-    own_key = int.from_bytes(own, "big")
-    for depth in range(depths):
-        for _ in range(per_depth):
-            key = own_key ^ (1 << (159 - depth))
-            noise = rng.getrandbits(159 - depth) if depth < 159 else 0
-            key = (key >> (159 - depth) << (159 - depth)) | noise
-            yield depth, key.to_bytes(20, "big")
 
 
 def _engine(native_parts: bool):
@@ -54,7 +47,7 @@ def _engine(native_parts: bool):
     except TypeError:  # an mldht from before the native codec
         engine = Engine(0.0, config=config, node_ids={"ipv4": rng.randbytes(20)})
     table = engine.families[0].table
-    for index, (depth, node_id) in enumerate(_ids_at_depths(table.own_id, 20, 8, rng)):
+    for index, (depth, node_id) in enumerate(ids_at_depths(table.own_id, 20, 8, rng)):
         table.heard_from(NodeInfo(NodeId(node_id), f"198.{18 + index % 2}.{depth}.{index % 250 + 1}",
                                   6881), 0.0, responded=True)
     return engine

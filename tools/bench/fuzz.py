@@ -37,7 +37,7 @@ from pathlib import Path
 import bencodepy
 
 import mldht
-from mldht import DHTNode, NodeConfig, NodeId, NodeInfo
+from mldht import DHTNode, NodeConfig, NodeId, NodeInfo, native
 from mldht.capture import read_datagrams
 from mldht.engine.core import Engine
 from mldht.errors import KrpcDecodeError
@@ -215,8 +215,8 @@ def compare(count: int, seed: int = 1) -> dict:
     captured_replies = [value for value in (_decoded(d) for d in seeds())
                         if type(value) is dict and value.get(b"y") == b"r"]
     engines = twin_engines(seed)
-    parse_plain = engines[0]._parse_plain
-    if parse_plain is None:
+    codec = native.module("_krpc")  # what the first twin reads with
+    if codec is None or engines[0].native_parts is False:
         raise SystemExit("fuzz: the native codec (mldht._krpc) is not built or is turned off")
     now, read_natively, replies_read, differences, example = 0.0, 0, 0, 0, None
     started = time.perf_counter()
@@ -235,8 +235,8 @@ def compare(count: int, seed: int = 1) -> dict:
                 else _raw.encode(reply)
         else:
             data = mutate(rng.choice(pool), rng, pool)
-        read_natively += parse_plain(data) is not None
-        fields = engines[0]._parse_reply(data)
+        read_natively += codec.parse_plain_query(data) is not None
+        fields = codec.parse_reply(data)
         if fields is not None:
             replies_read += 1
             try:  # the same Response as Python's decoder makes, field for field
@@ -262,7 +262,7 @@ def compare(count: int, seed: int = 1) -> dict:
             "differences": differences, "example": example,
             "escaped_exceptions": sum(e.stats.receive_path_failures for e in engines),
             "answered": [sum(e.stats.queries_received.values()) for e in engines],
-            "codec": sys.modules["mldht._krpc"].__file__}
+            "codec": codec.__file__}
 
 
 def asan_build(directory: Path) -> Path:
