@@ -641,3 +641,77 @@ def test_a_peerless_lookup_widens_only_once_its_k_closest_answered(aggressive):
     assert not lookup.done  # the 8 closest answered without a peer: it widened
     assert {node.address for node in lookup.next_queries(0.3)} == \
         {node.address for node in nodes[:3]}
+
+
+# --- addresses that went silent lately are asked last -----------------------------------------
+
+
+def test_a_suspected_candidate_is_asked_only_once_nothing_else_is_left():
+    target = NodeId(bytes(20))
+    seeds = _line(6, target)
+    silent = {seeds[0].address, seeds[2].address}
+    lookup = Lookup(target, seeds, 0.0, alpha=2, k=3, suspected=silent.__contains__)
+    assert lookup.stats.suspects == 2
+    assert lookup.next_queries(0.0) == [seeds[1], seeds[3]]
+    for info in (seeds[1], seeds[3]):
+        lookup.on_reply(info.address, info.id, 0.1)
+    assert not lookup.done
+    assert lookup.next_queries(0.1) == [seeds[4], seeds[5]]
+    lookup.on_failure(seeds[4].address, 4.0)
+    lookup.on_failure(seeds[5].address, 4.0)
+    # Short of k answers with only the suspects left: they are asked after all.
+    assert not lookup.done
+    assert lookup.next_queries(4.0) == [seeds[0], seeds[2]]
+    assert lookup.stats.suspects_asked == 2
+    lookup.on_reply(seeds[0].address, seeds[0].id, 4.1)
+    assert not lookup.done  # seeds[2], closer than seeds[3], is awaited
+    lookup.on_failure(seeds[2].address, 8.0)
+    assert lookup.done
+    assert [c.info for c in lookup.closest_answered()] == [seeds[0], seeds[1], seeds[3]]
+
+
+def test_the_k_closest_answered_end_a_lookup_with_closer_suspects_unasked():
+    target = NodeId(bytes(20))
+    seeds = _line(6, target)
+    lookup = Lookup(target, seeds, 0.0, alpha=4, k=3,
+                    suspected={seeds[0].address}.__contains__)
+    assert lookup.next_queries(0.0) == seeds[1:5]
+    for info in seeds[1:4]:
+        lookup.on_reply(info.address, info.id, 0.1)
+    assert lookup.done
+    assert lookup.next_queries(0.2) == []
+    assert lookup.stats.suspects_asked == 0
+    # A resend goes to the closest candidates that will be asked, not over a suspect.
+    other = Lookup(target, seeds, 0.0, alpha=4, k=3, suspected={seeds[0].address}.__contains__)
+    other.next_queries(0.0)
+    assert [other.claim_resend(info.address) for info in seeds[1:5]] == [True] * RESEND_RANK + [False]
+
+
+def test_a_lookup_of_only_suspects_still_asks_them():
+    """A node whose own link was down a moment finds every address suspected: its lookups
+    must not starve."""
+    target = NodeId(bytes(20))
+    seeds = _line(4, target)
+    lookup = Lookup(target, seeds, 0.0, alpha=2, k=2, suspected=lambda address: True,
+                    bootstrap=[("10.9.9.9", 6881)])
+    assert not lookup.done
+    assert lookup.next_queries(0.0) == seeds[:2]
+    for info in seeds[:2]:
+        lookup.on_reply(info.address, info.id, 0.1)
+    assert lookup.done
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_suspects_change_what_is_asked_not_what_is_found(seed):
+    """Over a network where a fifth never answers, a lookup told which addresses are silent
+    finds the same live k closest with fewer queries."""
+    network = Network(size=300, seed=seed, fail_fraction=0.2)
+    target = NodeId.random(random.Random(seed + 100))
+    silent = {address for address, sim in network.nodes.items() if sim.fails}
+    plain = drive(start_lookup(network, target, seed), network)
+    told = drive(start_lookup(network, target, seed, suspected=silent.__contains__), network)
+    truth = network.true_closest(target)
+    assert [c.node_id for c in plain.lookup.closest_answered()] == truth
+    assert [c.node_id for c in told.lookup.closest_answered()] == truth
+    assert not set(told.queried) & silent
+    assert len(told.queried) < len(plain.queried)

@@ -54,7 +54,8 @@ class TraversalRun(TransactionOwner):
                              aggressive=config.aggressive_lookups,
                              max_shared_bits=engine.believed_shared_bits(),
                              widen_until_values=(config.widen_peerless_lookups
-                                                 if spec.kind == "get_peers" else None))
+                                                 if spec.kind == "get_peers" else None),
+                             suspected=engine.suspected)
         self.resends = config.lookup_resends
         self.query_timeout = config.query_timeout
         self.transactions: dict[Address, Transaction] = {}
@@ -172,6 +173,7 @@ class TraversalRun(TransactionOwner):
         for tx in list(self.transactions.values()):
             engine.cancel_transaction(tx, now)
         self.transactions.clear()
+        engine.note_silent(lookup.silent(), now)
         self.summary = self._summary(now)
         engine.estimator.record([c.distance for c in lookup.closest_answered()], now)
         self._on_done(self, now)
@@ -190,7 +192,8 @@ class TraversalRun(TransactionOwner):
             peers=len(stats.peers),
             closest=[candidate.info for candidate in closest],
             hops=closest[0].hop if closest else None, max_hop=stats.max_hop,
-            first_peer_hop=stats.first_peer_hop, resent=stats.resent)
+            first_peer_hop=stats.first_peer_hop, resent=stats.resent,
+            passed_over=stats.suspects - stats.suspects_asked)
 
     def progress(self) -> tuple[int, int, int]:
         stats = self.lookup.stats
