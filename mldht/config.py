@@ -103,9 +103,6 @@ class NodeConfig:
     """A lookup query to one of the 3 closest candidates still unanswered at the soft
     timeout is sent once more (libtorrent does not): at 5 % loss and 20 % dead nodes,
     find_node finds the closest node 96 % of the time instead of 86.5 % (tools/simulate.py)."""
-    alpha_after_first_peer: int = 0
-    """Experimental (0: off): once a get_peers lookup has a peer, it keeps this many queries
-    in flight, without racing past them, for the rest of its way to the k closest."""
     lookups_ask_silent_last: bool = True
     """An address that let one of our queries pass its soft timeout unanswered in the last
     10 minutes is asked by a lookup only once no other candidate is left (any answer from

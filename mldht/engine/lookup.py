@@ -117,12 +117,8 @@ class Lookup:
                  adaptive_timeout: bool = False, wait_for_slow: bool = True,
                  aggressive: bool = False, max_shared_bits: int | None = None,
                  widen_until_values: int | None = None,
-                 suspected: Callable[[Address], bool] | None = None,
-                 alpha_after_peer: int | None = None) -> None:
+                 suspected: Callable[[Address], bool] | None = None) -> None:
         self.target = target
-        self.alpha_after_peer = alpha_after_peer
-        """Once a peer came, this many slots, and no racing past in-flight queries (None:
-        `alpha` and `aggressive` throughout)."""
         self.suspected = suspected
         """Whether an address went silent on one of our queries lately (the engine's
         `Silences`): such a candidate is asked only once no other is left to ask, and while
@@ -258,13 +254,10 @@ class Lookup:
         if self.done:  # (which widens the lookup when that is due)
             return []
         ordered = self._sorted()
-        alpha, aggressive = self.alpha, self.aggressive
-        if self.alpha_after_peer is not None and self.stats.peers:
-            alpha, aggressive = self.alpha_after_peer, False
-        if aggressive:  # only the in-flight queries met before the next one count
-            slots = alpha
+        if self.aggressive:  # only the in-flight queries met before the next one count
+            slots = self.alpha
         else:
-            slots = alpha - sum(1 for c in ordered if c.state is CandidateState.IN_FLIGHT)
+            slots = self.alpha - sum(1 for c in ordered if c.state is CandidateState.IN_FLIGHT)
         chosen: list[NodeInfo | Address] = []
         answered = 0
         wanted = self._wanted()
@@ -274,7 +267,7 @@ class Lookup:
                 break
             if candidate.state is CandidateState.ANSWERED:
                 answered += 1
-            elif candidate.state is CandidateState.IN_FLIGHT and aggressive:
+            elif candidate.state is CandidateState.IN_FLIGHT and self.aggressive:
                 slots -= 1
             elif candidate.state is CandidateState.NEW:
                 if candidate.suspect:

@@ -55,9 +55,7 @@ class TraversalRun(TransactionOwner):
                              max_shared_bits=engine.believed_shared_bits(),
                              widen_until_values=(config.widen_peerless_lookups
                                                  if spec.kind == "get_peers" else None),
-                             suspected=engine.suspected,
-                             alpha_after_peer=(config.alpha_after_first_peer or None
-                                               if spec.kind == "get_peers" else None))
+                             suspected=engine.suspected)
         self.resends = config.lookup_resends
         self.query_timeout = config.query_timeout
         self.transactions: dict[Address, Transaction] = {}
