@@ -103,12 +103,6 @@ class NodeConfig:
     """A lookup query to one of the 3 closest candidates still unanswered at the soft
     timeout is sent once more (libtorrent does not): at 5 % loss and 20 % dead nodes,
     find_node finds the closest node 96 % of the time instead of 86.5 % (tools/simulate.py)."""
-    lookups_ask_silent_last: bool = True
-    """An address that let one of our queries pass its soft timeout unanswered in the last
-    10 minutes is asked by a lookup only once no other candidate is left (any answer from
-    it clears that; `mldht.engine.silences`). About half of the contacts handed out never
-    answer and the same ones are listed again and again (the8472's mldht skips addresses
-    that failed repeatedly).  See docs/performance.md."""
     query_timeout: float = 4.0
     """Hard timeout of one query: the node has failed to answer."""
     max_pending: int = 4096

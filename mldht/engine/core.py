@@ -60,7 +60,6 @@ from .operations import (
     QueryOperation, ping_result, sample_result,
 )
 from .results import NodeStats
-from .silences import Silences
 from .timers import Timers
 from .transactions import Transaction, Transactions
 from .traversal import FindNodeSpec, GetPeersSpec, TraversalSpec
@@ -123,10 +122,6 @@ class Engine:
         self._reply_rng = (_random.Random(self.rng.getrandbits(64))
                            if isinstance(self.rng, _random.SystemRandom) else self.rng)
         self.estimator = SizeEstimator(config.k)
-        self.silences = Silences()
-        """Addresses that went silent on our queries lately (lookups ask them last)."""
-        self.suspected = (self._suspected if config.lookups_ask_silent_last and not read_only
-                          else None)
         self.budget = QueryBudget(config.query_rate, config.query_burst,
                                   config.per_ip_query_rate, config.per_ip_query_burst, now)
         self._outgoing: list[tuple[bytes, Address]] = []
@@ -409,7 +404,6 @@ class Engine:
                 self._over_limit(source[0], now)
             self.stats.unmatched_received += 1
             return
-        self.silences.forget(source)
         if isinstance(message, Response):
             self._on_response(tx, message, source, now)
         else:
@@ -568,18 +562,7 @@ class Engine:
                 and verifier.may_verify_querier(source[0], now)):
             verifier.ping(querier, now)
 
-    def _suspected(self, address: Address) -> bool:
-        return self.silences.suspected(address, self.now)
-
-    def note_silent(self, addresses: list[Address], now: float) -> None:
-        if self.suspected is not None:
-            silences = self.silences
-            for address in addresses:
-                silences.note(address, now)
-
     def _expired(self, tx: Transaction, now: float) -> None:
-        if self.suspected is not None:
-            self.silences.note(tx.address, now)
         family = self._by_ipv6.get(":" in tx.address[0])
         if family is not None:
             family.table.on_timeout(tx.address, now)

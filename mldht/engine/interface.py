@@ -8,7 +8,7 @@ holds both rules). A part's line can so tell what of the engine it may touch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # types only: this module imports nothing of the engine at run time
     from ..bep44 import ItemStore
@@ -124,14 +124,6 @@ class EngineParts(Protocol):
     def believed_shared_bits(self) -> int | None:
         """How many leading bits an id may share with a lookup's target and still be
         believed (None: every id is)."""
-        ...
-
-    suspected: "Callable[[Address], bool] | None"
-    """Whether an address went silent on our queries lately (None: lookups do not ask
-    such addresses last, `NodeConfig.lookups_ask_silent_last`)."""
-
-    def note_silent(self, addresses: "list[Address]", now: float) -> None:
-        """A lookup ended with these queries past their soft timeout, unanswered."""
         ...
 
     def estimated_size(self, now: float | None = None) -> "SizeEstimate":

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Iterable
 
 import math
 
@@ -63,9 +63,6 @@ class Candidate:
     """How far from our own knowledge: 0 for seeds and bootstrap addresses, h + 1 for a
     node first learned from the reply of a hop-h node (lowered while still unqueried when
     a nearer referrer names it too)."""
-    suspect: bool = False
-    """It went silent on one of our queries lately (`Lookup`'s `suspected`): asked only
-    once no other candidate is left to ask, and while unasked it does not hold the end."""
 
     @property
     def info(self) -> NodeInfo:
@@ -85,10 +82,6 @@ class LookupStats:
     """The largest hop of any node that answered (0: only seeds answered)."""
     first_peer_hop: int | None = None
     """The hop of the node whose reply carried the first peer (None: no peer yet)."""
-    suspects: int = 0
-    """Candidates that had gone silent on us lately (asked only once nothing else was
-    left); `suspects_asked` of them were asked after all."""
-    suspects_asked: int = 0
     implausible: int = 0
     """Nodes not believed: listed or answering with an id implausibly close to the target
     (see `Lookup`'s `max_shared_bits`)."""
@@ -116,15 +109,8 @@ class Lookup:
                  soft_timeout: float = SOFT_TIMEOUT, max_candidates: int = 128,
                  adaptive_timeout: bool = False, wait_for_slow: bool = True,
                  aggressive: bool = False, max_shared_bits: int | None = None,
-                 widen_until_values: int | None = None,
-                 suspected: Callable[[Address], bool] | None = None) -> None:
+                 widen_until_values: int | None = None) -> None:
         self.target = target
-        self.suspected = suspected
-        """Whether an address went silent on one of our queries lately (the engine's
-        `Silences`): such a candidate is asked only once no other is left to ask, and while
-        unasked it is passed over like a failed one. With about half of the contacts handed
-        out silent, and the same ones listed again and again, this spares the slot and the
-        datagram a lookup would spend waiting for one of them."""
         self.widen_until_values = widen_until_values
         """When the k closest nodes have answered and none carried a peer, the lookup goes
         on until this many closest nodes have answered: where Sybils hold some of the
@@ -159,17 +145,8 @@ class Lookup:
         for address in bootstrap:
             if address not in self._candidates:
                 self._insert(Candidate(address, None, UNKNOWN_DISTANCE))
-        if suspected is not None:
-            for candidate in self._ordered:
-                if candidate.node_id is None:
-                    self._mark_if_suspected(candidate)
 
     # --- candidates ---------------------------------------------------------------------
-
-    def _mark_if_suspected(self, candidate: Candidate) -> None:
-        if self.suspected is not None and self.suspected(candidate.address):
-            candidate.suspect = True
-            self.stats.suspects += 1
 
     def _insert(self, candidate: Candidate) -> None:
         self._candidates[candidate.address] = candidate
@@ -205,10 +182,7 @@ class Lookup:
                 if hop < known.hop and known.state is CandidateState.NEW:
                     known.hop = hop
                 continue
-            candidate = Candidate(node.address, node.id, distance(node.id, self.target), hop=hop)
-            if self.suspected is not None:
-                self._mark_if_suspected(candidate)
-            self._insert(candidate)
+            self._insert(Candidate(node.address, node.id, distance(node.id, self.target), hop=hop))
 
     def _wanted(self) -> int:
         """How many of the closest candidates must answer before the lookup ends."""
@@ -261,7 +235,6 @@ class Lookup:
         chosen: list[NodeInfo | Address] = []
         answered = 0
         wanted = self._wanted()
-        suspects_due = self._suspects_due(ordered)
         for candidate in ordered:
             if slots <= 0 or answered >= wanted:
                 break
@@ -270,28 +243,12 @@ class Lookup:
             elif candidate.state is CandidateState.IN_FLIGHT and self.aggressive:
                 slots -= 1
             elif candidate.state is CandidateState.NEW:
-                if candidate.suspect:
-                    if not suspects_due:
-                        continue
-                    self.stats.suspects_asked += 1
                 candidate.state = CandidateState.IN_FLIGHT
                 candidate.sent_at = now if assume_sent else math.inf
                 self.stats.queried += 1
                 slots -= 1
                 chosen.append(candidate.info if candidate.node_id is not None else candidate.address)
         return chosen
-
-    def _suspects_due(self, ordered: list[Candidate]) -> bool:
-        """Whether the suspects may be asked: no other candidate is left to ask and no
-        query holds a slot (the lookup would otherwise end, or wait, short of answers)."""
-        if not self.stats.suspects:
-            return False
-        for candidate in ordered:
-            state = candidate.state
-            if state is CandidateState.IN_FLIGHT or (state is CandidateState.NEW
-                                                     and not candidate.suspect):
-                return False
-        return True
 
     def on_sent(self, address: Address, now: float) -> None:
         """The query to `address` left now: its soft timeout starts."""
@@ -366,8 +323,7 @@ class Lookup:
             if other is candidate:
                 self.stats.resent += 1
                 return True
-            if other.state is not CandidateState.FAILED and not (
-                    other.suspect and other.state is CandidateState.NEW):
+            if other.state is not CandidateState.FAILED:
                 rank += 1
                 if rank >= RESEND_RANK:
                     return False
@@ -401,28 +357,19 @@ class Lookup:
 
     def _done_at(self, wanted: int) -> bool:
         answered = 0
-        waiting = False
-        """Abandoned queries, or unasked suspects: short of `wanted` answers, not done."""
+        abandoned = False
         for candidate in self._sorted():
-            state = candidate.state
-            if state is CandidateState.FAILED:
+            if candidate.state is CandidateState.FAILED:
                 continue
-            if state is CandidateState.ABANDONED or (candidate.suspect
-                                                      and state is CandidateState.NEW):
-                waiting = True
+            if candidate.state is CandidateState.ABANDONED:
+                abandoned = True
                 continue
-            if state is not CandidateState.ANSWERED:
+            if candidate.state is not CandidateState.ANSWERED:
                 return False
             answered += 1
             if answered >= wanted:
                 return True
-        return not waiting
-
-    def silent(self) -> list[Address]:
-        """Candidates asked that have not answered within the soft timeout (slow or
-        abandoned): the engine's `Silences` remembers them when the lookup ends."""
-        return [c.address for c in self._ordered
-                if c.state is CandidateState.SLOW or c.state is CandidateState.ABANDONED]
+        return not abandoned
 
     def in_flight_count(self) -> int:
         """Queries sent and still within their soft timeout."""

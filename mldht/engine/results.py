@@ -93,9 +93,6 @@ class LookupSummary:
     in_flight: int = 0
     """Queries still within their soft timeout when the lookup ended (its closest nodes had
     answered): neither answered nor failed. queried = answered + timed_out + in_flight."""
-    passed_over: int = 0
-    """Candidates not asked because they went silent on an earlier query of ours lately
-    (`NodeConfig.lookups_ask_silent_last`; a lookup left with nothing else asks them)."""
 
     def as_dict(self) -> dict:
         return {
@@ -103,7 +100,7 @@ class LookupSummary:
             "time_to_first_peer": None if self.time_to_first_peer is None
             else round(self.time_to_first_peer, 3),
             "queried": self.queried, "answered": self.answered, "timed_out": self.timed_out,
-            "in_flight": self.in_flight, "passed_over": self.passed_over,
+            "in_flight": self.in_flight,
             "resent": self.resent, "peers": self.peers, "hops": self.hops,
             "closest": [{"id": node.id.hex(), "address": format_address(node.address)}
                         for node in self.closest],
@@ -132,8 +129,7 @@ def merge_summaries(summaries: list[LookupSummary]) -> LookupSummary:
         closest=closest, hops=min(hops) if hops else None,
         max_hop=max(s.max_hop for s in summaries),
         first_peer_hop=first.first_peer_hop if first else None,
-        resent=sum(s.resent for s in summaries), in_flight=sum(s.in_flight for s in summaries),
-        passed_over=sum(s.passed_over for s in summaries))
+        resent=sum(s.resent for s in summaries), in_flight=sum(s.in_flight for s in summaries))
 
 
 @dataclass(slots=True)

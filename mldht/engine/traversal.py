@@ -54,8 +54,7 @@ class TraversalRun(TransactionOwner):
                              aggressive=config.aggressive_lookups,
                              max_shared_bits=engine.believed_shared_bits(),
                              widen_until_values=(config.widen_peerless_lookups
-                                                 if spec.kind == "get_peers" else None),
-                             suspected=engine.suspected)
+                                                 if spec.kind == "get_peers" else None))
         self.resends = config.lookup_resends
         self.query_timeout = config.query_timeout
         self.transactions: dict[Address, Transaction] = {}
@@ -173,7 +172,6 @@ class TraversalRun(TransactionOwner):
         for tx in list(self.transactions.values()):
             engine.cancel_transaction(tx, now)
         self.transactions.clear()
-        engine.note_silent(lookup.silent(), now)
         self.summary = self._summary(now)
         engine.estimator.record([c.distance for c in lookup.closest_answered()], now)
         self._on_done(self, now)
@@ -192,8 +190,7 @@ class TraversalRun(TransactionOwner):
             peers=len(stats.peers),
             closest=[candidate.info for candidate in closest],
             hops=closest[0].hop if closest else None, max_hop=stats.max_hop,
-            first_peer_hop=stats.first_peer_hop, resent=stats.resent,
-            passed_over=stats.suspects - stats.suspects_asked)
+            first_peer_hop=stats.first_peer_hop, resent=stats.resent)
 
     def progress(self) -> tuple[int, int, int]:
         stats = self.lookup.stats

@@ -270,11 +270,7 @@ def summarise(rows: list[dict]) -> dict:
             # counts every get_peers it sends): queries_mean + resent_mean of them.
             "resent_mean": (round(sum(r["resent"] for r in rows) / len(rows), 1)
                             if rows and all(r.get("resent") is not None for r in rows)
-                            else None),
-            # Candidates a warm node did not ask because they went silent on it lately.
-            "passed_over_mean": (round(sum(r["passed_over"] for r in rows) / len(rows), 1)
-                                 if rows and all(r.get("passed_over") is not None for r in rows)
-                                 else None)}
+                            else None)}
 
 
 async def run_modes(args, bootstrap: str, swarms: list[bytes], folder: Path,
@@ -376,8 +372,7 @@ async def warm_mldht(args, bootstrap: str, targets: list[bytes], deadline: float
                          **({"answered": summary.answered, "timed_out": summary.timed_out,
                              "first_peer_hop": summary.first_peer_hop,
                              "lookup_first_peer": summary.time_to_first_peer,
-                             "resent": getattr(summary, "resent", None),
-                             "passed_over": getattr(summary, "passed_over", None)}
+                             "resent": getattr(summary, "resent", None)}
                             if summary else {})})
     return rows
 
@@ -401,8 +396,6 @@ def format_row(row: dict) -> str:
     queries = "?" if row["queries_mean"] is None else f"{row['queries_mean']:.1f}"
     if row.get("resent_mean") is not None:
         queries += f" (+{row['resent_mean']:.1f} resent)"
-    if row.get("passed_over_mean"):
-        queries += f", {row['passed_over_mean']:.1f} passed over"
     return (f"first peer p50 {seconds(row['first_peer_p50'])}, p90 "
             f"{seconds(row['first_peer_p90'])}; wall p50 {seconds(row['wall_p50'])}, p90 "
             f"{seconds(row['wall_p90'])}; success {row['success']:.0%}; {queries} queries")
