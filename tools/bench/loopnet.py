@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from processes import pinned  # noqa: E402
+from processes import die_with_parent, pinned  # noqa: E402
 
 DEFAULT_NET = "127.30"
 PER_SUBNET = 250
@@ -228,7 +228,8 @@ class Host:
         with open(self.log, "wb") as log:
             self.process = await asyncio.create_subprocess_exec(
                 *pinned(command, cpus), env=env, stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=log, limit=1 << 24)  # long lines: addresses
+                stdout=subprocess.PIPE, stderr=log, limit=1 << 24,  # long lines: addresses
+                preexec_fn=die_with_parent)  # a benchmark killed midway leaves no host behind
         self.reader = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
