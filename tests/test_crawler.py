@@ -487,3 +487,50 @@ def test_the_bootstrap_widens_the_recapture_interval_to_what_the_referrers_vary(
     assert estimate.high - estimate.low > high - low  # the referrers' variation counts
     assert estimate.detail["bootstrap_rounds"] == 60
     assert GROUPS == 32 and len({group_of(0x0A090000 + r) for r in range(1500)}) == GROUPS
+
+
+async def test_the_nodes_the_estimate_lookups_meet_go_to_the_sweep():
+    """A newcomer few tables hold yet may never be listed by the walk's replies; the
+    crawler's own find_node lookups (for the size estimate) that met it hand it over."""
+    from types import SimpleNamespace
+
+    from crawling.crawl import CrawlOptions, Crawler
+    from mldht import NodeId, NodeInfo
+
+    newcomer = NodeInfo(NodeId(bytes([0x1d]) + bytes(19)), "10.0.0.36", 51413)
+
+    class Node:
+        stats = SimpleNamespace(queries_sent=0, datagrams_sent=0, datagrams_received=0)
+        lookups = 0
+
+        def clock(self):
+            return 0.0
+
+        async def find_node_lookup(self, target, timeout):
+            self.lookups += 1
+            return SimpleNamespace(closest=[newcomer])
+
+    class Walk:
+        stats = SimpleNamespace(answered={"ipv4": 0})
+        learned: list = []
+
+        def learn(self, info, referrer):
+            self.learned.append((info, referrer))
+
+    node, walk = Node(), Walk()
+    crawler = Crawler(node, store=None, crawl_id=1, options=CrawlOptions(estimate_lookups=3))
+    running = asyncio.get_running_loop().create_future()
+    task = asyncio.ensure_future(crawler._estimate_lookups(walk, running))
+    for _ in range(100):
+        await asyncio.sleep(0)
+        if node.lookups >= 3:
+            break
+    running.set_result(None)
+    await asyncio.wait_for(task, 5)
+    assert node.lookups == 3
+    assert walk.learned == [(newcomer, None)] * 3
+    # Once the sweep is over, what a late lookup meets is not handed over.
+    late = Walk()
+    late.learned = []
+    await crawler._estimate_lookups(late, running)
+    assert late.learned == []

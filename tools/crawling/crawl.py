@@ -180,7 +180,9 @@ class Crawler:
 
     async def _estimate_lookups(self, sweep: Sweep, sweep_done: asyncio.Future) -> None:
         """Random find_node lookups, the food of the engine's lookup-distance estimator,
-        made while the sweep goes on, as many as its size calls for (a few at a time)."""
+        made while the sweep goes on, as many as its size calls for (a few at a time).
+        The nodes that answered them go to the sweep too: a node the walk's replies never
+        list (a newcomer few tables hold yet) is still visited when a lookup met it."""
         if self.options.estimate_lookups <= 0:
             return
         started = 0
@@ -190,9 +192,12 @@ class Crawler:
             # Evenly spread targets (first 4 bits), the rest random.
             target = random_id_with_prefix(index % 16, 4, self.rng)
             try:
-                await self.node.find_node_lookup(target, timeout=30.0)
+                summary = await self.node.find_node_lookup(target, timeout=30.0)
             except Exception:  # noqa: BLE001 - one lookup less for the estimate
-                pass
+                return
+            if not sweep_done.done():
+                for info in summary.closest:
+                    sweep.learn(info, None)
         try:
             while True:
                 finished = sweep_done.done()

@@ -248,7 +248,8 @@ class Sweep:
     # --- the frontier -----------------------------------------------------------------------
 
     def learn(self, info: NodeInfo, referrer: int | None) -> None:
-        """A node listed by node number `referrer` (None: the crawler's own table)."""
+        """A node listed by node number `referrer` (None: the crawler's own knowledge, its
+        routing table or its lookups)."""
         try:
             key = address_key(info.ip, info.port)
         except (OSError, ValueError):
