@@ -207,3 +207,34 @@ def test_engine_path_benchmark_measures_both_codecs(capsys):
     for row in rows.values():
         assert set(row) == {"ping", "find_node", "get_peers", "exchange"}
         assert all(0 < value < 10_000 for value in row.values())
+
+
+def test_get_peers_plot_draws_each_run_and_picks_the_first_mode_a_run_has(tmp_path, capsys):
+    import json
+
+    plot = benchtools.load("get_peers_plot")
+
+    def run(nodes, modes):
+        return {"nodes": nodes, "seed": 1, "modes": {
+            mode: {"first_peer_p50": p50, "first_peer_p90": p90, "queries_mean": 30.0,
+                   "resent_mean": 2.0 if mode.startswith("warm") else None,
+                   "rows": [{"first_peer": p50}, {"first_peer": p90}, {"first_peer": None}]}
+            for mode, (p50, p90) in modes.items()}}
+    first = tmp_path / "a.json"
+    first.write_text(json.dumps(run(100_000, {"warm": (0.2, 0.4), "lt-warm": (0.25, 0.5)})))
+    second = tmp_path / "b.json"
+    second.write_text(json.dumps(run(1_000_000, {"warm+alpha=4": (0.3, 0.6),
+                                                 "lt-warm": (0.3, 0.7)})))
+    out = tmp_path / "curves.png"
+    assert plot.main([str(first), str(second), "--out", str(out),
+                      "--mode", "mldht:warm+alpha=4|warm", "--mode", "lt-warm"]) == 0
+    assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split()[4:] for line in table[1:5]] == [
+        ["mldht", "0.20", "0.40", "32.0"], ["lt-warm", "0.25", "0.50", "30.0"],
+        ["mldht", "0.30", "0.60", "32.0"], ["lt-warm", "0.30", "0.70", "30.0"]]
+    # A file that is not the benchmark's JSON: one line, not a traceback.
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"nodes": 5}')
+    with pytest.raises(SystemExit, match="no 'modes'"):
+        plot.main([str(bad), "--out", str(out)])
