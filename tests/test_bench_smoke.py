@@ -238,3 +238,5 @@ def test_get_peers_plot_draws_each_run_and_picks_the_first_mode_a_run_has(tmp_pa
     bad.write_text('{"nodes": 5}')
     with pytest.raises(SystemExit, match="no 'modes'"):
         plot.main([str(bad), "--out", str(out)])
+    with pytest.raises(SystemExit, match="cannot read .*missing.json"):
+        plot.main([str(tmp_path / "missing.json"), "--out", str(out)])

@@ -23,7 +23,10 @@ from pathlib import Path
 
 
 def load(path: str) -> dict:
-    text = Path(path).read_text().strip()
+    try:
+        text = Path(path).read_text().strip()
+    except OSError as exc:
+        raise SystemExit(f"get_peers_plot: cannot read {path}: {exc.strerror}")
     if not text:
         raise SystemExit(f"get_peers_plot: {path} is empty (a run still going?)")
     try:
