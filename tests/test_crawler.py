@@ -511,8 +511,9 @@ async def test_the_nodes_the_estimate_lookups_meet_go_to_the_sweep():
             return SimpleNamespace(closest=[newcomer])
 
     class Walk:
-        stats = SimpleNamespace(answered={"ipv4": 0})
-        learned: list = []
+        def __init__(self):
+            self.stats = SimpleNamespace(answered={"ipv4": 0})
+            self.learned = []
 
         def learn(self, info, referrer):
             self.learned.append((info, referrer))
@@ -531,6 +532,5 @@ async def test_the_nodes_the_estimate_lookups_meet_go_to_the_sweep():
     assert walk.learned == [(newcomer, None)] * 3
     # Once the sweep is over, what a late lookup meets is not handed over.
     late = Walk()
-    late.learned = []
     await crawler._estimate_lookups(late, running)
     assert late.learned == []

@@ -217,7 +217,8 @@ def compare(count: int, seed: int = 1) -> dict:
     engines = twin_engines(seed)
     codec = native.module("_krpc")  # what the first twin reads with
     if codec is None or engines[0].native_parts is False:
-        raise SystemExit("fuzz: the native codec (mldht._krpc) is not built or is turned off")
+        raise SystemExit("fuzz: no native codec to compare (mldht.native.module('_krpc') is "
+                         "None: not built, or MLDHT_NATIVE=0)")
     now, read_natively, replies_read, differences, example = 0.0, 0, 0, 0, None
     started = time.perf_counter()
     for i in range(count):
