@@ -47,6 +47,9 @@ class NodeConfig:
     adaptive_soft_timeout: bool = True
     """Lookups shorten their soft timeout to 3 times the median round trip they have seen
     (at least 0.25 s). libtorrent's is fixed."""
+    soft_timeout_round_trips: float = 3.0
+    """With `adaptive_soft_timeout`, the soft timeout is this many times the median round
+    trip a lookup has seen."""
     extended_routing_table: bool = True
     """libtorrent's `dht_extended_routing_table` (on by default there): the 4 farthest
     buckets hold 128, 64, 32 and 16 nodes instead of 8, so that a lookup towards the half

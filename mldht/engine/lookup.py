@@ -109,8 +109,11 @@ class Lookup:
                  soft_timeout: float = SOFT_TIMEOUT, max_candidates: int = 128,
                  adaptive_timeout: bool = False, wait_for_slow: bool = True,
                  aggressive: bool = False, max_shared_bits: int | None = None,
-                 widen_until_values: int | None = None) -> None:
+                 widen_until_values: int | None = None,
+                 round_trip_factor: float = RTT_FACTOR) -> None:
         self.target = target
+        self.round_trip_factor = round_trip_factor
+        """With `adaptive_timeout`, the soft timeout is this many times the median round trip."""
         self.widen_until_values = widen_until_values
         """When the k closest nodes have answered and none carried a peer, the lookup goes
         on until this many closest nodes have answered: where Sybils hold some of the
@@ -308,7 +311,7 @@ class Lookup:
         if len(trips) >= 3:  # a median of fewer says little
             median = sorted(trips)[len(trips) // 2]
             self.soft_timeout = min(self.max_soft_timeout,
-                                    max(MIN_SOFT_TIMEOUT, RTT_FACTOR * median))
+                                    max(MIN_SOFT_TIMEOUT, self.round_trip_factor * median))
 
     def claim_resend(self, address: Address) -> bool:
         """The query to `address` is past its soft timeout: send it again? Yes (and counted

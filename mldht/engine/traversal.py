@@ -50,6 +50,7 @@ class TraversalRun(TransactionOwner):
         self.lookup = Lookup(target, seeds, now, bootstrap=bootstrap, k=spec.lookup_k or config.k,
                              alpha=config.alpha, soft_timeout=config.soft_timeout,
                              adaptive_timeout=config.adaptive_soft_timeout,
+                             round_trip_factor=config.soft_timeout_round_trips,
                              wait_for_slow=config.lookup_waits_for_slow,
                              aggressive=config.aggressive_lookups,
                              max_shared_bits=engine.believed_shared_bits(),
