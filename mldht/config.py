@@ -111,10 +111,6 @@ class NodeConfig:
     """A lookup query to one of the 3 closest candidates still unanswered at the soft
     timeout is sent once more (libtorrent does not): at 5 % loss and 20 % dead nodes,
     find_node finds the closest node 96 % of the time instead of 86.5 % (tools/simulate.py)."""
-    lookup_resends_once_settling: bool = False
-    """With `lookup_resends`, resend only once the lookup has asked every one of the k
-    closest candidates it knows: before, closer answers most often pass a silent candidate
-    at the top, and its resend is wasted."""
     query_timeout: float = 4.0
     """Hard timeout of one query: the node has failed to answer."""
     max_pending: int = 4096

@@ -111,13 +111,8 @@ class Lookup:
                  aggressive: bool = False, max_shared_bits: int | None = None,
                  widen_until_values: int | None = None,
                  round_trip_factor: float = RTT_FACTOR,
-                 adapt_once_settling: bool = False,
-                 resend_once_settling: bool = False) -> None:
+                 adapt_once_settling: bool = False) -> None:
         self.target = target
-        self.resend_once_settling = resend_once_settling
-        """`claim_resend` says yes only once the lookup is settling (see
-        `adapt_once_settling`): before, a silent candidate at the top is most often passed
-        by closer answers, and its resend is wasted."""
         self.adapt_once_settling = adapt_once_settling
         """With `adaptive_timeout`, the shortened soft timeout applies only once every one of
         the closest candidates the lookup waits for has been asked (it is settling: a silent
@@ -353,8 +348,6 @@ class Lookup:
         is not worth a datagram (a silent node is more often dead than unlucky)."""
         candidate = self._candidates.get(address)
         if candidate is None or candidate.state not in _AWAITED:
-            return False
-        if self.resend_once_settling and not self._settling():
             return False
         rank = 0
         for other in self._sorted():
