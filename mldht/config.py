@@ -50,11 +50,6 @@ class NodeConfig:
     soft_timeout_round_trips: float = 3.0
     """With `adaptive_soft_timeout`, the soft timeout is this many times the median round
     trip a lookup has seen."""
-    adaptive_soft_timeout_once_settling: bool = False
-    """With `adaptive_soft_timeout`, the shorter soft timeout holds only once a lookup has
-    asked every one of the k closest candidates it knows (a silent one then holds its end,
-    and the next one is asked sooner); while it converges, a query holds its slot for the
-    full `soft_timeout`, as in libtorrent."""
     extended_routing_table: bool = True
     """libtorrent's `dht_extended_routing_table` (on by default there): the 4 farthest
     buckets hold 128, 64, 32 and 16 nodes instead of 8, so that a lookup towards the half

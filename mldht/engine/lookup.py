@@ -110,14 +110,8 @@ class Lookup:
                  adaptive_timeout: bool = False, wait_for_slow: bool = True,
                  aggressive: bool = False, max_shared_bits: int | None = None,
                  widen_until_values: int | None = None,
-                 round_trip_factor: float = RTT_FACTOR,
-                 adapt_once_settling: bool = False) -> None:
+                 round_trip_factor: float = RTT_FACTOR) -> None:
         self.target = target
-        self.adapt_once_settling = adapt_once_settling
-        """With `adaptive_timeout`, the shortened soft timeout applies only once every one of
-        the closest candidates the lookup waits for has been asked (it is settling: a silent
-        one then holds its end); before, a query holds its slot for the full soft timeout
-        (while the lookup converges, closer answers free slots anyway)."""
         self.round_trip_factor = round_trip_factor
         """With `adaptive_timeout`, the soft timeout is this many times the median round trip."""
         self.widen_until_values = widen_until_values
@@ -217,33 +211,12 @@ class Lookup:
 
     # --- driving ------------------------------------------------------------------------
 
-    def _settling(self) -> bool:
-        """Whether the closest candidates the lookup waits for have all been asked."""
-        wanted = self._wanted()
-        counted = 0
-        for candidate in self._sorted():
-            if candidate.state is CandidateState.FAILED:
-                continue
-            if candidate.state is CandidateState.NEW:
-                return False
-            counted += 1
-            if counted >= wanted:
-                break
-        return True
-
-    def _soft_timeout_now(self) -> float:
-        """The soft timeout that holds now for queries in flight."""
-        if self.adapt_once_settling and not self._settling():
-            return self.max_soft_timeout
-        return self.soft_timeout
-
     def _expire_soft(self, now: float) -> None:
-        soft_timeout = self._soft_timeout_now()
         for candidate in self._ordered:
             # Same expressions as next_deadline(): `now - sent_at >= soft_timeout` can be
             # false (float rounding) at the very deadline it reported.
             if (candidate.state is CandidateState.IN_FLIGHT
-                    and now >= candidate.sent_at + soft_timeout):
+                    and now >= candidate.sent_at + self.soft_timeout):
                 candidate.state = CandidateState.SLOW
             if (candidate.state is CandidateState.SLOW and not self.wait_for_slow
                     and now >= candidate.sent_at + self.max_soft_timeout):
@@ -289,8 +262,7 @@ class Lookup:
     def next_deadline(self) -> float | None:
         """When the earliest in-flight query passes its soft timeout, or (without
         `wait_for_slow`) a slow one is abandoned; None when nothing sent is pending."""
-        soft_timeout = self._soft_timeout_now()
-        times = [c.sent_at + soft_timeout for c in self._ordered
+        times = [c.sent_at + self.soft_timeout for c in self._ordered
                  if c.state is CandidateState.IN_FLIGHT and c.sent_at != math.inf]
         if not self.wait_for_slow:
             times += [c.sent_at + self.max_soft_timeout for c in self._ordered

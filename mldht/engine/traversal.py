@@ -51,7 +51,6 @@ class TraversalRun(TransactionOwner):
                              alpha=config.alpha, soft_timeout=config.soft_timeout,
                              adaptive_timeout=config.adaptive_soft_timeout,
                              round_trip_factor=config.soft_timeout_round_trips,
-                             adapt_once_settling=config.adaptive_soft_timeout_once_settling,
                              wait_for_slow=config.lookup_waits_for_slow,
                              aggressive=config.aggressive_lookups,
                              max_shared_bits=engine.believed_shared_bits(),
