@@ -63,6 +63,9 @@ from .policies import SamplePolicy, StallTimer
 METHOD_UNKNOWN = 204
 MAX_FILL_ROUNDS = 32
 MAX_HOLE_ASKS = 3
+HOLE_TRIES = 6
+"""Nodes asked about one target of a hole at most: more than MAX_HOLE_ASKS, since the
+replies of nodes poorly placed to know count for less (`Sweep._vouches`)."""
 CLOSE_GAPS = 1
 FALLBACK_TRIAL = 64
 FALLBACK_WORTH = 0.1
@@ -214,6 +217,9 @@ class Sweep:
         """Node number -> the hole its visit claimed, until it ends or stalls."""
         self.asked_holes: dict[tuple[int, int], set[tuple[int, int]]] = {}
         """Each hole asked about, with who was asked about which target in it."""
+        self.hole_evidence: dict[tuple[int, int], float] = {}
+        """Each hole, with how far the replies that listed nobody in it show it empty
+        (`_vouches`): one from a node whose bucket there is a sparse sample counts little."""
         self.fill_queue: deque[tuple[int, int, tuple[int, int]]] = deque()
         """Questions about holes waiting for a slot: (node, target, hole)."""
         self.fallback_tries = 0
@@ -670,12 +676,13 @@ class Sweep:
             if known < SMALL_NETWORK:
                 targets = list(dict.fromkeys(targets + [low, high]))
             tried = self.asked_holes.setdefault((low, high), set())
-            if len(tried) >= MAX_HOLE_ASKS * len(targets):
+            if len(tried) >= HOLE_TRIES * len(targets):
                 continue  # asked enough, and unchanged since
             for target in targets:
                 # The answering node sharing most bits with the target first (its bucket
                 # there lists the nodes there), another one next round.
-                responder = next((candidate for candidate in self._answering_near(target)
+                nearest = self._answering_near(target, HOLE_TRIES)
+                responder = next((candidate for candidate in nearest
                                   if (candidate, target) not in tried), None)
                 if responder is None:
                     continue
@@ -690,16 +697,36 @@ class Sweep:
         return self.table.flags[number] & (ANSWERED | GONE) == ANSWERED
 
     def _answering_near(self, key: int, count: int = MAX_HOLE_ASKS + 1) -> list[int]:
-        """Up to `count` answering nodes nearest `key` in id order, those sharing most
-        bits with it first."""
-        found: list[int] = []
-        for steps, (_position, number) in enumerate(self.keys.around(key)):
-            if steps >= 2 * ANSWERED_NEAR or len(found) >= count:
-                break
-            if self._answering(number):
-                found.append(number)
-        ids = self.table.ids
-        return sorted(found, key=lambda n: -_shared_bits(key64(ids[n * 20:n * 20 + 8]), key))
+        """Up to `count` answering nodes whose ids share the most leading bits with `key`
+        (the nearest in id order first among equals), from within `ANSWERED_NEAR` ids on
+        each side. Not simply the nearest in id order: across a subtree boundary the
+        nearest id may share 5 bits with `key` where one a little farther shares 11, and
+        only the latter's bucket there lists the nodes there rather than k of thousands."""
+        found: list[tuple[int, int, int]] = []  # (-shared bits, id gap, number)
+        keys = self.keys
+        for step in (keys.before, keys.after):
+            item = step(key + 1) if step is keys.before else step(key)
+            steps = 0
+            while item is not None and steps < ANSWERED_NEAR:
+                position, number = item
+                shared = _shared_bits(position, key)
+                # Moving away from `key` on one side, the bits shared never grow.
+                if len(found) >= count and -shared > sorted(found)[count - 1][0]:
+                    break
+                if self._answering(number):
+                    found.append((-shared, abs(position - key), number))
+                steps += 1
+                item = step(position) if (step is keys.after or position > 0) else None
+        return [number for _, _, number in sorted(found)[:count]]
+
+    def _vouches(self, responder: int, target: int, low: int, high: int) -> float:
+        """How far a reply about `target` that lists nobody in [low, high] shows that
+        stretch empty (1: as far as one reply can): the responder's bucket there holds k
+        nodes of the subtree sharing one bit more with the target than its id does,
+        spread over it; a stretch that is a small part of a large subtree may hold nodes
+        none of the k falls in."""
+        subtree = 1 << max(0, 63 - _shared_bits(responder, target))
+        return min(1.0, BALL_K * (high - low + 1) / subtree)
 
     def contact(self, number: int) -> Contact:
         table = self.table
@@ -734,13 +761,17 @@ class Sweep:
         if not any(low <= key <= high for key in listed):
             # Nobody there, says the node best placed to know: believed for a short stretch
             # at once, for a long one (its bucket there holds 8 nodes of a wider part, which
-            # may all lie outside) only once each of its targets has been asked of
-            # `MAX_HOLE_ASKS` nodes and none of them knew anyone there.
+            # may all lie outside) only once the replies that knew nobody there add up to
+            # `MAX_HOLE_ASKS` for each of its targets, each counting as far as it can show
+            # (`_vouches`): three nodes just across a subtree boundary, whose buckets there
+            # hold 8 of hundreds, once hid a stretch of a dozen nodes.
             known = max(1, self._known_over_keyspace())
-            asked = self.asked_holes.get(hole, ())
-            targets = {target for _, target in asked}
+            evidence = self.hole_evidence.get(hole, 0.0) + \
+                self._vouches(contact.key, middle, low, high)
+            self.hole_evidence[hole] = evidence
+            targets = {target for _, target in self.asked_holes.get(hole, ())}
             if (high - low) * known <= CLOSE_GAPS * KEYSPACE or \
-                    len(asked) >= MAX_HOLE_ASKS * max(1, len(targets)):
+                    evidence >= MAX_HOLE_ASKS * max(1, len(targets)):
                 self.cover(low, high)
         self._cover_reply(contact, response, listed, middle)
 
