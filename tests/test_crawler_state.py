@@ -17,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 from crawling.keyspace import BUCKET_TARGET, Coverage, SortedKeys  # noqa: E402
-from crawling.nodes import V6_MARK, address_key, key_address  # noqa: E402
+from crawling.nodes import ANSWERED, V6_MARK, address_key, key_address  # noqa: E402
 from crawling.policies import SamplePolicy, StallTimer  # noqa: E402
 from crawling.traversal import Sweep  # noqa: E402
 
@@ -279,6 +279,30 @@ async def test_a_stretch_is_not_taken_for_empty_on_the_word_of_nodes_poorly_plac
     sweep = await _sweep(dht, concurrency=64)
     assert sum(sweep.stats.found.values()) == len(nodes)
     assert sweep.stats.queries < 1.1 * len(nodes)
+
+
+def test_a_hole_is_asked_of_the_nodes_sharing_most_bits_with_it():
+    class Quiet:
+        addresses: list = []
+    sweep = Sweep(Quiet(), 1)
+    tops = [0x2bfc, 0x2bfd, 0x2bfe, 0x2c18, 0x2c40, 0x2c41]
+    for index, top in enumerate(tops):
+        node_id = top.to_bytes(2, "big") + bytes([index + 1]) * 18
+        sweep.learn(NodeInfo(NodeId(node_id), f"10.0.0.{index + 1}", 6881), None)
+    number = {sweep.table.node_id(n)[:2]: n for n in range(len(tops))}
+    for n in number.values():
+        sweep.table.flags[n] |= ANSWERED
+    target = 0x2c08 << 48
+    # Nearest in id order are 0x2bfe.. and 0x2bfc..; they share 5 bits with the target,
+    # 0x2c18.. 11 and 0x2c40.. 9.
+    chosen = [sweep.table.node_id(n)[:2].hex() for n in sweep._answering_near(target, 2)]
+    assert chosen == ["2c18", "2c40"]
+    assert [sweep.table.node_id(n)[:2].hex() for n in sweep._answering_near(target, 3)] == \
+        ["2c18", "2c40", "2c41"]
+    # What 'nobody there' shows: all of a stretch an eighth of the bucket's subtree or more.
+    subtree_5 = 1 << (63 - 5)
+    assert sweep._vouches(0x2bfc << 48, target, 0, subtree_5 // 16 - 1) == 0.5
+    assert sweep._vouches(0x2c18 << 48, target, 0, subtree_5 // 16 - 1) == 1.0
 
 
 async def test_nodes_sharing_an_ip_are_visited_one_at_a_time_up_to_the_quota():

@@ -36,6 +36,7 @@ visit; nothing keeps a list per referrer.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import inspect
 import random
@@ -702,22 +703,24 @@ class Sweep:
         each side. Not simply the nearest in id order: across a subtree boundary the
         nearest id may share 5 bits with `key` where one a little farther shares 11, and
         only the latter's bucket there lists the nodes there rather than k of thousands."""
-        found: list[tuple[int, int, int]] = []  # (-shared bits, id gap, number)
+        best: list[tuple[int, int, int]] = []  # (-shared bits, id gap, number), sorted
         keys = self.keys
         for step in (keys.before, keys.after):
             item = step(key + 1) if step is keys.before else step(key)
             steps = 0
             while item is not None and steps < ANSWERED_NEAR:
                 position, number = item
-                shared = _shared_bits(position, key)
-                # Moving away from `key` on one side, the bits shared never grow.
-                if len(found) >= count and -shared > sorted(found)[count - 1][0]:
+                rank = (_shared_bits(position, key) * -1, abs(position - key), number)
+                # Moving away from `key` on one side, the bits shared never grow and the gap
+                # only grows: nothing farther on this side can make the best `count`.
+                if len(best) >= count and rank >= best[-1]:
                     break
                 if self._answering(number):
-                    found.append((-shared, abs(position - key), number))
+                    bisect.insort(best, rank)
+                    del best[count:]
                 steps += 1
                 item = step(position) if (step is keys.after or position > 0) else None
-        return [number for _, _, number in sorted(found)[:count]]
+        return [number for _, _, number in best]
 
     def _vouches(self, responder: int, target: int, low: int, high: int) -> float:
         """How far a reply about `target` that lists nobody in [low, high] shows that
