@@ -510,6 +510,12 @@ def test_adaptive_soft_timeout_follows_the_round_trips():
     for seed in slow.next_queries(0.0)[:3]:
         slow.on_reply(seed.address, seed.id, 2.0)
     assert slow.soft_timeout == 1.0
+    # NodeConfig.soft_timeout_round_trips sets the multiple.
+    patient = Lookup(target, seeds, 0.0, alpha=4, k=8, soft_timeout=1.0, adaptive_timeout=True,
+                     round_trip_factor=5.0)
+    for seed in patient.next_queries(0.0)[:3]:
+        patient.on_reply(seed.address, seed.id, 0.1)
+    assert abs(patient.soft_timeout - 0.5) < 1e-9
 
 
 def test_only_a_silent_query_to_one_of_the_closest_few_is_resent():
