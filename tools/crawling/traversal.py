@@ -654,8 +654,9 @@ class Sweep:
         (no node there was ever listed: the walk had no way in), ask about each one the
         node that answered whose id shares the most bits with its middle (and, in a small
         network, with its ends): its bucket for that stretch lists the nodes there. What
-        a round leaves uncovered is asked again the next round, of another node, at most
-        `MAX_HOLE_ASKS` times. These are the only second queries a node gets in a sweep
+        a round leaves uncovered is asked again the next round, of another node, up to
+        `HOLE_TRIES` nodes a target, until the empty replies add up to `MAX_HOLE_ASKS` a
+        target (`_vouches`). These are the only second queries a node gets in a sweep
         (a few per hundred nodes)."""
         if self.fill_rounds >= MAX_FILL_ROUNDS or not any(self.stats.answered.values()):
             return 0
