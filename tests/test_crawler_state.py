@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from crawling.keyspace import BUCKET_TARGET, Coverage, SortedKeys  # noqa: E402
 from crawling.nodes import ANSWERED, V6_MARK, address_key, key_address  # noqa: E402
 from crawling.policies import SamplePolicy, StallTimer  # noqa: E402
-from crawling.traversal import Sweep  # noqa: E402
+from crawling.traversal import Sweep, shows_empty  # noqa: E402
 
 from mldht.compact import CompactNodes, NodeInfo  # noqa: E402
 from mldht.errors import QueryTimeout  # noqa: E402
@@ -295,14 +295,14 @@ def test_a_hole_is_asked_of_the_nodes_sharing_most_bits_with_it():
     target = 0x2c08 << 48
     # Nearest in id order are 0x2bfe.. and 0x2bfc..; they share 5 bits with the target,
     # 0x2c18.. 11 and 0x2c40.. 9.
-    chosen = [sweep.table.node_id(n)[:2].hex() for n in sweep._answering_near(target, 2)]
+    chosen = [sweep.table.node_id(n)[:2].hex() for n in sweep.answering_near(target, 2)]
     assert chosen == ["2c18", "2c40"]
-    assert [sweep.table.node_id(n)[:2].hex() for n in sweep._answering_near(target, 3)] == \
+    assert [sweep.table.node_id(n)[:2].hex() for n in sweep.answering_near(target, 3)] == \
         ["2c18", "2c40", "2c41"]
     # What 'nobody there' shows: all of a stretch an eighth of the bucket's subtree or more.
     subtree_5 = 1 << (63 - 5)
-    assert sweep._vouches(0x2bfc << 48, target, 0, subtree_5 // 16 - 1) == 0.5
-    assert sweep._vouches(0x2c18 << 48, target, 0, subtree_5 // 16 - 1) == 1.0
+    assert shows_empty(0x2bfc << 48, target, 0, subtree_5 // 16 - 1) == 0.5
+    assert shows_empty(0x2c18 << 48, target, 0, subtree_5 // 16 - 1) == 1.0
 
 
 async def test_nodes_sharing_an_ip_are_visited_one_at_a_time_up_to_the_quota():

@@ -66,7 +66,7 @@ MAX_FILL_ROUNDS = 32
 MAX_HOLE_ASKS = 3
 HOLE_TRIES = 6
 """Nodes asked about one target of a hole at most: more than MAX_HOLE_ASKS, since the
-replies of nodes poorly placed to know count for less (`Sweep._vouches`)."""
+replies of nodes poorly placed to know count for less (`shows_empty`)."""
 CLOSE_GAPS = 1
 FALLBACK_TRIAL = 64
 FALLBACK_WORTH = 0.1
@@ -224,7 +224,7 @@ class Sweep:
         """Each hole asked about, with who was asked about which target in it."""
         self.hole_evidence: dict[tuple[int, int], float] = {}
         """Each hole, with how far the replies that listed nobody in it show it empty
-        (`_vouches`): one from a node whose bucket there is a sparse sample counts little."""
+        (`shows_empty`): one from a node whose bucket there is a sparse sample counts little."""
         self.fill_queue: deque[tuple[int, int, tuple[int, int]]] = deque()
         """Questions about holes waiting for a slot: (node, target, hole)."""
         self.fallback_tries = 0
@@ -656,7 +656,7 @@ class Sweep:
         network, with its ends): its bucket for that stretch lists the nodes there. What
         a round leaves uncovered is asked again the next round, of another node, up to
         `HOLE_TRIES` nodes a target, until the empty replies add up to `MAX_HOLE_ASKS` a
-        target (`_vouches`). These are the only second queries a node gets in a sweep
+        target (`shows_empty`). These are the only second queries a node gets in a sweep
         (a few per hundred nodes)."""
         if self.fill_rounds >= MAX_FILL_ROUNDS or not any(self.stats.answered.values()):
             return 0
@@ -687,7 +687,7 @@ class Sweep:
             for target in targets:
                 # The answering node sharing most bits with the target first (its bucket
                 # there lists the nodes there), another one next round.
-                nearest = self._answering_near(target, HOLE_TRIES)
+                nearest = self.answering_near(target, HOLE_TRIES)
                 responder = next((candidate for candidate in nearest
                                   if (candidate, target) not in tried), None)
                 if responder is None:
@@ -702,7 +702,7 @@ class Sweep:
     def _answering(self, number: int) -> bool:
         return self.table.flags[number] & (ANSWERED | GONE) == ANSWERED
 
-    def _answering_near(self, key: int, count: int = MAX_HOLE_ASKS + 1) -> list[int]:
+    def answering_near(self, key: int, count: int = MAX_HOLE_ASKS + 1) -> list[int]:
         """Up to `count` answering nodes whose ids share the most leading bits with `key`
         (the nearest in id order first among equals), from within `ANSWERED_NEAR` ids on
         each side. Not simply the nearest in id order: across a subtree boundary the
@@ -710,12 +710,12 @@ class Sweep:
         only the latter's bucket there lists the nodes there rather than k of thousands."""
         best: list[tuple[int, int, int]] = []  # (-shared bits, id gap, number), sorted
         keys = self.keys
-        for step in (keys.before, keys.after):
-            item = step(key + 1) if step is keys.before else step(key)
-            steps = 0
-            while item is not None and steps < ANSWERED_NEAR:
+        for item, step in ((keys.before(key + 1), keys.before), (keys.after(key), keys.after)):
+            for _ in range(ANSWERED_NEAR):
+                if item is None:
+                    break
                 position, number = item
-                rank = (_shared_bits(position, key) * -1, abs(position - key), number)
+                rank = (-_shared_bits(position, key), abs(position - key), number)
                 # Moving away from `key` on one side, the bits shared never grow and the gap
                 # only grows: nothing farther on this side can make the best `count`.
                 if len(best) >= count and rank >= best[-1]:
@@ -723,18 +723,8 @@ class Sweep:
                 if self._answering(number):
                     bisect.insort(best, rank)
                     del best[count:]
-                steps += 1
-                item = step(position) if (step is keys.after or position > 0) else None
+                item = step(position)
         return [number for _, _, number in best]
-
-    def _vouches(self, responder: int, target: int, low: int, high: int) -> float:
-        """How far a reply about `target` that lists nobody in [low, high] shows that
-        stretch empty (1: as far as one reply can): the responder's bucket there holds k
-        nodes of the subtree sharing one bit more with the target than its id does,
-        spread over it; a stretch that is a small part of a large subtree may hold nodes
-        none of the k falls in."""
-        subtree = 1 << max(0, 63 - _shared_bits(responder, target))
-        return min(1.0, BALL_K * (high - low + 1) / subtree)
 
     def contact(self, number: int) -> Contact:
         table = self.table
@@ -771,11 +761,11 @@ class Sweep:
             # at once, for a long one (its bucket there holds 8 nodes of a wider part, which
             # may all lie outside) only once the replies that knew nobody there add up to
             # `MAX_HOLE_ASKS` for each of its targets, each counting as far as it can show
-            # (`_vouches`): three nodes just across a subtree boundary, whose buckets there
+            # (`shows_empty`): three nodes just across a subtree boundary, whose buckets there
             # hold 8 of hundreds, once hid a stretch of a dozen nodes.
             known = max(1, self._known_over_keyspace())
             evidence = self.hole_evidence.get(hole, 0.0) + \
-                self._vouches(contact.key, middle, low, high)
+                shows_empty(contact.key, middle, low, high)
             self.hole_evidence[hole] = evidence
             targets = {target for _, target in self.asked_holes.get(hole, ())}
             if (high - low) * known <= CLOSE_GAPS * KEYSPACE or \
@@ -955,6 +945,16 @@ class Sweep:
             self.on_edges(contact.ip, list(response.nodes or []) + list(response.nodes6 or []))
 
 
+def shows_empty(responder: int, target: int, low: int, high: int) -> float:
+    """How far a reply of node `responder` (64-bit id) about `target` that lists nobody in
+    [low, high] shows that stretch empty (1: as far as one reply can): its bucket there
+    holds k nodes of the subtree sharing one bit more with the target than its id does,
+    spread over it; a stretch that is a small part of a large subtree may hold nodes none
+    of the k falls in."""
+    subtree = 1 << max(0, 63 - _shared_bits(responder, target))
+    return min(1.0, BALL_K * (high - low + 1) / subtree)
+
+
 def hole_targets(low: int, high: int, smallest: int = 0, most: int = 4) -> list[int]:
     """Where to ask about the stretch [low, high]: the middles of the largest aligned
     blocks (subtrees) it is made of, at most `most`, those smaller than `smallest` left
@@ -986,4 +986,5 @@ def seed_contacts(node) -> list[NodeInfo]:
     return seeds
 
 
-__all__ = ["Contact", "Sweep", "SweepStats", "acceptable", "seed_contacts", "target_id"]
+__all__ = ["Contact", "Sweep", "SweepStats", "acceptable", "hole_targets", "seed_contacts",
+           "shows_empty", "target_id"]
